@@ -1,0 +1,228 @@
+//! The app registry: an app (= project = bucket) with its timezone and its keys.
+//!
+//! `write_key` is Countly's `app_key` (SDKs send it), `read_key` is Countly's `api_key`
+//! (the dashboard sends it), `master_key` administers the app. Lookups on the request path
+//! go through [`AppCache`], an in-process cache with a short TTL, so a hot `/i` costs no
+//! registry round trip.
+
+use crate::error::StoreError;
+use crate::keys::{self, AppId};
+use crate::redis::{run, Pool};
+use chrono_tz::Tz;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub id: AppId,
+    pub name: String,
+    pub timezone: Tz,
+    pub write_key: String,
+    pub read_key: String,
+    pub master_key: String,
+    /// Reads need only the write key (`app_key`), as in the original Countly read API.
+    pub public_read: bool,
+    /// When set, `/i` requests must carry a valid `checksum` or `checksum256`.
+    pub salt: Option<String>,
+    /// UNIX seconds.
+    pub created: i64,
+}
+
+/// What `create` needs; keys are generated.
+#[derive(Debug, Clone)]
+pub struct NewApp {
+    pub name: String,
+    pub timezone: Tz,
+    pub public_read: bool,
+    pub salt: Option<String>,
+}
+
+impl App {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("name", self.name.clone()),
+            ("timezone", self.timezone.name().to_string()),
+            ("write_key", self.write_key.clone()),
+            ("read_key", self.read_key.clone()),
+            ("master_key", self.master_key.clone()),
+            ("public_read", u8::from(self.public_read).to_string()),
+            ("salt", self.salt.clone().unwrap_or_default()),
+            ("created", self.created.to_string()),
+        ]
+    }
+
+    fn from_fields(id: AppId, mut f: HashMap<String, String>) -> Result<App, StoreError> {
+        let mut take = |k: &str| f.remove(k).unwrap_or_default();
+        let timezone = take("timezone");
+        Ok(App {
+            timezone: timezone
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("app {id}: timezone {timezone:?}")))?,
+            name: take("name"),
+            write_key: take("write_key"),
+            read_key: take("read_key"),
+            master_key: take("master_key"),
+            public_read: take("public_read") == "1",
+            salt: Some(take("salt")).filter(|s| !s.is_empty()),
+            created: take("created").parse().unwrap_or(0),
+            id,
+        })
+    }
+}
+
+/// Creates an app with fresh random keys.
+pub async fn create(pool: &Pool, new: NewApp, now_secs: i64) -> Result<App, StoreError> {
+    let app = App {
+        id: AppId::generate(),
+        name: new.name,
+        timezone: new.timezone,
+        write_key: keys::random_hex(20),
+        read_key: keys::random_hex(20),
+        master_key: keys::random_hex(20),
+        public_read: new.public_read,
+        salt: new.salt,
+        created: now_secs,
+    };
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .hset_multiple(keys::app_record(&app.id), &app.fields())
+        .ignore()
+        .set(keys::app_by_write_key(&app.write_key), app.id.as_str())
+        .ignore()
+        .sadd(keys::APPS, app.id.as_str())
+        .ignore();
+    run::<()>(pool, &pipe).await?;
+    Ok(app)
+}
+
+/// Sets or clears an app's checksum salt.
+pub async fn set_salt(pool: &Pool, app: &AppId, salt: Option<&str>) -> Result<(), StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.hset(keys::app_record(app), "salt", salt.unwrap_or(""))
+        .ignore();
+    run(pool, &pipe).await
+}
+
+pub async fn by_id(pool: &Pool, id: &AppId) -> Result<Option<App>, StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.hgetall(keys::app_record(id));
+    let (fields,): (HashMap<String, String>,) = run(pool, &pipe).await?;
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    App::from_fields(id.clone(), fields).map(Some)
+}
+
+pub async fn by_write_key(pool: &Pool, write_key: &str) -> Result<Option<App>, StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.get(keys::app_by_write_key(write_key));
+    let (id,): (Option<String>,) = run(pool, &pipe).await?;
+    match id.as_deref().and_then(AppId::parse) {
+        Some(id) => by_id(pool, &id).await,
+        None => Ok(None),
+    }
+}
+
+pub async fn list(pool: &Pool) -> Result<Vec<AppId>, StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.smembers(keys::APPS);
+    let (ids,): (Vec<String>,) = run(pool, &pipe).await?;
+    let mut ids: Vec<AppId> = ids.iter().filter_map(|s| AppId::parse(s)).collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn keys_equal(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    if a.len() != b.len() || b.is_empty() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Lookups by write key or id, cached for `ttl`, including misses (so a flood of unknown
+/// keys does not become a flood of Redis reads). Bounded: when full it starts afresh.
+pub struct AppCache {
+    ttl: Duration,
+    max_entries: usize,
+    by_write_key: Mutex<HashMap<String, (Instant, Option<Arc<App>>)>>,
+    by_id: Mutex<HashMap<AppId, (Instant, Option<Arc<App>>)>>,
+}
+
+impl AppCache {
+    pub fn new(ttl: Duration, max_entries: usize) -> AppCache {
+        AppCache {
+            ttl,
+            max_entries,
+            by_write_key: Mutex::default(),
+            by_id: Mutex::default(),
+        }
+    }
+
+    fn cached<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        map: &Mutex<HashMap<K, (Instant, Option<Arc<App>>)>>,
+        k: &K,
+    ) -> Option<Option<Arc<App>>> {
+        let map = map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(k)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, app)| app.clone())
+    }
+
+    fn store<K: std::hash::Hash + Eq>(
+        &self,
+        map: &Mutex<HashMap<K, (Instant, Option<Arc<App>>)>>,
+        k: K,
+        app: Option<Arc<App>>,
+    ) {
+        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= self.max_entries {
+            map.clear();
+        }
+        map.insert(k, (Instant::now(), app));
+    }
+
+    pub async fn by_write_key(&self, pool: &Pool, key: &str) -> Result<Option<Arc<App>>, StoreError> {
+        let k = key.to_string();
+        if let Some(hit) = self.cached(&self.by_write_key, &k) {
+            return Ok(hit);
+        }
+        let app = by_write_key(pool, key).await?.map(Arc::new);
+        self.store(&self.by_write_key, k, app.clone());
+        Ok(app)
+    }
+
+    pub async fn by_id(&self, pool: &Pool, id: &AppId) -> Result<Option<Arc<App>>, StoreError> {
+        if let Some(hit) = self.cached(&self.by_id, id) {
+            return Ok(hit);
+        }
+        let app = by_id(pool, id).await?.map(Arc::new);
+        self.store(&self.by_id, id.clone(), app.clone());
+        Ok(app)
+    }
+
+    /// Forgets everything (after an app changed or was deleted in this process).
+    pub fn clear(&self) {
+        self.by_write_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_comparison() {
+        assert!(keys_equal("abc", "abc"));
+        assert!(!keys_equal("abd", "abc"));
+        assert!(!keys_equal("ab", "abc"));
+        assert!(!keys_equal("", ""));
+    }
+}

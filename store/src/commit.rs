@@ -1,0 +1,465 @@
+//! Group commit: many requests, one atomic Redis transaction.
+//!
+//! Each accepted write request becomes a [`Work`] item sent to the committer task of the
+//! process. The committer takes whatever is queued (waiting up to `linger` for more, up to
+//! `max_batch` items), and for the whole batch:
+//!
+//! 1. **Read** (one round trip): `WATCH` every device key and meta set the batch touches,
+//!    `GET` the device states, `SCARD` + `SMISMEMBER` the meta sets.
+//! 2. **Plan** (no I/O): each item, in arrival order, reads and updates device states and
+//!    meta admissions through a [`Batch`] and adds counter increments to it. Increments of
+//!    the same key and field from different requests merge into one.
+//! 3. **Write** (one round trip): `MULTI`, the changed device states, the new meta members,
+//!    one `HINCRBY`/`HINCRBYFLOAT` per distinct counter field, `EXEC`.
+//!
+//! If another process changed a watched key in between, `EXEC` aborts, nothing is written,
+//! and the batch is planned again from fresh reads. Every request of the batch is answered
+//! only after `EXEC` succeeded; if Redis fails, every request of the batch gets the error
+//! (503) and nothing of the batch was applied. So a duplicate-request claim (kept in the
+//! device state) and the counters it guards commit together or not at all: a request whose
+//! write failed and is retried is counted exactly once.
+//!
+//! On a Redis Cluster a transaction must stay in one slot; all keys of one app share the
+//! `{app}` hash tag (see [`crate::keys`]) so that a batch can be split into one
+//! transaction per app; on standalone Redis (all that is supported so far) a batch is one.
+
+use crate::device::DeviceState;
+use crate::error::StoreError;
+use crate::redis::{dedicated, is_transport_error, RedisConfig};
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// What became of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// A retry of a request already counted: nothing written.
+    Duplicate,
+}
+
+/// The keys an item needs read before it can plan.
+#[derive(Default)]
+pub struct ReadSet {
+    devices: Vec<String>,
+    members: Vec<(String, String)>,
+}
+
+impl ReadSet {
+    pub fn device(&mut self, key: String) {
+        self.devices.push(key);
+    }
+    /// `member` may be added to the capped set `set`.
+    pub fn member(&mut self, set: String, member: String) {
+        self.members.push((set, member));
+    }
+}
+
+/// A unit of work for the committer: one request (or one bulk of them).
+pub trait Work: Send + Sync + 'static {
+    fn reads(&self, r: &mut ReadSet);
+    /// Plans the writes. Must depend only on `self` and `batch`: after a transaction
+    /// conflict it runs again on fresh state.
+    fn plan(&self, batch: &mut Batch) -> Vec<Outcome>;
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+struct SetSlot {
+    card: usize,
+    present: HashSet<String>,
+    added: Vec<String>,
+}
+
+struct DeviceSlot {
+    original: Option<Vec<u8>>,
+    state: DeviceState,
+}
+
+/// The state an item plans against and the writes it accumulates.
+#[derive(Default)]
+pub struct Batch {
+    devices: HashMap<String, DeviceSlot>,
+    sets: HashMap<String, SetSlot>,
+    incrs: HashMap<String, HashMap<String, Num>>,
+    corrupt_states: u64,
+}
+
+impl Batch {
+    /// The state of a device key the item declared in [`Work::reads`].
+    pub fn device(&mut self, key: &str) -> &mut DeviceState {
+        &mut self
+            .devices
+            .entry(key.to_string())
+            .or_insert_with(|| DeviceSlot {
+                original: None,
+                state: DeviceState::default(),
+            })
+            .state
+    }
+
+    /// Whether `member` is (or may now become) part of the capped set: true when it is
+    /// already there or the set has room, in which case it is added with the batch.
+    pub fn admit(&mut self, set: &str, member: &str, cap: usize) -> bool {
+        let slot = self.sets.entry(set.to_string()).or_insert_with(|| SetSlot {
+            card: 0,
+            present: HashSet::new(),
+            added: Vec::new(),
+        });
+        if slot.present.contains(member) {
+            return true;
+        }
+        if slot.card >= cap {
+            return false;
+        }
+        slot.card += 1;
+        slot.present.insert(member.to_string());
+        slot.added.push(member.to_string());
+        true
+    }
+
+    pub fn incr(&mut self, key: &str, field: String, by: i64) {
+        if by == 0 {
+            return;
+        }
+        let fields = self.incrs.entry(key.to_string()).or_default();
+        let e = fields.entry(field).or_insert(Num::Int(0));
+        *e = match *e {
+            Num::Int(v) => Num::Int(v.saturating_add(by)),
+            Num::Float(v) => Num::Float(v + by as f64),
+        };
+    }
+
+    pub fn incr_float(&mut self, key: &str, field: String, by: f64) {
+        if by == 0.0 || !by.is_finite() {
+            return;
+        }
+        let fields = self.incrs.entry(key.to_string()).or_default();
+        let e = fields.entry(field).or_insert(Num::Float(0.0));
+        *e = match *e {
+            Num::Int(v) => Num::Float(v as f64 + by),
+            Num::Float(v) => Num::Float(v + by),
+        };
+    }
+
+    /// Number of distinct counter fields so far.
+    pub fn counter_fields(&self) -> usize {
+        self.incrs.values().map(HashMap::len).sum()
+    }
+}
+
+
+/// How the committer batches.
+#[derive(Debug, Clone)]
+pub struct CommitConfig {
+    /// How long the committer waits for more requests after the first of a batch.
+    pub linger: Duration,
+    /// Most requests in one batch.
+    pub max_batch: usize,
+    /// Requests waiting for the committer before new ones are refused with 503.
+    pub queue: usize,
+    /// Transaction conflicts tolerated for one batch before it fails.
+    pub max_retries: u32,
+}
+
+/// Counters for `/metrics` and the benchmark.
+#[derive(Default, Debug)]
+pub struct CommitStats {
+    pub batches: AtomicU64,
+    pub requests: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub failures: AtomicU64,
+    pub counter_writes: AtomicU64,
+    pub corrupt_states: AtomicU64,
+    pub flush_micros: AtomicU64,
+}
+
+type Reply = oneshot::Sender<Result<Vec<Outcome>, StoreError>>;
+
+struct Item {
+    work: Box<dyn Work>,
+    weight: usize,
+    reply: Reply,
+}
+
+/// The handle request handlers submit work through. Cheap to clone.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Item>,
+    pub stats: Arc<CommitStats>,
+}
+
+impl Committer {
+    /// Starts the committer task on the current runtime. It stops after every handle is
+    /// dropped and the queue is drained; await the join handle to know it has flushed.
+    pub fn start(redis: RedisConfig, cfg: CommitConfig) -> (Committer, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let stats = Arc::new(CommitStats::default());
+        let task = tokio::spawn(run(rx, redis, cfg, stats.clone()));
+        (Committer { tx, stats }, task)
+    }
+
+    /// Queues `work` and waits until its batch is committed. `weight` is how many requests
+    /// it stands for (a bulk counts its items).
+    pub async fn submit(&self, work: Box<dyn Work>, weight: usize) -> Result<Vec<Outcome>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Item {
+                work,
+                weight,
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Item>,
+    redis: RedisConfig,
+    cfg: CommitConfig,
+    stats: Arc<CommitStats>,
+) {
+    let mut conn: Option<MultiplexedConnection> = None;
+    while let Some(first) = rx.recv().await {
+        let mut weight = first.weight;
+        let mut items = vec![first];
+        let deadline = tokio::time::Instant::now() + cfg.linger;
+        while weight < cfg.max_batch {
+            let next = match rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) if cfg.linger.is_zero() => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+                }
+            };
+            match next {
+                Some(item) => {
+                    weight += item.weight;
+                    items.push(item);
+                }
+                None => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let result = flush(&mut conn, &redis, &cfg, &stats, &items).await;
+        stats
+            .flush_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.requests.fetch_add(weight as u64, Ordering::Relaxed);
+        match result {
+            Ok(outcomes) => {
+                for (item, out) in items.into_iter().zip(outcomes) {
+                    let _ = item.reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, requests = weight, "group commit failed");
+                let transport = matches!(&e, StoreError::Redis(r) if is_transport_error(r))
+                    || matches!(e, StoreError::Timeout);
+                if transport {
+                    conn = None;
+                }
+                for item in items {
+                    let _ = item.reply.send(Err(clone_err(&e)));
+                }
+            }
+        }
+    }
+}
+
+fn clone_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Timeout => StoreError::Timeout,
+        StoreError::Closed => StoreError::Closed,
+        StoreError::Overloaded => StoreError::Overloaded,
+        other => StoreError::Pool(other.to_string()),
+    }
+}
+
+async fn flush(
+    conn: &mut Option<MultiplexedConnection>,
+    redis: &RedisConfig,
+    cfg: &CommitConfig,
+    stats: &CommitStats,
+    items: &[Item],
+) -> Result<Vec<Vec<Outcome>>, StoreError> {
+    let mut reads = ReadSet::default();
+    for item in items {
+        item.work.reads(&mut reads);
+    }
+    let devices: Vec<String> = dedup(reads.devices);
+    let mut members: HashMap<String, Vec<String>> = HashMap::new();
+    for (set, m) in reads.members {
+        members.entry(set).or_default().push(m);
+    }
+    let mut sets: Vec<(String, Vec<String>)> = members
+        .into_iter()
+        .map(|(k, v)| (k, dedup(v)))
+        .collect();
+    sets.sort();
+
+    for _ in 0..=cfg.max_retries {
+        if conn.is_none() {
+            *conn = Some(dedicated(redis).await?);
+        }
+        let c = conn.as_mut().ok_or(StoreError::Closed)?;
+        let mut batch = read_phase(c, redis, &devices, &sets).await?;
+        let outcomes: Vec<Vec<Outcome>> = items.iter().map(|i| i.work.plan(&mut batch)).collect();
+        stats
+            .corrupt_states
+            .fetch_add(batch.corrupt_states, Ordering::Relaxed);
+        stats
+            .counter_writes
+            .fetch_add(batch.counter_fields() as u64, Ordering::Relaxed);
+        if write_phase(c, redis, batch).await? {
+            return Ok(outcomes);
+        }
+        stats.conflicts.fetch_add(1, Ordering::Relaxed);
+    }
+    Err(StoreError::Pool(
+        "too many concurrent changes to the same devices; retry".into(),
+    ))
+}
+
+fn dedup(mut v: Vec<String>) -> Vec<String> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+async fn with_timeout<T>(
+    redis: &RedisConfig,
+    f: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    // The connection has its own response timeout; this bounds a whole pipeline.
+    match tokio::time::timeout(redis.timeout * 2, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(StoreError::Timeout),
+    }
+}
+
+async fn read_phase(
+    c: &mut MultiplexedConnection,
+    redis: &RedisConfig,
+    devices: &[String],
+    sets: &[(String, Vec<String>)],
+) -> Result<Batch, StoreError> {
+    let mut batch = Batch::default();
+    if devices.is_empty() && sets.is_empty() {
+        return Ok(batch);
+    }
+    let mut pipe = redis::pipe();
+    let mut watch = redis::cmd("WATCH");
+    for d in devices {
+        watch.arg(d);
+    }
+    for (s, _) in sets {
+        watch.arg(s);
+    }
+    pipe.add_command(watch).ignore();
+    for d in devices {
+        pipe.cmd("GET").arg(d);
+    }
+    for (s, ms) in sets {
+        pipe.cmd("SCARD").arg(s);
+        pipe.cmd("SMISMEMBER").arg(s).arg(ms);
+    }
+    let values: Vec<Value> = with_timeout(redis, pipe.query_async(c)).await?;
+    let mut it = values.into_iter();
+    for d in devices {
+        let original = match it.next() {
+            Some(Value::BulkString(b)) => Some(b),
+            _ => None,
+        };
+        let state = match original.as_deref().map(DeviceState::decode) {
+            None => DeviceState::default(),
+            Some(Ok(s)) => s,
+            Some(Err(_)) => {
+                tracing::warn!(key = %d, "corrupt device state, starting the device afresh");
+                batch.corrupt_states += 1;
+                DeviceState::default()
+            }
+        };
+        batch
+            .devices
+            .insert(d.clone(), DeviceSlot { original, state });
+    }
+    for (s, ms) in sets {
+        let card = match it.next() {
+            Some(Value::Int(n)) => n.max(0) as usize,
+            _ => 0,
+        };
+        let flags: Vec<bool> = match it.next() {
+            Some(Value::Array(a)) => a.into_iter().map(|v| v == Value::Int(1)).collect(),
+            _ => Vec::new(),
+        };
+        let present = ms
+            .iter()
+            .zip(flags)
+            .filter(|(_, f)| *f)
+            .map(|(m, _)| m.clone())
+            .collect();
+        batch.sets.insert(
+            s.clone(),
+            SetSlot {
+                card,
+                present,
+                added: Vec::new(),
+            },
+        );
+    }
+    Ok(batch)
+}
+
+/// Writes the batch in one transaction. `Ok(false)` when a watched key changed.
+async fn write_phase(
+    c: &mut MultiplexedConnection,
+    redis: &RedisConfig,
+    batch: Batch,
+) -> Result<bool, StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (key, slot) in &batch.devices {
+        let encoded = slot.state.encode();
+        if slot.original.as_deref() != Some(&encoded[..]) {
+            pipe.cmd("SET").arg(key).arg(encoded).ignore();
+        }
+    }
+    for (key, slot) in &batch.sets {
+        if !slot.added.is_empty() {
+            pipe.cmd("SADD").arg(key).arg(&slot.added).ignore();
+        }
+    }
+    let mut keys: Vec<&String> = batch.incrs.keys().collect();
+    keys.sort_unstable();
+    for key in keys {
+        for (field, n) in &batch.incrs[key] {
+            match *n {
+                Num::Int(v) => pipe.cmd("HINCRBY").arg(key).arg(field).arg(v).ignore(),
+                Num::Float(v) => pipe.cmd("HINCRBYFLOAT").arg(key).arg(field).arg(v).ignore(),
+            };
+        }
+    }
+    if pipe.is_empty() {
+        // Nothing to write (all duplicates): drop the watches.
+        let _: () = with_timeout(redis, redis::cmd("UNWATCH").query_async(c)).await?;
+        return Ok(true);
+    }
+    let res: Option<Vec<Value>> = with_timeout(redis, pipe.query_async(c)).await?;
+    Ok(res.is_some())
+}

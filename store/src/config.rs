@@ -1,0 +1,173 @@
+//! Configuration shared by `tally` and the split services, from environment variables.
+//! Every variable is listed in README.md; every limit has a default and can be changed.
+
+use crate::commit::CommitConfig;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for {name}: {value:?} ({why})")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub why: String,
+}
+
+/// Input limits: what a request may carry and how far an app's data may grow.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_events_per_request: usize,
+    pub max_bulk_requests: usize,
+    /// Distinct event keys per app (Countly `event_limit`).
+    pub event_keys: usize,
+    /// Segmentation keys per event (Countly `event_segmentation_limit`).
+    pub segments_per_event: usize,
+    /// Values per segmentation key (Countly `event_segmentation_value_limit`).
+    pub values_per_segment: usize,
+    /// Values per metric (Countly `metric_limit`), also for countries.
+    pub values_per_metric: usize,
+    pub max_key_length: usize,
+    pub max_value_length: usize,
+    pub max_device_id_length: usize,
+    pub max_json_depth: usize,
+    /// Cap of one `session_duration` (Countly `session_duration_limit`).
+    pub session_duration_limit: u32,
+    /// A retry of the same request within this window is counted once.
+    pub dedup_window_secs: u32,
+    /// Timestamps up to this far in the future are taken as "now"; further is a 400.
+    pub max_future_secs: i64,
+    /// A begin_session this soon after an end_session continues that session.
+    pub session_cooldown_secs: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_events_per_request: 1000,
+            max_bulk_requests: 1000,
+            event_keys: 500,
+            segments_per_event: 100,
+            values_per_segment: 1000,
+            values_per_metric: 1000,
+            max_key_length: 256,
+            max_value_length: 1024,
+            max_device_id_length: 256,
+            max_json_depth: 16,
+            session_duration_limit: 86_400,
+            dedup_window_secs: 7 * 86_400,
+            max_future_secs: 86_400,
+            session_cooldown_secs: 15,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: String,
+    /// External Redis; `None` starts the embedded one.
+    pub redis_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub admin_key: Option<String>,
+    pub redis_pool: usize,
+    pub redis_timeout: Duration,
+    pub app_cache_ttl: Duration,
+    pub commit: CommitConfig,
+    pub limits: Limits,
+    pub workers: usize,
+    pub log_json: bool,
+}
+
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse<T: FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError {
+            name,
+            value: v,
+            why: e.to_string(),
+        }),
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let d = Limits::default();
+        let limits = Limits {
+            max_body_bytes: parse("TALLY_MAX_BODY_BYTES", d.max_body_bytes)?,
+            max_events_per_request: parse("TALLY_MAX_EVENTS_PER_REQUEST", d.max_events_per_request)?,
+            max_bulk_requests: parse("TALLY_MAX_BULK_REQUESTS", d.max_bulk_requests)?,
+            event_keys: parse("TALLY_EVENT_LIMIT", d.event_keys)?,
+            segments_per_event: parse("TALLY_SEGMENTATION_LIMIT", d.segments_per_event)?,
+            values_per_segment: parse("TALLY_SEGMENTATION_VALUE_LIMIT", d.values_per_segment)?,
+            values_per_metric: parse("TALLY_METRIC_LIMIT", d.values_per_metric)?,
+            max_key_length: parse("TALLY_MAX_KEY_LENGTH", d.max_key_length)?,
+            max_value_length: parse("TALLY_MAX_VALUE_LENGTH", d.max_value_length)?,
+            max_device_id_length: parse("TALLY_MAX_DEVICE_ID_LENGTH", d.max_device_id_length)?,
+            max_json_depth: parse("TALLY_MAX_JSON_DEPTH", d.max_json_depth)?,
+            session_duration_limit: parse("TALLY_SESSION_DURATION_LIMIT", d.session_duration_limit)?,
+            dedup_window_secs: parse("TALLY_DEDUP_WINDOW_SECS", d.dedup_window_secs)?,
+            max_future_secs: parse("TALLY_MAX_FUTURE_SECS", d.max_future_secs)?,
+            session_cooldown_secs: parse("TALLY_SESSION_COOLDOWN_SECS", d.session_cooldown_secs)?,
+        };
+        Ok(Config {
+            bind: var("TALLY_BIND").unwrap_or_else(|| "127.0.0.1:3001".into()),
+            redis_url: var("REDIS_URL"),
+            data_dir: var("TALLY_DATA_DIR").unwrap_or_else(|| "./data".into()).into(),
+            admin_key: var("TALLY_ADMIN_KEY"),
+            redis_pool: parse("TALLY_REDIS_POOL", 16)?,
+            redis_timeout: Duration::from_millis(parse("TALLY_REDIS_TIMEOUT_MS", 2000)?),
+            app_cache_ttl: Duration::from_millis(parse("TALLY_APP_CACHE_MS", 5000)?),
+            commit: CommitConfig {
+                linger: Duration::from_micros(parse("TALLY_FLUSH_INTERVAL_US", 1000)?),
+                max_batch: parse("TALLY_FLUSH_MAX_REQUESTS", 2000)?,
+                queue: parse("TALLY_WRITE_QUEUE", 50_000)?,
+                max_retries: parse("TALLY_FLUSH_MAX_RETRIES", 16)?,
+            },
+            limits,
+            workers: parse(
+                "TALLY_WORKERS",
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )?,
+            log_json: var("TALLY_LOG_FORMAT").as_deref() == Some("json"),
+        })
+    }
+
+    /// Defaults for tests: everything as documented, Redis at `url`.
+    pub fn for_tests(url: &str) -> Config {
+        Config {
+            bind: "127.0.0.1:0".into(),
+            redis_url: Some(url.into()),
+            data_dir: "./data".into(),
+            admin_key: Some("test-admin-key".into()),
+            redis_pool: 8,
+            redis_timeout: Duration::from_millis(2000),
+            app_cache_ttl: Duration::from_millis(0),
+            commit: CommitConfig {
+                linger: Duration::from_micros(200),
+                max_batch: 2000,
+                queue: 50_000,
+                max_retries: 16,
+            },
+            limits: Limits::default(),
+            workers: 2,
+            log_json: false,
+        }
+    }
+
+    pub fn redis(&self, url: &str) -> crate::redis::RedisConfig {
+        crate::redis::RedisConfig {
+            url: url.into(),
+            pool_size: self.redis_pool,
+            timeout: self.redis_timeout,
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Per-device state: what decides new users, exact unique users, session ranges and
+//! duplicate requests.
+//!
+//! # The uniqueness scheme
+//!
+//! A device is unique in a bucket (hour, day, week, month, year) when it has at least one
+//! session there. Countly decides this by comparing the last session time `ls` with "now",
+//! which over-counts as soon as an offline SDK queue replays an old session after a newer
+//! one. Tally instead remembers *which* buckets the device was active in, as one rolling
+//! bitmap per level, anchored at the newest bucket seen:
+//!
+//! | level | window | bytes |
+//! |-------|--------|-------|
+//! | hour  | 864 hours (36 days) | 108 |
+//! | day   | 64 days   | 8 |
+//! | week  | 64 weeks  | 8 |
+//! | month | 32 months | 4 |
+//! | year  | 64 years  | 8 |
+//!
+//! A session is unique at a level exactly when its bucket's bit was not yet set, whatever
+//! the order the sessions arrive in, as long as the session is no older than the window
+//! (at least 36 days at every level). A session older than a level's window is not counted
+//! as unique at that level: Tally would rather miss a unique than count one twice.
+//!
+//! # Layout and memory
+//!
+//! The state is one Redis string (a packed little-endian blob, version byte first), read
+//! with GET and written with SET inside the group-commit transaction (see
+//! [`crate::commit`]). The blob is [`ENCODED_LEN`] bytes; the measured Redis memory per
+//! device (key, value and allocator overhead) is reported by `deploy/bench`.
+
+use crate::time::Buckets;
+
+/// A rolling bitmap over a monotonic index: bit `i` lives at position `i % BITS` and is
+/// meaningful only while `anchor - BITS < i <= anchor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window<const BYTES: usize> {
+    /// The newest index ever set (0 while empty).
+    pub anchor: u32,
+    pub bits: [u8; BYTES],
+}
+
+impl<const BYTES: usize> Default for Window<BYTES> {
+    fn default() -> Self {
+        Window {
+            anchor: 0,
+            bits: [0; BYTES],
+        }
+    }
+}
+
+impl<const BYTES: usize> Window<BYTES> {
+    const BITS: u32 = (BYTES * 8) as u32;
+
+    fn pos(i: u32) -> (usize, u8) {
+        let p = i % Self::BITS;
+        ((p / 8) as usize, 1u8 << (p % 8))
+    }
+
+    /// Whether `i` was already set; `None` when `i` is older than the window.
+    pub fn get(&self, i: u32) -> Option<bool> {
+        if i > self.anchor {
+            return Some(false);
+        }
+        if self.anchor - i >= Self::BITS {
+            return None;
+        }
+        let (byte, mask) = Self::pos(i);
+        Some(self.bits[byte] & mask != 0)
+    }
+
+    /// Marks `i` active. Returns `Some(true)` when it was not active before (the device is
+    /// unique in that bucket), `Some(false)` when it was, `None` when `i` is too old to tell.
+    pub fn mark(&mut self, i: u32) -> Option<bool> {
+        if i > self.anchor {
+            let advance = i - self.anchor;
+            if advance >= Self::BITS || self.anchor == 0 {
+                self.bits = [0; BYTES];
+            } else {
+                for j in self.anchor + 1..=i {
+                    let (byte, mask) = Self::pos(j);
+                    self.bits[byte] &= !mask;
+                }
+            }
+            self.anchor = i;
+        }
+        let was = self.get(i)?;
+        let (byte, mask) = Self::pos(i);
+        self.bits[byte] |= mask;
+        Some(!was)
+    }
+}
+
+/// Which buckets a session is the device's first in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uniques {
+    pub hour: bool,
+    pub day: bool,
+    pub week: bool,
+    pub month: bool,
+    pub year: bool,
+}
+
+/// How many metric snapshots a device keeps (see [`DeviceState::snapshots`]).
+pub const SNAPSHOTS: usize = 10;
+/// How many recent request fingerprints a device keeps for duplicate detection.
+pub const DEDUP_SLOTS: usize = 2;
+
+/// Everything Tally remembers about one device of one app.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceState {
+    /// A session is open (begin_session seen, end_session not yet).
+    pub session_open: bool,
+    /// First session (UNIX seconds); 0 = never had a session.
+    pub first_seen: u32,
+    /// Latest session start (UNIX seconds), only moves forward.
+    pub last_session: u32,
+    /// Latest end_session (UNIX seconds): the start of the session cooldown.
+    pub last_end: u32,
+    /// Seconds of the open session so far.
+    pub session_secs: u32,
+    /// Sessions ever.
+    pub session_count: u32,
+    /// Total session seconds ever.
+    pub total_secs: u32,
+    /// Requests received before the device's first session. Countly does not show a
+    /// device's requests (`e`) until it has had a session; they are added then.
+    pub pending_requests: u16,
+    pub hours: Window<108>,
+    pub days: Window<8>,
+    pub weeks: Window<8>,
+    pub months: Window<4>,
+    pub years: Window<8>,
+    /// 32-bit fingerprints of the device's last value per metric (and country), to count a
+    /// changed value as unique, as Countly does. 0 = none yet.
+    pub snapshots: [u32; SNAPSHOTS],
+    /// (fingerprint, receive time) of the last requests, newest first.
+    pub recent: [(u64, u32); DEDUP_SLOTS],
+}
+
+const VERSION: u8 = 1;
+/// Size of the encoded state in bytes.
+pub const ENCODED_LEN: usize = 2 // version, flags
+    + 6 * 4 + 2 // counters and pending requests
+    + (4 + 108) + (4 + 8) + (4 + 8) + (4 + 4) + (4 + 8) // windows: anchor + bits
+    + SNAPSHOTS * 4
+    + DEDUP_SLOTS * 12;
+
+/// The stored blob is not a device state this version can read.
+#[derive(Debug, thiserror::Error)]
+#[error("device state blob is corrupt or of an unknown version")]
+pub struct CorruptState;
+
+struct Writer(Vec<u8>);
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v)
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes())
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes())
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes())
+    }
+    fn window<const N: usize>(&mut self, w: &Window<N>) {
+        self.u32(w.anchor);
+        self.0.extend_from_slice(&w.bits);
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], CorruptState> {
+        if self.0.len() < N {
+            return Err(CorruptState);
+        }
+        let (head, rest) = self.0.split_at(N);
+        self.0 = rest;
+        head.try_into().map_err(|_| CorruptState)
+    }
+    fn u8(&mut self) -> Result<u8, CorruptState> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, CorruptState> {
+        Ok(u16::from_le_bytes(self.take()?))
+    }
+    fn u32(&mut self) -> Result<u32, CorruptState> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+    fn u64(&mut self) -> Result<u64, CorruptState> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+    fn window<const N: usize>(&mut self) -> Result<Window<N>, CorruptState> {
+        Ok(Window {
+            anchor: self.u32()?,
+            bits: self.take()?,
+        })
+    }
+}
+
+impl DeviceState {
+    pub fn is_new(&self) -> bool {
+        self.first_seen == 0
+    }
+
+    /// Records a session at `b` and reports in which buckets it is the device's first.
+    pub fn mark_session(&mut self, b: &Buckets) -> Uniques {
+        Uniques {
+            hour: self.hours.mark(b.hour_index).unwrap_or(false),
+            day: self.days.mark(b.day_index).unwrap_or(false),
+            week: self.weeks.mark(b.week_index).unwrap_or(false),
+            month: self.months.mark(b.month_index).unwrap_or(false),
+            year: self.years.mark(b.year_index).unwrap_or(false),
+        }
+    }
+
+    /// Whether `fingerprint` was seen within `window_secs` before `now`.
+    pub fn is_duplicate(&self, fingerprint: u64, now: u32, window_secs: u32) -> bool {
+        self.recent
+            .iter()
+            .any(|&(f, at)| f == fingerprint && at != 0 && now.saturating_sub(at) <= window_secs)
+    }
+
+    pub fn remember_request(&mut self, fingerprint: u64, now: u32) {
+        self.recent.rotate_right(1);
+        self.recent[0] = (fingerprint, now);
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer(Vec::with_capacity(ENCODED_LEN));
+        w.u8(VERSION);
+        w.u8(u8::from(self.session_open));
+        for v in [
+            self.first_seen,
+            self.last_session,
+            self.last_end,
+            self.session_secs,
+            self.session_count,
+            self.total_secs,
+        ] {
+            w.u32(v);
+        }
+        w.u16(self.pending_requests);
+        w.window(&self.hours);
+        w.window(&self.days);
+        w.window(&self.weeks);
+        w.window(&self.months);
+        w.window(&self.years);
+        for s in self.snapshots {
+            w.u32(s);
+        }
+        for (f, at) in self.recent {
+            w.u64(f);
+            w.u32(at);
+        }
+        w.0
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<DeviceState, CorruptState> {
+        let mut r = Reader(bytes);
+        if r.u8()? != VERSION {
+            return Err(CorruptState);
+        }
+        let session_open = r.u8()? & 1 == 1;
+        let mut s = DeviceState {
+            session_open,
+            first_seen: r.u32()?,
+            last_session: r.u32()?,
+            last_end: r.u32()?,
+            session_secs: r.u32()?,
+            session_count: r.u32()?,
+            total_secs: r.u32()?,
+            pending_requests: r.u16()?,
+            hours: r.window()?,
+            days: r.window()?,
+            weeks: r.window()?,
+            months: r.window()?,
+            years: r.window()?,
+            ..Default::default()
+        };
+        for slot in s.snapshots.iter_mut() {
+            *slot = r.u32()?;
+        }
+        for slot in s.recent.iter_mut() {
+            *slot = (r.u64()?, r.u32()?);
+        }
+        if !r.0.is_empty() {
+            return Err(CorruptState);
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_marks_each_index_once_in_any_order() {
+        let mut w = Window::<8>::default();
+        assert_eq!(w.mark(100), Some(true));
+        assert_eq!(w.mark(90), Some(true));
+        assert_eq!(w.mark(100), Some(false));
+        assert_eq!(w.mark(90), Some(false));
+        assert_eq!(w.mark(37), Some(true)); // 63 back: still inside
+        assert_eq!(w.mark(36), None); // 64 back: outside
+        assert_eq!(w.mark(101), Some(true));
+        // Moving the anchor forward forgets what slid out, and only that.
+        assert_eq!(w.mark(150), Some(true));
+        assert_eq!(w.mark(100), Some(false));
+        assert_eq!(w.mark(90), Some(false));
+        assert_eq!(w.mark(1000), Some(true));
+        assert_eq!(w.mark(999), Some(true));
+        assert_eq!(w.get(150), None);
+    }
+
+    #[test]
+    fn state_round_trips_and_has_the_documented_size() {
+        let mut s = DeviceState {
+            session_open: true,
+            first_seen: 1,
+            last_session: 2,
+            last_end: 3,
+            session_secs: 4,
+            session_count: 5,
+            total_secs: 6,
+            pending_requests: 7,
+            ..Default::default()
+        };
+        s.hours.mark(500_000);
+        s.years.mark(2024);
+        s.snapshots[3] = 99;
+        s.remember_request(42, 1000);
+        let bytes = s.encode();
+        assert_eq!(bytes.len(), ENCODED_LEN);
+        assert_eq!(DeviceState::decode(&bytes).ok(), Some(s));
+        assert!(DeviceState::decode(&bytes[1..]).is_err());
+        assert!(DeviceState::decode(b"").is_err());
+    }
+
+    #[test]
+    fn duplicates_are_remembered_within_the_window_only() {
+        let mut s = DeviceState::default();
+        s.remember_request(7, 1000);
+        s.remember_request(8, 1001);
+        assert!(s.is_duplicate(7, 1100, 600));
+        assert!(!s.is_duplicate(7, 2000, 600));
+        s.remember_request(9, 1002);
+        assert!(!s.is_duplicate(7, 1100, 600)); // pushed out
+        assert!(!s.is_duplicate(0, 1100, 600));
+    }
+}

@@ -1,0 +1,168 @@
+//! A private `redis-server` child process: the embedded default of `tally`, and the Redis
+//! every test starts for itself.
+//!
+//! The child listens on a free loopback port (never assumed to be 6379), keeps its files
+//! in a data directory (AOF on unless told otherwise) and is killed when the handle drops.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("could not start redis-server ({0}); install it (e.g. apt-get install redis-server) or set REDIS_URL")]
+    Spawn(std::io::Error),
+    #[error("redis-server did not become ready within {0:?}: {1}")]
+    NotReady(Duration, String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How to start the child.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    pub data_dir: PathBuf,
+    /// `None`: pick a free loopback port.
+    pub port: Option<u16>,
+    /// AOF `appendonly`: off only for throwaway test data.
+    pub aof: bool,
+    /// `appendfsync`: `always` (strict), `everysec` (default) or `no`.
+    pub fsync: String,
+    /// The binary; `redis-server` on PATH by default.
+    pub binary: String,
+}
+
+impl EmbeddedOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EmbeddedOptions {
+        EmbeddedOptions {
+            data_dir: data_dir.into(),
+            port: None,
+            aof: true,
+            fsync: "everysec".into(),
+            binary: "redis-server".into(),
+        }
+    }
+}
+
+pub struct EmbeddedRedis {
+    child: Option<Child>,
+    pub port: u16,
+    pub options: EmbeddedOptions,
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl EmbeddedRedis {
+    pub fn start(mut options: EmbeddedOptions) -> Result<EmbeddedRedis, EmbeddedError> {
+        std::fs::create_dir_all(&options.data_dir)?;
+        let port = match options.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        options.port = Some(port);
+        let mut me = EmbeddedRedis {
+            child: None,
+            port,
+            options,
+        };
+        me.spawn()?;
+        Ok(me)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.options.data_dir
+    }
+
+    fn spawn(&mut self) -> Result<(), EmbeddedError> {
+        let o = &self.options;
+        let child = Command::new(&o.binary)
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--protected-mode", "yes"])
+            .arg("--dir")
+            .arg(&o.data_dir)
+            .args(["--appendonly", if o.aof { "yes" } else { "no" }])
+            .args(["--appendfsync", &o.fsync])
+            .args(["--save", "", "--daemonize", "no", "--loglevel", "warning"])
+            .args(["--logfile", "redis.log"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(EmbeddedError::Spawn)?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(20))
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), EmbeddedError> {
+        let start = Instant::now();
+        let url = self.url();
+        let mut last = String::from("not reachable");
+        while start.elapsed() < limit {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(EmbeddedError::NotReady(
+                        limit,
+                        format!("exited with {status}; see {}", self.options.data_dir.join("redis.log").display()),
+                    ));
+                }
+            }
+            match redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+                Ok(mut conn) => match redis::cmd("PING").query::<String>(&mut conn) {
+                    Ok(_) => return Ok(()),
+                    // LOADING: still replaying the AOF.
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(EmbeddedError::NotReady(limit, last))
+    }
+
+    /// SIGKILL, as a crash would (tests of durability).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data directory.
+    pub fn restart(&mut self) -> Result<(), EmbeddedError> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Asks the server to shut down cleanly (flushing the AOF), then waits for it.
+    pub fn shutdown(&mut self) {
+        if let Ok(mut conn) = redis::Client::open(self.url().as_str()).and_then(|c| c.get_connection()) {
+            let _ = redis::cmd("SHUTDOWN").query::<()>(&mut conn);
+        }
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EmbeddedRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

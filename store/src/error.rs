@@ -1,0 +1,101 @@
+//! Every failure a request can meet, and its HTTP answer, in one place.
+//!
+//! The split is deliberate, because SDK queues decide from it whether to retry: a 4xx
+//! means "this request is wrong, sending it again will not help"; a 503 means "Tally or
+//! Redis cannot take it right now, retry". Bodies keep Countly's shape `{"result": "..."}`.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed or invalid input: 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong credentials: 401.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials without the right, or an admin route without an admin key: 403.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The body is over the configured limit: 413.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Per-app rate limit: 429 with `Retry-After` in seconds.
+    #[error("Rate limit exceeded")]
+    RateLimited { retry_after_secs: u64 },
+    /// Redis unreachable, timed out or a flush failed: 503, retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A real fault in Tally: 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad(msg: impl Into<String>) -> ApiError {
+        ApiError::BadRequest(msg.into())
+    }
+
+    /// Countly's wording for a parameter that is present but wrong.
+    pub fn invalid_param(name: &str) -> ApiError {
+        ApiError::BadRequest(format!("Invalid parameter \"{name}\""))
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        res.content_type("application/json; charset=utf-8")
+            .body(serde_json::json!({ "result": self.to_string() }).to_string())
+    }
+}
+
+/// What can go wrong talking to Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis pool: {0}")]
+    Pool(String),
+    #[error("redis did not answer in time")]
+    Timeout,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the write queue is closed (shutting down)")]
+    Closed,
+    #[error("the write queue is full")]
+    Overloaded,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(m) => ApiError::Internal(format!("Stored data is corrupt: {m}")),
+            StoreError::Closed => ApiError::Unavailable("Server is shutting down".into()),
+            StoreError::Overloaded => ApiError::Unavailable("Server is overloaded".into()),
+            other => {
+                tracing::warn!(error = %other, "redis failure");
+                ApiError::Unavailable("Database unavailable".into())
+            }
+        }
+    }
+}

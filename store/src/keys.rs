@@ -1,0 +1,188 @@
+//! The Redis key layout. This module is the only place in Tally that spells a key.
+//!
+//! | key | type | what |
+//! |-----|------|------|
+//! | `apps` | set | every app id |
+//! | `app:{id}` | hash | the app record (name, timezone, keys, salt, flags) |
+//! | `appkey:{write_key}` | string | app id for a write key (`app_key`) |
+//! | `{id}:dev:{h}` | string | one device's packed state ([`crate::device`]); `h` = hash of the device id |
+//! | `{id}:c:{family}:{Y}` | hash | year-level counters: year, month and week totals and uniques |
+//! | `{id}:c:{family}:{Y}:{M}` | hash | month-level counters: days and hours |
+//! | `{id}:m:{list}` | set | capped meta lists: countries, os, devices, ..., event keys |
+//! | `{id}:m:segs:{e}` / `{id}:m:segv:{e}:{s}` | set | segment keys of an event / values of a segment |
+//!
+//! Counter families are `users` (sessions, users, locations), the metric families
+//! (`devices`, `carriers`, `device_details`, `density`, `langs`, ...), `e:{e}` for an event
+//! and `s:{e}:{s}` for one segment of an event, where `{e}` and `{s}` are 64-bit hashes of
+//! the event key and segment key (user strings never become key names; their readable
+//! forms live in the meta sets).
+//!
+//! Every key of an app starts with the hash tag `{id}`, so on a Redis Cluster all of one
+//! app's keys share one slot. That is what lets a group-commit flush be one MULTI/EXEC per
+//! app (see [`crate::commit`]); the trade-off is that one app's write load lands on one
+//! master, while different apps spread across the cluster.
+
+use sha1::{Digest, Sha1};
+use std::fmt;
+
+/// An app id: 24 lowercase hex characters, like Countly's ObjectId-based app ids.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppId(String);
+
+impl AppId {
+    /// Parses an app id, refusing anything that is not 24 hex characters.
+    pub fn parse(s: &str) -> Option<AppId> {
+        (s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| AppId(s.to_ascii_lowercase()))
+    }
+
+    /// A fresh random app id.
+    pub fn generate() -> AppId {
+        AppId(random_hex(12))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `n` random bytes as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::fill(&mut bytes[..]);
+    hex(&bytes)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// The first 8 bytes of SHA-1 as a number: stable across builds and platforms, which
+/// `std`'s hasher is not promised to be.
+pub fn hash64(s: &str) -> u64 {
+    let d = Sha1::digest(s.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// A counter family: which kind of data a counter hash holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Family(String);
+
+impl Family {
+    /// Sessions, users and locations (Countly's `users` collection).
+    pub fn users() -> Family {
+        Family("users".into())
+    }
+    /// A metric family such as `devices` or `device_details` (a fixed name from code).
+    pub fn metric(name: &'static str) -> Family {
+        Family(name.into())
+    }
+    /// One event key's totals.
+    pub fn event(event: &str) -> Family {
+        Family(format!("e:{:016x}", hash64(event)))
+    }
+    /// One segmentation key of one event.
+    pub fn segment(event: &str, segment: &str) -> Family {
+        Family(format!("s:{:016x}:{:016x}", hash64(event), hash64(segment)))
+    }
+}
+
+/// Which counter hash: the year hash or one month hash of a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Period {
+    Year(i32),
+    Month(i32, u32),
+}
+
+pub fn counters(app: &AppId, family: &Family, period: Period) -> String {
+    match period {
+        Period::Year(y) => format!("{{{app}}}:c:{}:{y}", family.0),
+        Period::Month(y, m) => format!("{{{app}}}:c:{}:{y}:{m}", family.0),
+    }
+}
+
+/// A device's state key. The device id is hashed (96 bits) so that keys stay short and
+/// carry no personal identifier.
+pub fn device(app: &AppId, device_id: &str) -> String {
+    let d = Sha1::digest(device_id.as_bytes());
+    format!("{{{app}}}:dev:{}", hex(&d[..12]))
+}
+
+/// A named meta list of an app (`countries`, `os`, `events`, `d-ranges`, ...).
+pub fn meta(app: &AppId, list: &str) -> String {
+    format!("{{{app}}}:m:{list}")
+}
+
+/// The segmentation keys seen for an event.
+pub fn event_segments(app: &AppId, event: &str) -> String {
+    format!("{{{app}}}:m:segs:{:016x}", hash64(event))
+}
+
+/// The values seen for one segmentation key of an event.
+pub fn segment_values(app: &AppId, event: &str, segment: &str) -> String {
+    format!(
+        "{{{app}}}:m:segv:{:016x}:{:016x}",
+        hash64(event),
+        hash64(segment)
+    )
+}
+
+/// The glob that matches every key of an app (for SCAN-based deletion).
+pub fn app_pattern(app: &AppId) -> String {
+    format!("{{{app}}}:*")
+}
+
+pub const APPS: &str = "apps";
+
+pub fn app_record(app: &AppId) -> String {
+    format!("app:{app}")
+}
+
+pub fn app_by_write_key(write_key: &str) -> String {
+    format!("appkey:{write_key}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_ids_are_24_hex() {
+        let id = AppId::generate();
+        assert_eq!(id.as_str().len(), 24);
+        assert_eq!(AppId::parse(id.as_str()), Some(id));
+        assert!(AppId::parse("xyz").is_none());
+        assert!(AppId::parse("zzzzzzzzzzzzzzzzzzzzzzzz").is_none());
+    }
+
+    #[test]
+    fn every_app_key_carries_the_app_hash_tag() {
+        let app = AppId::parse("0123456789abcdef01234567").unwrap_or_else(AppId::generate);
+        let tag = format!("{{{app}}}:");
+        for k in [
+            counters(&app, &Family::users(), Period::Year(2024)),
+            counters(&app, &Family::event("a.b{c}"), Period::Month(2024, 3)),
+            device(&app, "device with spaces"),
+            meta(&app, "countries"),
+            event_segments(&app, "x"),
+            segment_values(&app, "x", "y"),
+        ] {
+            assert!(k.starts_with(&tag), "{k}");
+            assert!(!k[tag.len()..].contains(['{', '}', ' ']), "{k}");
+        }
+    }
+}
