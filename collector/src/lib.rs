@@ -1,0 +1,31 @@
+//! The write service: Countly's `/i` and `/i/bulk`.
+//!
+//! A request goes parse ([`params`]) -> validate the whole of it ([`request`]) -> plan
+//! increments against the device's state ([`plan`]) -> group commit
+//! ([`tally_store::commit`]). Nothing is written for a request that fails validation, and
+//! nothing is acknowledged that is not in Redis.
+
+pub mod params;
+pub mod plan;
+pub mod request;
+mod routes;
+pub mod sanitize;
+
+use actix_web::web;
+use tally_store::commit::Committer;
+use tally_store::http::Shared;
+
+/// The collector's handler state.
+pub struct Collector {
+    pub shared: Shared,
+    pub committer: Committer,
+}
+
+/// Mounts `/i` and `/i/bulk` (GET and POST, as Countly accepts both everywhere).
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Collector>) {
+    cfg.app_data(state)
+        .route("/i", web::get().to(routes::ingest))
+        .route("/i", web::post().to(routes::ingest))
+        .route("/i/bulk", web::get().to(routes::bulk))
+        .route("/i/bulk", web::post().to(routes::bulk));
+}

@@ -126,6 +126,30 @@ impl Batch {
         true
     }
 
+    /// Adds `member` to an uncapped set that is small by construction (range lists).
+    pub fn add_member(&mut self, set: &str, member: &str) {
+        self.admit(set, member, usize::MAX);
+    }
+
+    /// The merged increments so far, sorted: (key, field, value as text).
+    pub fn increments(&self) -> Vec<(String, String, String)> {
+        let mut out: Vec<(String, String, String)> = self
+            .incrs
+            .iter()
+            .flat_map(|(k, fields)| {
+                fields.iter().map(move |(f, n)| {
+                    let v = match n {
+                        Num::Int(i) => i.to_string(),
+                        Num::Float(x) => x.to_string(),
+                    };
+                    (k.clone(), f.clone(), v)
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     pub fn incr(&mut self, key: &str, field: String, by: i64) {
         if by == 0 {
             return;

@@ -8,7 +8,7 @@
 //! - [`apps`]: the app registry and its cache.
 //! - [`redis`]: connection pool and dedicated connections.
 //! - [`embedded`]: the private `redis-server` child.
-//! - [`config`], [`clock`], [`error`]: what every service shares.
+//! - [`config`], [`clock`], [`error`], [`http`]: what every service shares.
 
 pub mod apps;
 pub mod clock;
@@ -17,6 +17,7 @@ pub mod config;
 pub mod counters;
 pub mod device;
 pub mod embedded;
+pub mod http;
 pub mod error;
 pub mod keys;
 pub mod redis;

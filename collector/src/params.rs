@@ -1,0 +1,216 @@
+//! Request parameters from a query string, a form body or a JSON body, as one map.
+//!
+//! SDKs send the same parameters three ways: `GET /i?...`, `POST` with a form body, and
+//! `POST` with a JSON body where `events`, `metrics` and `requests` may be real JSON
+//! instead of JSON-in-a-string. Body fields override query fields, as in Countly.
+//! Decoding is strict: a query or form that is not valid UTF-8 after percent-decoding is
+//! a 400, never silently mangled.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use tally_store::ApiError;
+
+/// One parameter: text from a query/form, or a JSON value from a JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Text(String),
+    Json(Value),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Params(pub HashMap<String, Param>);
+
+/// Decodes `a=1&b=x+y%20z` strictly.
+pub fn parse_urlencoded(raw: &[u8], into: &mut Params) -> Result<(), ApiError> {
+    for pair in raw.split(|&b| b == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let key = decode(k)?;
+        let value = decode(v)?;
+        into.0.insert(key, Param::Text(value));
+    }
+    Ok(())
+}
+
+fn decode(part: &[u8]) -> Result<String, ApiError> {
+    let plus: Vec<u8> = part
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    percent_encoding::percent_decode(&plus)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::bad("Request parameters are not valid UTF-8"))
+}
+
+/// The nesting depth of a JSON value (a scalar is 0).
+pub fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+impl Params {
+    /// Parameters of a request: the query string, then the body by its content type.
+    pub fn from_request(
+        query: &str,
+        content_type: &str,
+        body: &[u8],
+        max_depth: usize,
+    ) -> Result<Params, ApiError> {
+        let mut p = Params::default();
+        parse_urlencoded(query.as_bytes(), &mut p)?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(p);
+        }
+        let looks_json = content_type.contains("json")
+            || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if looks_json {
+            let v: Value = serde_json::from_slice(body)
+                .map_err(|_| ApiError::bad("Request body is not valid JSON"))?;
+            if depth(&v) > max_depth {
+                return Err(ApiError::bad("Request body is nested too deeply"));
+            }
+            match v {
+                Value::Object(o) => {
+                    for (k, v) in o {
+                        p.0.insert(k, Param::Json(v));
+                    }
+                }
+                _ => return Err(ApiError::bad("Request body must be a JSON object")),
+            }
+        } else {
+            parse_urlencoded(body, &mut p)?;
+        }
+        Ok(p)
+    }
+
+    /// Parameters of one `/i/bulk` item (a JSON object).
+    pub fn from_object(o: serde_json::Map<String, Value>) -> Params {
+        Params(o.into_iter().map(|(k, v)| (k, Param::Json(v))).collect())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// A parameter as text: JSON strings as they are, numbers and booleans spelled out,
+    /// `null` as absent. Objects and arrays are not text (`None`).
+    pub fn text(&self, name: &str) -> Option<String> {
+        match self.0.get(name)? {
+            Param::Text(s) => Some(s.clone()),
+            Param::Json(Value::String(s)) => Some(s.clone()),
+            Param::Json(Value::Number(n)) => Some(n.to_string()),
+            Param::Json(Value::Bool(b)) => Some(b.to_string()),
+            Param::Json(_) => None,
+        }
+    }
+
+    /// A non-empty text parameter.
+    pub fn nonempty(&self, name: &str) -> Option<String> {
+        self.text(name).filter(|s| !s.is_empty())
+    }
+
+    /// A JSON parameter: parsed from text, or taken as is from a JSON body. `Ok(None)` when
+    /// absent or empty; a 400 with `error` when it is not JSON.
+    pub fn json(&self, name: &str, error: &str, max_depth: usize) -> Result<Option<Value>, ApiError> {
+        let v = match self.0.get(name) {
+            None => return Ok(None),
+            Some(Param::Json(Value::Null)) => return Ok(None),
+            Some(Param::Json(Value::String(s))) | Some(Param::Text(s)) => {
+                if s.trim().is_empty() {
+                    return Ok(None);
+                }
+                serde_json::from_str(s).map_err(|_| ApiError::bad(error))?
+            }
+            Some(Param::Json(v)) => v.clone(),
+        };
+        if depth(&v) > max_depth {
+            return Err(ApiError::bad(error));
+        }
+        Ok(Some(v))
+    }
+
+    /// A flag such as `begin_session=1`: present and not `0`/`false`/empty.
+    pub fn flag(&self, name: &str) -> bool {
+        match self.0.get(name) {
+            Some(Param::Json(Value::Bool(b))) => *b,
+            Some(_) => !matches!(
+                self.text(name).as_deref().map(str::trim),
+                None | Some("" | "0" | "false")
+            ),
+            None => false,
+        }
+    }
+
+    /// A canonical spelling of the parameters minus `skip`, for request fingerprints:
+    /// sorted by name, JSON in its compact form.
+    pub fn canonical(&self, skip: &[&str]) -> String {
+        let mut keys: Vec<&String> = self.0.keys().filter(|k| !skip.contains(&k.as_str())).collect();
+        keys.sort();
+        let mut out = String::new();
+        for k in keys {
+            out.push_str(k);
+            out.push('=');
+            match &self.0[k] {
+                Param::Text(s) | Param::Json(Value::String(s)) => out.push_str(s),
+                Param::Json(v) => out.push_str(&v.to_string()),
+            }
+            out.push('\u{1}');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_form_and_json_bodies() {
+        let p = Params::from_request("app_key=k&device_id=a+b%20c", "", b"", 8).unwrap_or_default();
+        assert_eq!(p.text("device_id").as_deref(), Some("a b c"));
+        let p = Params::from_request("device_id=q", "application/x-www-form-urlencoded", b"device_id=b&events=%5B%5D", 8)
+            .unwrap_or_default();
+        assert_eq!(p.text("device_id").as_deref(), Some("b"));
+        assert_eq!(p.json("events", "bad", 8).ok().flatten(), Some(serde_json::json!([])));
+        let p = Params::from_request("", "application/json", br#"{"device_id":7,"events":[{"key":"a"}]}"#, 8)
+            .unwrap_or_default();
+        assert_eq!(p.text("device_id").as_deref(), Some("7"));
+        assert_eq!(
+            p.json("events", "bad", 8).ok().flatten(),
+            Some(serde_json::json!([{"key": "a"}]))
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_and_bad_json_are_rejected() {
+        assert!(Params::from_request("device_id=%FF%FE", "", b"", 8).is_err());
+        assert!(Params::from_request("", "application/json", b"{nope", 8).is_err());
+        assert!(Params::from_request("", "application/json", b"[1]", 8).is_err());
+        let deep = format!("{}{}", "[".repeat(20), "]".repeat(20));
+        let p = Params::from_request(&format!("events={deep}"), "", b"", 8).unwrap_or_default();
+        assert!(p.json("events", "bad", 8).is_err());
+    }
+
+    #[test]
+    fn flags() {
+        let p = Params::from_request("a=1&b=0&c=&d=true&e=false", "", b"", 8).unwrap_or_default();
+        assert!(p.flag("a") && !p.flag("b") && !p.flag("c") && p.flag("d") && !p.flag("e") && !p.flag("z"));
+    }
+
+    #[test]
+    fn canonical_ignores_order_and_skipped_params() {
+        let a = Params::from_request("b=2&a=1&rr=5", "", b"", 8).unwrap_or_default();
+        let b = Params::from_request("a=1&b=2&rr=6", "", b"", 8).unwrap_or_default();
+        assert_eq!(a.canonical(&["rr"]), b.canonical(&["rr"]));
+        assert_ne!(a.canonical(&[]), b.canonical(&[]));
+    }
+}

@@ -1,0 +1,408 @@
+//! From a validated request and the device's state to counter increments: Countly's
+//! aggregation rules as plain functions over a [`Batch`].
+//!
+//! Levels: `Y` year, `M` month, `W` Countly week, `D` day, `H` hour. What goes where:
+//!
+//! | field | levels | when |
+//! |-------|--------|------|
+//! | `t` sessions | Y M D H | each begin_session (not one within the cooldown) |
+//! | `n` new users | Y M D H | the device's first session |
+//! | `u` unique users | Y M W D H | the device's first session in that bucket |
+//! | `e` requests | Y M D H | each request of a device that has had a session |
+//! | `d` duration | Y M D H | each `session_duration` |
+//! | `f.<r>` frequency | Y M W D | each session: hours since the previous one |
+//! | `l.<r>` loyalty | Y M W D | where the session is unique: the session number |
+//! | `ds.<r>` duration range | Y M W D | each session end: its length |
+//! | `<CC>.t/n/u` country | Y M D (+W for u) | like t/n/u |
+//! | metric `<v>.t/n/u` | Y M D (+W for u) | like t/n/u; a changed value counts as unique |
+//! | event `c`, `s`, `dur` | Y M D H | each event, at its own time |
+//! | segment `<v>.c/s/dur` | Y M D | each event, per segmentation value |
+
+use crate::request::{Event, WriteRequest};
+use crate::sanitize::COUNTRY_SLOT;
+use std::sync::Arc;
+use tally_store::apps::App;
+use tally_store::commit::{Batch, Outcome, ReadSet, Work};
+use tally_store::config::Limits;
+use tally_store::device::{DeviceState, Uniques};
+use tally_store::keys::{self, hash64, Family, Period};
+use tally_store::time::Buckets;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Y,
+    M,
+    W,
+    D,
+    H,
+}
+use Level::*;
+
+/// The two counter hashes of one family at one instant, and the field prefixes per level.
+struct Target<'a> {
+    year: String,
+    month: String,
+    at: &'a Buckets,
+}
+
+impl<'a> Target<'a> {
+    fn new(app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
+        Target {
+            year: keys::counters(&app.id, family, Period::Year(at.year)),
+            month: keys::counters(&app.id, family, Period::Month(at.year, at.month)),
+            at,
+        }
+    }
+
+    fn key_field(&self, level: Level, field: &str) -> (&str, String) {
+        let a = self.at;
+        match level {
+            Y => (&self.year, field.to_string()),
+            M => (&self.year, format!("{}.{field}", a.month)),
+            W => (&self.year, format!("w{}.{field}", a.week)),
+            D => (&self.month, format!("{}.{field}", a.day)),
+            H => (&self.month, format!("{}.{}.{field}", a.day, a.hour)),
+        }
+    }
+
+    fn add(&self, b: &mut Batch, levels: &[Level], field: &str, by: i64) {
+        for &l in levels {
+            let (k, f) = self.key_field(l, field);
+            b.incr(k, f, by);
+        }
+    }
+
+    fn add_float(&self, b: &mut Batch, levels: &[Level], field: &str, by: f64) {
+        for &l in levels {
+            let (k, f) = self.key_field(l, field);
+            b.incr_float(k, f, by);
+        }
+    }
+
+    /// `field` at Y M W D where the device is unique (or `always`), as for `u`.
+    fn add_unique(&self, b: &mut Batch, u: &Uniques, always: bool, field: &str) {
+        for (level, unique) in [(Y, u.year), (M, u.month), (W, u.week), (D, u.day)] {
+            if unique || always {
+                self.add(b, &[level], field, 1);
+            }
+        }
+    }
+}
+
+/// Countly's session duration ranges (seconds).
+pub fn duration_range(secs: u32) -> u32 {
+    match secs {
+        0..=10 => 0,
+        11..=30 => 1,
+        31..=60 => 2,
+        61..=180 => 3,
+        181..=600 => 4,
+        601..=1800 => 5,
+        1801..=3600 => 6,
+        _ => 7,
+    }
+}
+
+/// Countly's frequency ranges: hours since the previous session. 0 is the first session.
+/// Countly's code gives 10 for 744 h and more (an off-by-one against its own 12 labels);
+/// Tally gives 11 there, the range the dashboard labels "30+ days".
+pub fn frequency_range(hours_since: Option<i64>) -> u32 {
+    match hours_since {
+        None => 0,
+        Some(h) if h < 24 => 1,
+        Some(h) if h < 192 => 1 + (h / 24) as u32,
+        Some(h) if h < 360 => 9,
+        Some(h) if h < 744 => 10,
+        Some(_) => 11,
+    }
+}
+
+/// Countly's loyalty ranges: the session number.
+pub fn loyalty_range(session_number: u32) -> u32 {
+    match session_number {
+        0 | 1 => 0,
+        2 => 1,
+        3..=5 => 2,
+        6..=9 => 3,
+        10..=19 => 4,
+        20..=49 => 5,
+        50..=99 => 6,
+        100..=499 => 7,
+        _ => 8,
+    }
+}
+
+fn snapshot(v: &str) -> u32 {
+    (hash64(v) as u32) | 1
+}
+
+/// One request ready for the committer.
+pub struct Item {
+    pub app: Arc<App>,
+    pub req: WriteRequest,
+    /// Server time of arrival (UNIX seconds): the clock of the duplicate window.
+    pub received: i64,
+    pub device_key: String,
+}
+
+impl Item {
+    pub fn new(app: Arc<App>, req: WriteRequest, received: i64) -> Item {
+        let device_key = keys::device(&app.id, &req.device_id);
+        Item {
+            app,
+            req,
+            received,
+            device_key,
+        }
+    }
+}
+
+/// A request, or all the valid requests of a bulk, as one unit of group-commit work.
+pub struct Ingest {
+    pub items: Vec<Item>,
+    pub limits: Arc<Limits>,
+}
+
+impl Work for Ingest {
+    fn reads(&self, r: &mut ReadSet) {
+        for it in &self.items {
+            let app = &it.app.id;
+            r.device(it.device_key.clone());
+            if it.req.begin_session {
+                let cc = it.req.country.as_deref().unwrap_or("Unknown");
+                r.member(keys::meta(app, "countries"), cc.to_string());
+                for (spec, v) in &it.req.metrics {
+                    r.member(keys::meta(app, spec.meta), v.clone());
+                }
+            }
+            for e in &it.req.events {
+                if !e.internal {
+                    r.member(keys::meta(app, "events"), e.key.clone());
+                }
+                for (k, v) in &e.segments {
+                    r.member(keys::event_segments(app, &e.key), k.clone());
+                    r.member(keys::segment_values(app, &e.key, k), v.clone());
+                }
+            }
+        }
+    }
+
+    fn plan(&self, batch: &mut Batch) -> Vec<Outcome> {
+        self.items
+            .iter()
+            .map(|it| plan_item(batch, it, &self.limits))
+            .collect()
+    }
+}
+
+/// Plans one request. Public for unit tests: no I/O happens here.
+pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
+    let (app, req) = (&*it.app, &it.req);
+    let received = it.received.max(0) as u32;
+    let mut dev: DeviceState = b.device(&it.device_key).clone();
+    if let Some(fp) = req.fingerprint {
+        if dev.is_duplicate(fp, received, limits.dedup_window_secs) {
+            return Outcome::Duplicate;
+        }
+        dev.remember_request(fp, received);
+    }
+    if !req.counted {
+        *b.device(&it.device_key) = dev;
+        return Outcome::Applied;
+    }
+
+    let at = Buckets::at(req.time, app.timezone);
+    let users = Target::new(app, &Family::users(), &at);
+    let t = req.time.max(0) as u32;
+    let ranges = |name: &str| keys::meta(&app.id, name);
+
+    let mut requests: i64 = 0;
+    if dev.first_seen != 0 || req.begin_session {
+        requests = 1;
+    } else {
+        dev.pending_requests = dev.pending_requests.saturating_add(1);
+    }
+
+    if req.begin_session {
+        let cooldown = !dev.session_open
+            && dev.last_end != 0
+            && t >= dev.last_end
+            && t - dev.last_end <= limits.session_cooldown_secs;
+        if cooldown {
+            // The session that just ended goes on: take back the duration range its end
+            // recorded; its end will be recorded again, with the whole length.
+            let ended = Buckets::at(i64::from(dev.last_end), app.timezone);
+            let prev = Target::new(app, &Family::users(), &ended);
+            let r = duration_range(dev.session_secs);
+            prev.add(b, &[Y, M, W, D], &format!("ds.{r}"), -1);
+            dev.session_open = true;
+            dev.last_end = 0;
+        } else {
+            if dev.session_open {
+                close_session(b, &users, &mut dev, &ranges("d-ranges"));
+            }
+            begin_session(b, it, &users, &mut dev, limits);
+            requests += i64::from(dev.pending_requests);
+            dev.pending_requests = 0;
+        }
+    }
+
+    if req.session_duration > 0 {
+        let d = i64::from(req.session_duration);
+        users.add(b, &[Y, M, D, H], "d", d);
+        dev.session_secs = dev.session_secs.saturating_add(req.session_duration);
+        dev.total_secs = dev.total_secs.saturating_add(req.session_duration);
+    }
+
+    if req.end_session && dev.session_open {
+        close_session(b, &users, &mut dev, &ranges("d-ranges"));
+        dev.session_open = false;
+        dev.last_end = t;
+    }
+
+    users.add(b, &[Y, M, D, H], "e", requests);
+
+    for e in &req.events {
+        plan_event(b, app, e, &at, limits);
+    }
+
+    *b.device(&it.device_key) = dev;
+    Outcome::Applied
+}
+
+/// Records the length of the open session; the seconds stay in the state so a
+/// begin_session within the cooldown can continue it.
+fn close_session(b: &mut Batch, users: &Target, dev: &mut DeviceState, d_ranges: &str) {
+    let r = duration_range(dev.session_secs).to_string();
+    users.add(b, &[Y, M, W, D], &format!("ds.{r}"), 1);
+    b.add_member(d_ranges, &r);
+    dev.session_open = false;
+}
+
+fn begin_session(b: &mut Batch, it: &Item, users: &Target, dev: &mut DeviceState, limits: &Limits) {
+    let (app, req) = (&*it.app, &it.req);
+    let t = req.time.max(0) as u32;
+    let is_new = dev.is_new();
+    let freq = frequency_range(
+        (!is_new).then(|| (i64::from(t) - i64::from(dev.last_session)).max(0) / 3600),
+    );
+    let uniq = dev.mark_session(users.at);
+    dev.session_count = dev.session_count.saturating_add(1);
+    dev.session_secs = 0;
+    dev.session_open = true;
+    dev.first_seen = if is_new { t } else { dev.first_seen.min(t) };
+    dev.last_session = dev.last_session.max(t);
+
+    users.add(b, &[Y, M, D, H], "t", 1);
+    if is_new {
+        users.add(b, &[Y, M, D, H], "n", 1);
+    }
+    for (level, unique) in [
+        (Y, uniq.year),
+        (M, uniq.month),
+        (W, uniq.week),
+        (D, uniq.day),
+        (H, uniq.hour),
+    ] {
+        if unique {
+            users.add(b, &[level], "u", 1);
+        }
+    }
+    users.add(b, &[Y, M, W, D], &format!("f.{freq}"), 1);
+    b.add_member(&keys::meta(&app.id, "f-ranges"), &freq.to_string());
+    let loyalty = loyalty_range(dev.session_count);
+    users.add_unique(b, &uniq, false, &format!("l.{loyalty}"));
+    if uniq.year || uniq.month || uniq.week || uniq.day {
+        b.add_member(&keys::meta(&app.id, "l-ranges"), &loyalty.to_string());
+    }
+
+    // Country: a value of the users family, with Countly's uniqueness rule for values.
+    let cc = req.country.as_deref().unwrap_or("Unknown");
+    if b.admit(&keys::meta(&app.id, "countries"), cc, limits.values_per_metric) {
+        count_value(b, users, dev, COUNTRY_SLOT, cc, is_new, &uniq);
+    }
+
+    for (spec, v) in &req.metrics {
+        if !b.admit(&keys::meta(&app.id, spec.meta), v, limits.values_per_metric) {
+            continue;
+        }
+        let target = Target::new(app, &Family::metric(spec.family), users.at);
+        count_value(b, &target, dev, spec.slot, v, is_new, &uniq);
+    }
+}
+
+/// `<v>.t`, `<v>.n` and `<v>.u` of one value. A value that differs from the device's last
+/// one counts as unique at every level, as in Countly.
+fn count_value(
+    b: &mut Batch,
+    target: &Target,
+    dev: &mut DeviceState,
+    slot: usize,
+    v: &str,
+    is_new: bool,
+    uniq: &Uniques,
+) {
+    let fp = snapshot(v);
+    let changed = dev.snapshots[slot] != fp;
+    dev.snapshots[slot] = fp;
+    target.add(b, &[Y, M, D], &format!("{v}.t"), 1);
+    if is_new {
+        target.add(b, &[Y, M, D], &format!("{v}.n"), 1);
+    }
+    target.add_unique(b, uniq, changed, &format!("{v}.u"));
+}
+
+fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits: &Limits) {
+    if e.internal {
+        b.add_member(&keys::meta(&app.id, "internal_events"), &e.key);
+    } else if !b.admit(&keys::meta(&app.id, "events"), &e.key, limits.event_keys) {
+        return;
+    }
+    let own;
+    let at = if e.time == 0 || Buckets::at(e.time, app.timezone) == *request_at {
+        request_at
+    } else {
+        own = Buckets::at(e.time, app.timezone);
+        &own
+    };
+    let target = Target::new(app, &Family::event(&e.key), at);
+    target.add(b, &[Y, M, D, H], "c", e.count);
+    if let Some(s) = e.sum {
+        target.add_float(b, &[Y, M, D, H], "s", s);
+    }
+    if let Some(d) = e.dur {
+        target.add_float(b, &[Y, M, D, H], "dur", d);
+    }
+    for (k, v) in &e.segments {
+        if !b.admit(&keys::event_segments(&app.id, &e.key), k, limits.segments_per_event) {
+            continue;
+        }
+        if !b.admit(&keys::segment_values(&app.id, &e.key, k), v, limits.values_per_segment) {
+            continue;
+        }
+        let seg = Target::new(app, &Family::segment(&e.key, k), at);
+        seg.add(b, &[Y, M, D], &format!("{v}.c"), e.count);
+        if let Some(s) = e.sum {
+            seg.add_float(b, &[Y, M, D], &format!("{v}.s"), s);
+        }
+        if let Some(d) = e.dur {
+            seg.add_float(b, &[Y, M, D], &format!("{v}.dur"), d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_match_countly() {
+        assert_eq!([0, 10, 11, 30, 31, 60, 61, 180, 181, 600, 601, 1800, 1801, 3600, 3601].map(duration_range),
+            [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7]);
+        assert_eq!(frequency_range(None), 0);
+        assert_eq!([0, 23, 24, 47, 48, 167, 168, 191, 192, 359, 360, 743, 744].map(|h| frequency_range(Some(h))),
+            [1, 1, 2, 2, 3, 7, 8, 8, 9, 9, 10, 10, 11]);
+        assert_eq!([1, 2, 3, 5, 6, 9, 10, 19, 20, 49, 50, 99, 100, 499, 500].map(loyalty_range),
+            [0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8]);
+    }
+}

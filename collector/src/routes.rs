@@ -1,0 +1,205 @@
+//! `/i` and `/i/bulk`: decode, validate everything, hand to the committer, answer.
+
+use crate::params::Params;
+use crate::plan::{Ingest, Item};
+use crate::request::WriteRequest;
+use crate::Collector;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tally_store::apps::App;
+use tally_store::commit::Outcome;
+use tally_store::http::{json as json_response, read_body, result};
+use tally_store::ApiError;
+
+const MISSING: &str = "Missing parameter \"app_key\" or \"device_id\"";
+/// iOS reports this IDFA when tracking is not allowed; Countly ignores such requests.
+const ZERO_IDFA: &str = "00000000-0000-0000-0000-000000000000";
+const DUPLICATE: &str = "Request ignored: Duplicate request";
+
+struct Incoming {
+    params: Params,
+    query: String,
+    body: web::Bytes,
+}
+
+async fn incoming(req: &HttpRequest, payload: web::Payload, st: &Collector) -> Result<Incoming, ApiError> {
+    let body = read_body(payload, st.shared.limits.max_body_bytes).await?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let params = Params::from_request(
+        req.query_string(),
+        content_type,
+        &body,
+        st.shared.limits.max_json_depth,
+    )?;
+    Ok(Incoming {
+        params,
+        query: req.query_string().to_string(),
+        body,
+    })
+}
+
+/// Countly's checksum: SHA-1 (`checksum`) or SHA-256 (`checksum256`) in hex of the query
+/// string or body exactly as sent, without the checksum parameter, followed by the salt.
+fn verify_checksum(inc: &Incoming, salt: &str) -> Result<(), ApiError> {
+    let (given, sha256) = match (inc.params.nonempty("checksum256"), inc.params.nonempty("checksum")) {
+        (Some(c), _) => (c, true),
+        (None, Some(c)) => (c, false),
+        (None, None) => return Err(ApiError::bad("Request does not have checksum")),
+    };
+    let strip = |raw: &str| -> String {
+        raw.split('&')
+            .filter(|p| !p.starts_with("checksum=") && !p.starts_with("checksum256="))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let mut candidates = vec![strip(&inc.query)];
+    if let Ok(body) = std::str::from_utf8(&inc.body) {
+        if !body.is_empty() {
+            candidates.push(strip(body));
+        }
+    }
+    let matches = candidates.iter().any(|payload| {
+        let digest = if sha256 {
+            tally_store::keys::hex(&Sha256::digest(format!("{payload}{salt}").as_bytes()))
+        } else {
+            tally_store::keys::hex(&Sha1::digest(format!("{payload}{salt}").as_bytes()))
+        };
+        digest.eq_ignore_ascii_case(given.trim())
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::bad("Request does not match checksum"))
+    }
+}
+
+async fn app_for(st: &Collector, key: &str) -> Result<Arc<App>, ApiError> {
+    st.shared
+        .apps
+        .by_write_key(&st.shared.pool, key)
+        .await?
+        .ok_or_else(|| ApiError::bad("App does not exist"))
+}
+
+/// `GET|POST /i`
+pub async fn ingest(req: HttpRequest, payload: web::Payload, st: web::Data<Collector>) -> Result<HttpResponse, ApiError> {
+    let inc = incoming(&req, payload, &st).await?;
+    let (Some(app_key), Some(device_id)) = (inc.params.nonempty("app_key"), inc.params.nonempty("device_id")) else {
+        return Err(ApiError::bad(MISSING));
+    };
+    if device_id == ZERO_IDFA {
+        return Ok(result("Ignoring device_id"));
+    }
+    let app = app_for(&st, &app_key).await?;
+    if let Some(salt) = &app.salt {
+        verify_checksum(&inc, salt)?;
+    }
+    let now = st.shared.clock.now_secs();
+    let wr = WriteRequest::from_params(&inc.params, &st.shared.limits, now, None)?;
+    let work = Ingest {
+        items: vec![Item::new(app, wr, now)],
+        limits: st.shared.limits.clone(),
+    };
+    let outcomes = st.committer.submit(Box::new(work), 1).await?;
+    Ok(match outcomes.first() {
+        Some(Outcome::Duplicate) => json_response(json!({"result": "Success", "info": DUPLICATE}).to_string()),
+        _ => result("Success"),
+    })
+}
+
+/// `GET|POST /i/bulk`: `requests` is a JSON array of `/i` parameter objects. Each item is
+/// validated on its own; the valid ones are written together, the others are listed in
+/// the answer with the reason.
+pub async fn bulk(req: HttpRequest, payload: web::Payload, st: web::Data<Collector>) -> Result<HttpResponse, ApiError> {
+    let limits = st.shared.limits.clone();
+    let inc = incoming(&req, payload, &st).await?;
+    let list = match inc.params.json("requests", "Missing parameter \"requests\"", limits.max_json_depth)? {
+        None => return Err(ApiError::bad("Missing parameter \"requests\"")),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(ApiError::invalid_param("requests")),
+    };
+    if list.len() > limits.max_bulk_requests {
+        return Err(ApiError::bad(format!(
+            "Too many requests in one bulk (at most {})",
+            limits.max_bulk_requests
+        )));
+    }
+    let top_key = inc.params.nonempty("app_key");
+    if let Some(key) = &top_key {
+        let app = app_for(&st, key).await?;
+        if let Some(salt) = &app.salt {
+            verify_checksum(&inc, salt)?;
+        }
+    }
+    let now = st.shared.clock.now_secs();
+    let mut apps: HashMap<String, Arc<App>> = HashMap::new();
+    let mut items = Vec::new();
+    let mut rejected = Vec::new();
+    for (index, entry) in list.into_iter().enumerate() {
+        let Value::Object(obj) = entry else {
+            rejected.push(json!({"index": index, "result": "Not a JSON object"}));
+            continue;
+        };
+        let mut p = Params::from_object(obj);
+        if !p.has("app_key") {
+            if let Some(k) = &top_key {
+                p.0.insert("app_key".into(), crate::params::Param::Text(k.clone()));
+            }
+        }
+        let (Some(key), Some(device_id)) = (p.nonempty("app_key"), p.nonempty("device_id")) else {
+            rejected.push(json!({"index": index, "result": MISSING}));
+            continue;
+        };
+        if device_id == ZERO_IDFA {
+            rejected.push(json!({"index": index, "result": "Ignoring device_id"}));
+            continue;
+        }
+        let app = match apps.get(&key) {
+            Some(a) => a.clone(),
+            None => match app_for(&st, &key).await {
+                Ok(a) => {
+                    apps.insert(key, a.clone());
+                    a
+                }
+                Err(ApiError::BadRequest(msg)) => {
+                    rejected.push(json!({"index": index, "result": msg}));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        match WriteRequest::from_params(&p, &limits, now, None) {
+            Ok(wr) => items.push((index, Item::new(app, wr, now))),
+            Err(e) => rejected.push(json!({"index": index, "result": e.to_string()})),
+        }
+    }
+    if items.is_empty() {
+        let msg = if rejected.is_empty() { "No requests in bulk" } else { "No valid requests in bulk" };
+        return Err(ApiError::bad(format!("{msg}: {}", Value::Array(rejected))));
+    }
+    let n = items.len();
+    let work = Ingest {
+        items: items.into_iter().map(|(_, it)| it).collect(),
+        limits,
+    };
+    let outcomes = st.committer.submit(Box::new(work), n).await?;
+    let duplicates = outcomes.iter().filter(|o| **o == Outcome::Duplicate).count();
+    Ok(json_response(
+        json!({
+            "result": "Success",
+            "accepted": n - duplicates,
+            "duplicates": duplicates,
+            "rejected": rejected,
+        })
+        .to_string(),
+    ))
+}

@@ -1,0 +1,180 @@
+//! Countly's rules for turning SDK-sent names and values into safe counter paths.
+//!
+//! Counter fields are dotted paths (`22.Android.t`), so a value must never contain a dot;
+//! Countly replaces `.` by `:` in values, removes dots from segment keys, strips a leading
+//! `$`, and prefixes segment values `1`..`31` with `[CLY]` so they cannot be mistaken for
+//! a day number in the nested answer.
+
+use serde_json::Value;
+
+/// Metrics Tally aggregates: the SDK name, the counter family, the meta list and the slot
+/// of the device's snapshot used to detect a changed value.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MetricSpec {
+    pub name: &'static str,
+    pub family: &'static str,
+    pub meta: &'static str,
+    pub slot: usize,
+}
+
+pub const METRICS: &[MetricSpec] = &[
+    MetricSpec { name: "_os", family: "device_details", meta: "os", slot: 0 },
+    MetricSpec { name: "_os_version", family: "device_details", meta: "os_versions", slot: 1 },
+    MetricSpec { name: "_resolution", family: "device_details", meta: "resolutions", slot: 2 },
+    MetricSpec { name: "_app_version", family: "device_details", meta: "app_versions", slot: 3 },
+    MetricSpec { name: "_device_type", family: "device_details", meta: "device_type", slot: 4 },
+    MetricSpec { name: "_device", family: "devices", meta: "devices", slot: 5 },
+    MetricSpec { name: "_manufacturer", family: "devices", meta: "manufacturers", slot: 6 },
+    MetricSpec { name: "_carrier", family: "carriers", meta: "carriers", slot: 7 },
+    MetricSpec { name: "_density", family: "density", meta: "density", slot: 8 },
+    MetricSpec { name: "_locale", family: "langs", meta: "langs", slot: 9 },
+];
+
+/// The snapshot slot of the device's country.
+pub const COUNTRY_SLOT: usize = 10;
+
+/// A JSON scalar as text (`None` for null, arrays and objects).
+pub fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A value that becomes part of a counter path: leading `$` stripped, `.` -> `:`,
+/// NUL -> `&#9647` (as Countly stores it).
+pub fn value(s: &str) -> String {
+    s.trim_start_matches('$')
+        .replace('.', ":")
+        .replace('\0', "&#9647")
+}
+
+/// A segmentation key: leading `$` and every dot removed.
+pub fn segment_key(s: &str) -> String {
+    s.trim_start_matches('$').replace('.', "").replace('\0', "")
+}
+
+/// A segmentation value: as [`value`], and `1`..`31` prefixed with `[CLY]`.
+pub fn segment_value(s: &str) -> String {
+    let v = value(s);
+    match v.parse::<u32>() {
+        Ok(n) if (1..=31).contains(&n) && !v.starts_with('0') && !v.starts_with('+') => {
+            format!("[CLY]{v}")
+        }
+        _ => v,
+    }
+}
+
+/// Countly's one- or two-letter OS prefix for `_os_version` and `_density`.
+pub fn os_prefix(os: &str) -> String {
+    let prefix = match os.trim().to_ascii_lowercase().as_str() {
+        "android" => "a",
+        "ios" => "i",
+        "ipados" => "ip",
+        "watchos" => "wo",
+        "tvos" => "t",
+        "macos" | "mac os x" | "mac os" | "osx" => "o",
+        "windows" => "mw",
+        "windows phone" => "w",
+        "linux" => "l",
+        "blackberry" => "b",
+        "chrome os" | "chromeos" => "c",
+        "roku" => "r",
+        "web" => "web",
+        "" => "",
+        _ => return format!("[{}]", os.trim()),
+    };
+    prefix.to_string()
+}
+
+/// The stored value of metric `name`, given the request's `_os`; `None` drops it.
+pub fn metric_value(name: &str, raw: &str, os: Option<&str>) -> Option<String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    let v = match name {
+        "_os_version" => {
+            let prefix = os.map(os_prefix).unwrap_or_default();
+            format!("{prefix}{}", value(raw))
+        }
+        "_app_version" => {
+            let v = value(raw);
+            if v.contains(':') {
+                v
+            } else {
+                format!("{v}:0")
+            }
+        }
+        "_carrier" => carrier(raw)?,
+        "_density" => {
+            let d: f64 = raw.trim_end_matches("dpi").parse().ok()?;
+            let prefix = os.map(os_prefix).unwrap_or_default();
+            format!("{prefix}{}", value(&format!("{d:.2}")))
+        }
+        "_locale" => {
+            // Countly's `langs` keeps the language, not the region.
+            let lang = raw.split(['_', '-']).next().unwrap_or(raw).to_ascii_lowercase();
+            value(&lang)
+        }
+        _ => value(raw),
+    };
+    (!v.is_empty()).then_some(v)
+}
+
+/// Carrier names in Title Case; Countly drops 16-character space-free values (identifiers,
+/// not names) and bare MCC+MNC codes.
+fn carrier(raw: &str) -> Option<String> {
+    if raw.len() == 16 && !raw.contains(' ') {
+        return None;
+    }
+    if (5..=6).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let titled: Vec<String> = raw
+        .split(' ')
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().chain(c.flat_map(char::to_lowercase)).collect(),
+                None => String::new(),
+            }
+        })
+        .collect();
+    Some(value(&titled.join(" ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn countly_metric_values() {
+        assert_eq!(metric_value("_os_version", "4.4", Some("Android")).as_deref(), Some("a4:4"));
+        assert_eq!(metric_value("_os_version", "7.1", Some("IOS")).as_deref(), Some("i7:1"));
+        assert_eq!(metric_value("_os_version", "4.4", None).as_deref(), Some("4:4"));
+        assert_eq!(metric_value("_os_version", "2.3", Some("Tizen")).as_deref(), Some("[Tizen]2:3"));
+        assert_eq!(metric_value("_app_version", "1", None).as_deref(), Some("1:0"));
+        assert_eq!(metric_value("_app_version", "1.2", None).as_deref(), Some("1:2"));
+        assert_eq!(metric_value("_carrier", "vodafone tr", None).as_deref(), Some("Vodafone Tr"));
+        assert_eq!(metric_value("_carrier", "28601", None), None);
+        assert_eq!(metric_value("_carrier", "abcdefghijklmnop", None), None);
+        assert_eq!(metric_value("_density", "2", Some("Android")).as_deref(), Some("a2:00"));
+        assert_eq!(metric_value("_locale", "en_US", None).as_deref(), Some("en"));
+        assert_eq!(metric_value("_device", "$Nexus 5.1", None).as_deref(), Some("Nexus 5:1"));
+        assert_eq!(metric_value("_device", "  ", None), None);
+    }
+
+    #[test]
+    fn segments() {
+        assert_eq!(segment_key("$a.b.c"), "abc");
+        assert_eq!(segment_value("1.0"), "1:0");
+        assert_eq!(segment_value("5"), "[CLY]5");
+        assert_eq!(segment_value("31"), "[CLY]31");
+        assert_eq!(segment_value("32"), "32");
+        assert_eq!(segment_value("05"), "05");
+        assert_eq!(segment_value("ç\u{0}gA"), "ç&#9647gA");
+    }
+}
