@@ -1,0 +1,107 @@
+//! `tally`: the collector, reader and aggregator in one process on one port.
+//!
+//! [`start`] builds everything from a [`Config`] and a bound address (port 0 works, which
+//! is how the tests run it); `main.rs` adds the command line, logging, the embedded
+//! `redis-server` and signal handling.
+
+use actix_web::http::Method;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use tally_aggregator::Aggregator;
+use tally_collector::Collector;
+use tally_reader::Reader;
+use tally_store::apps::AppCache;
+use tally_store::clock::SharedClock;
+use tally_store::commit::{CommitStats, Committer, Stopper};
+use tally_store::config::Config;
+use tally_store::http::{configure_health, cors, Shared};
+
+/// Apps kept in the in-process cache at most.
+const APP_CACHE_ENTRIES: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+    #[error(transparent)]
+    Store(#[from] tally_store::StoreError),
+}
+
+/// A started server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub server: actix_web::dev::Server,
+    pub stopper: Stopper,
+    pub stats: Arc<CommitStats>,
+}
+
+impl Running {
+    /// Serves until the server is stopped (SIGINT/SIGTERM or its handle), then flushes the
+    /// write queue, so nothing accepted is left unwritten.
+    pub async fn run(self) -> std::io::Result<()> {
+        let res = self.server.await;
+        self.stopper.stop().await;
+        res
+    }
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    if req.method() == Method::OPTIONS {
+        return HttpResponse::Ok().finish();
+    }
+    HttpResponse::NotFound()
+        .content_type("application/json; charset=utf-8")
+        .body(r#"{"result":"Not found"}"#)
+}
+
+/// Builds the shared state and the HTTP server (not yet awaited).
+pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Running, StartError> {
+    let redis = cfg.redis(redis_url);
+    let shared = Shared {
+        pool: tally_store::redis::pool(&redis)?,
+        apps: Arc::new(AppCache::new(cfg.app_cache_ttl, APP_CACHE_ENTRIES)),
+        clock,
+        limits: Arc::new(cfg.limits.clone()),
+        admin_key: cfg.admin_key.clone(),
+    };
+    let (committer, stopper) = Committer::start(redis, cfg.commit.clone());
+    let stats = committer.stats.clone();
+    let collector = web::Data::new(Collector {
+        shared: shared.clone(),
+        committer,
+    });
+    let reader = web::Data::new(Reader {
+        shared: shared.clone(),
+    });
+    let aggregator = web::Data::new(Aggregator {
+        shared: shared.clone(),
+    });
+    let shared = web::Data::new(shared);
+    let origin = cfg.cors_origin.clone();
+    let listener =
+        TcpListener::bind(&cfg.bind).map_err(|e| StartError::Bind(cfg.bind.clone(), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(cfg.bind.clone(), e))?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(cors(&origin))
+            .configure(|c| configure_health(c, shared.clone()))
+            .configure(|c| tally_collector::configure(c, collector.clone()))
+            .configure(|c| tally_reader::configure(c, reader.clone()))
+            .configure(|c| tally_aggregator::configure(c, aggregator.clone()))
+            .default_service(web::to(not_found))
+    })
+    .workers(cfg.workers.max(1))
+    .shutdown_timeout(10)
+    .listen(listener)
+    .map_err(|e| StartError::Bind(cfg.bind.clone(), e))?
+    .run();
+    Ok(Running {
+        addr,
+        server,
+        stopper,
+        stats,
+    })
+}

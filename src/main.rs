@@ -1,1 +1,185 @@
-fn main(){}
+//! The `tally` command: serve (default) or administer apps.
+
+use clap::{Parser, Subcommand};
+use std::path::Path;
+use std::sync::Arc;
+use tally_store::clock::SystemClock;
+use tally_store::config::Config;
+use tally_store::embedded::{EmbeddedOptions, EmbeddedRedis};
+
+#[derive(Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Countly-compatible analytics on pre-aggregated Redis counters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default). Configuration comes from the environment (README.md).
+    Serve,
+    /// Manage apps.
+    Apps {
+        #[command(subcommand)]
+        command: AppsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppsCommand {
+    /// Create an app and print its keys.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// IANA timezone the app's days are counted in.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Let reads through with the write key alone (as the original Countly read API).
+        #[arg(long)]
+        public_read: bool,
+        /// Require checksums on /i with this salt.
+        #[arg(long)]
+        salt: Option<String>,
+    },
+    /// List app ids.
+    List,
+}
+
+/// Where a running embedded Redis leaves its address, so `tally apps` finds it.
+const URL_FILE: &str = "redis.url";
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let cfg = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tally: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(cfg.log_json);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cfg),
+        Command::Apps { command } => apps(cfg, command),
+    };
+    if let Err(e) = result {
+        eprintln!("tally: {e}");
+        std::process::exit(1);
+    }
+}
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+fn serve(cfg: Config) -> Res {
+    let mut embedded = None;
+    let url = match &cfg.redis_url {
+        Some(u) => u.clone(),
+        None => {
+            let redis = EmbeddedRedis::start(EmbeddedOptions::new(&cfg.data_dir))?;
+            tracing::info!(port = redis.port, dir = %cfg.data_dir.display(), "started embedded redis-server (AOF on)");
+            std::fs::write(cfg.data_dir.join(URL_FILE), redis.url())?;
+            let url = redis.url();
+            embedded = Some(redis);
+            url
+        }
+    };
+    let result = actix_web::rt::System::new().block_on(async {
+        let running = tally::start(&cfg, &url, Arc::new(SystemClock))?;
+        tracing::info!(addr = %running.addr, "tally listening");
+        running.run().await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    });
+    if let Some(mut redis) = embedded {
+        let _ = std::fs::remove_file(cfg.data_dir.join(URL_FILE));
+        redis.shutdown();
+        tracing::info!("embedded redis-server stopped");
+    }
+    result
+}
+
+/// The Redis to administer: `REDIS_URL`, else a running embedded one, else a temporary
+/// embedded one on the same data directory.
+fn admin_redis(
+    cfg: &Config,
+) -> Result<(String, Option<EmbeddedRedis>), Box<dyn std::error::Error>> {
+    if let Some(u) = &cfg.redis_url {
+        return Ok((u.clone(), None));
+    }
+    if let Ok(u) = std::fs::read_to_string(Path::new(&cfg.data_dir).join(URL_FILE)) {
+        let u = u.trim().to_string();
+        let alive = redis::Client::open(u.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok();
+        if alive {
+            return Ok((u, None));
+        }
+    }
+    let r = EmbeddedRedis::start(EmbeddedOptions::new(&cfg.data_dir))?;
+    Ok((r.url(), Some(r)))
+}
+
+fn apps(cfg: Config, cmd: AppsCommand) -> Res {
+    let (url, mut temp) = admin_redis(&cfg)?;
+    let out = actix_web::rt::System::new().block_on(async {
+        let pool = tally_store::redis::pool(&cfg.redis(&url))?;
+        match cmd {
+            AppsCommand::Create {
+                name,
+                timezone,
+                public_read,
+                salt,
+            } => {
+                let new =
+                    tally_aggregator::project::new_app(&name, Some(&timezone), public_read, salt)?;
+                let now = chrono_now();
+                let app = tally_store::apps::create(&pool, new, now).await?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "project": app.id.as_str(),
+                        "name": app.name,
+                        "timezone": app.timezone.name(),
+                        "write_key": app.write_key,
+                        "read_key": app.read_key,
+                        "master_key": app.master_key,
+                    })
+                );
+            }
+            AppsCommand::List => {
+                for id in tally_store::apps::list(&pool).await? {
+                    println!("{id}");
+                }
+            }
+        }
+        Ok::<(), Box<dyn std::error::Error>>(())
+    });
+    if let Some(r) = temp.as_mut() {
+        r.shutdown();
+    }
+    out
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -20,32 +20,12 @@ pub enum Param {
 #[derive(Debug, Default, Clone)]
 pub struct Params(pub HashMap<String, Param>);
 
-/// Decodes `a=1&b=x+y%20z` strictly.
+/// Adds the pairs of a query string or form body (strictly decoded).
 pub fn parse_urlencoded(raw: &[u8], into: &mut Params) -> Result<(), ApiError> {
-    for pair in raw.split(|&b| b == b'&') {
-        if pair.is_empty() {
-            continue;
-        }
-        let (k, v) = match pair.iter().position(|&b| b == b'=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &b""[..]),
-        };
-        let key = decode(k)?;
-        let value = decode(v)?;
-        into.0.insert(key, Param::Text(value));
+    for (k, v) in tally_store::http::decode_pairs(raw)? {
+        into.0.insert(k, Param::Text(v));
     }
     Ok(())
-}
-
-fn decode(part: &[u8]) -> Result<String, ApiError> {
-    let plus: Vec<u8> = part
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
-    percent_encoding::percent_decode(&plus)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| ApiError::bad("Request parameters are not valid UTF-8"))
 }
 
 /// The nesting depth of a JSON value (a scalar is 0).
@@ -120,7 +100,12 @@ impl Params {
 
     /// A JSON parameter: parsed from text, or taken as is from a JSON body. `Ok(None)` when
     /// absent or empty; a 400 with `error` when it is not JSON.
-    pub fn json(&self, name: &str, error: &str, max_depth: usize) -> Result<Option<Value>, ApiError> {
+    pub fn json(
+        &self,
+        name: &str,
+        error: &str,
+        max_depth: usize,
+    ) -> Result<Option<Value>, ApiError> {
         let v = match self.0.get(name) {
             None => return Ok(None),
             Some(Param::Json(Value::Null)) => return Ok(None),
@@ -153,7 +138,11 @@ impl Params {
     /// A canonical spelling of the parameters minus `skip`, for request fingerprints:
     /// sorted by name, JSON in its compact form.
     pub fn canonical(&self, skip: &[&str]) -> String {
-        let mut keys: Vec<&String> = self.0.keys().filter(|k| !skip.contains(&k.as_str())).collect();
+        let mut keys: Vec<&String> = self
+            .0
+            .keys()
+            .filter(|k| !skip.contains(&k.as_str()))
+            .collect();
         keys.sort();
         let mut out = String::new();
         for k in keys {
@@ -177,12 +166,25 @@ mod tests {
     fn query_form_and_json_bodies() {
         let p = Params::from_request("app_key=k&device_id=a+b%20c", "", b"", 8).unwrap_or_default();
         assert_eq!(p.text("device_id").as_deref(), Some("a b c"));
-        let p = Params::from_request("device_id=q", "application/x-www-form-urlencoded", b"device_id=b&events=%5B%5D", 8)
-            .unwrap_or_default();
+        let p = Params::from_request(
+            "device_id=q",
+            "application/x-www-form-urlencoded",
+            b"device_id=b&events=%5B%5D",
+            8,
+        )
+        .unwrap_or_default();
         assert_eq!(p.text("device_id").as_deref(), Some("b"));
-        assert_eq!(p.json("events", "bad", 8).ok().flatten(), Some(serde_json::json!([])));
-        let p = Params::from_request("", "application/json", br#"{"device_id":7,"events":[{"key":"a"}]}"#, 8)
-            .unwrap_or_default();
+        assert_eq!(
+            p.json("events", "bad", 8).ok().flatten(),
+            Some(serde_json::json!([]))
+        );
+        let p = Params::from_request(
+            "",
+            "application/json",
+            br#"{"device_id":7,"events":[{"key":"a"}]}"#,
+            8,
+        )
+        .unwrap_or_default();
         assert_eq!(p.text("device_id").as_deref(), Some("7"));
         assert_eq!(
             p.json("events", "bad", 8).ok().flatten(),
@@ -203,7 +205,14 @@ mod tests {
     #[test]
     fn flags() {
         let p = Params::from_request("a=1&b=0&c=&d=true&e=false", "", b"", 8).unwrap_or_default();
-        assert!(p.flag("a") && !p.flag("b") && !p.flag("c") && p.flag("d") && !p.flag("e") && !p.flag("z"));
+        assert!(
+            p.flag("a")
+                && !p.flag("b")
+                && !p.flag("c")
+                && p.flag("d")
+                && !p.flag("e")
+                && !p.flag("z")
+        );
     }
 
     #[test]

@@ -318,7 +318,11 @@ fn begin_session(b: &mut Batch, it: &Item, users: &Target, dev: &mut DeviceState
 
     // Country: a value of the users family, with Countly's uniqueness rule for values.
     let cc = req.country.as_deref().unwrap_or("Unknown");
-    if b.admit(&keys::meta(&app.id, "countries"), cc, limits.values_per_metric) {
+    if b.admit(
+        &keys::meta(&app.id, "countries"),
+        cc,
+        limits.values_per_metric,
+    ) {
         count_value(b, users, dev, COUNTRY_SLOT, cc, is_new, &uniq);
     }
 
@@ -374,10 +378,18 @@ fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits:
         target.add_float(b, &[Y, M, D, H], "dur", d);
     }
     for (k, v) in &e.segments {
-        if !b.admit(&keys::event_segments(&app.id, &e.key), k, limits.segments_per_event) {
+        if !b.admit(
+            &keys::event_segments(&app.id, &e.key),
+            k,
+            limits.segments_per_event,
+        ) {
             continue;
         }
-        if !b.admit(&keys::segment_values(&app.id, &e.key, k), v, limits.values_per_segment) {
+        if !b.admit(
+            &keys::segment_values(&app.id, &e.key, k),
+            v,
+            limits.values_per_segment,
+        ) {
             continue;
         }
         let seg = Target::new(app, &Family::segment(&e.key, k), at);
@@ -397,12 +409,20 @@ mod tests {
 
     #[test]
     fn ranges_match_countly() {
-        assert_eq!([0, 10, 11, 30, 31, 60, 61, 180, 181, 600, 601, 1800, 1801, 3600, 3601].map(duration_range),
-            [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7]);
+        assert_eq!(
+            [0, 10, 11, 30, 31, 60, 61, 180, 181, 600, 601, 1800, 1801, 3600, 3601]
+                .map(duration_range),
+            [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7]
+        );
         assert_eq!(frequency_range(None), 0);
-        assert_eq!([0, 23, 24, 47, 48, 167, 168, 191, 192, 359, 360, 743, 744].map(|h| frequency_range(Some(h))),
-            [1, 1, 2, 2, 3, 7, 8, 8, 9, 9, 10, 10, 11]);
-        assert_eq!([1, 2, 3, 5, 6, 9, 10, 19, 20, 49, 50, 99, 100, 499, 500].map(loyalty_range),
-            [0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8]);
+        assert_eq!(
+            [0, 23, 24, 47, 48, 167, 168, 191, 192, 359, 360, 743, 744]
+                .map(|h| frequency_range(Some(h))),
+            [1, 1, 2, 2, 3, 7, 8, 8, 9, 9, 10, 10, 11]
+        );
+        assert_eq!(
+            [1, 2, 3, 5, 6, 9, 10, 19, 20, 49, 50, 99, 100, 499, 500].map(loyalty_range),
+            [0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8]
+        );
     }
 }

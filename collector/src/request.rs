@@ -102,10 +102,15 @@ fn round5(v: f64) -> f64 {
     (v * 100_000.0).round() / 100_000.0
 }
 
-fn parse_event(v: &Value, request_time: i64, now: i64, limits: &Limits) -> Result<Option<Event>, ApiError> {
-    let o = v
-        .as_object()
-        .ok_or_else(|| ApiError::bad("events JSON is not properly formed: an event is not an object"))?;
+fn parse_event(
+    v: &Value,
+    request_time: i64,
+    now: i64,
+    limits: &Limits,
+) -> Result<Option<Event>, ApiError> {
+    let o = v.as_object().ok_or_else(|| {
+        ApiError::bad("events JSON is not properly formed: an event is not an object")
+    })?;
     // Countly skips events without a usable key rather than failing the request.
     let Some(key) = o.get("key").and_then(sanitize::scalar_text) else {
         return Ok(None);
@@ -135,8 +140,17 @@ fn parse_event(v: &Value, request_time: i64, now: i64, limits: &Limits) -> Resul
         },
         Some(_) => return Err(ApiError::bad("Invalid event count: not a number")),
     };
-    let sum = o.get("sum").map(|v| json_number(v, "sum")).transpose()?.flatten().map(round5);
-    let dur = o.get("dur").map(|v| json_number(v, "dur")).transpose()?.flatten();
+    let sum = o
+        .get("sum")
+        .map(|v| json_number(v, "sum"))
+        .transpose()?
+        .flatten()
+        .map(round5);
+    let dur = o
+        .get("dur")
+        .map(|v| json_number(v, "dur"))
+        .transpose()?
+        .flatten();
     if dur.is_some_and(|d| d < 0.0) {
         return Err(ApiError::bad("Invalid event dur: negative"));
     }
@@ -151,7 +165,9 @@ fn parse_event(v: &Value, request_time: i64, now: i64, limits: &Limits) -> Resul
             for (k, v) in seg {
                 let k = sanitize::segment_key(k);
                 // Arrays, objects and nulls are skipped with their key, as in Countly.
-                let Some(v) = sanitize::scalar_text(v) else { continue };
+                let Some(v) = sanitize::scalar_text(v) else {
+                    continue;
+                };
                 if k.is_empty() || v.is_empty() {
                     continue;
                 }
@@ -330,11 +346,23 @@ mod tests {
     #[test]
     fn timestamps_in_seconds_or_milliseconds() {
         let l = Limits::default();
-        assert_eq!(parse_timestamp("1729598000", "t", NOW, &l).ok(), Some(1_729_598_000));
-        assert_eq!(parse_timestamp("1729598000123", "t", NOW, &l).ok(), Some(1_729_598_000));
-        assert_eq!(parse_timestamp("1729598000.5", "t", NOW, &l).ok(), Some(1_729_598_000));
+        assert_eq!(
+            parse_timestamp("1729598000", "t", NOW, &l).ok(),
+            Some(1_729_598_000)
+        );
+        assert_eq!(
+            parse_timestamp("1729598000123", "t", NOW, &l).ok(),
+            Some(1_729_598_000)
+        );
+        assert_eq!(
+            parse_timestamp("1729598000.5", "t", NOW, &l).ok(),
+            Some(1_729_598_000)
+        );
         // A little in the future is now; far in the future, before 2000, or junk is a 400.
-        assert_eq!(parse_timestamp(&(NOW + 60).to_string(), "t", NOW, &l).ok(), Some(NOW));
+        assert_eq!(
+            parse_timestamp(&(NOW + 60).to_string(), "t", NOW, &l).ok(),
+            Some(NOW)
+        );
         assert!(parse_timestamp(&(NOW + 90_000).to_string(), "t", NOW, &l).is_err());
         assert!(parse_timestamp("12345678901234567890", "t", NOW, &l).is_err());
         assert!(parse_timestamp("900000000", "t", NOW, &l).is_err());
@@ -345,10 +373,15 @@ mod tests {
 
     #[test]
     fn events_are_typed_strictly() {
-        let ok = req(r#"device_id=d&events=[{"key":"a","count":2,"sum":1.234567,"dur":3,"segmentation":{"$x.y":"1.0","arr":[1],"n":5}}]"#);
+        let ok = req(
+            r#"device_id=d&events=[{"key":"a","count":2,"sum":1.234567,"dur":3,"segmentation":{"$x.y":"1.0","arr":[1],"n":5}}]"#,
+        );
         let r = ok.expect("valid request");
         let e = &r.events[0];
-        assert_eq!((e.key.as_str(), e.count, e.sum, e.dur), ("a", 2, Some(1.23457), Some(3.0)));
+        assert_eq!(
+            (e.key.as_str(), e.count, e.sum, e.dur),
+            ("a", 2, Some(1.23457), Some(3.0))
+        );
         assert_eq!(
             e.segments,
             vec![("n".into(), "[CLY]5".into()), ("xy".into(), "1:0".into())]
@@ -367,8 +400,18 @@ mod tests {
             assert!(req(&format!("device_id=d&events={bad}")).is_err(), "{bad}");
         }
         // Countly's own test sends these and expects Success: keyless events are skipped.
-        assert_eq!(req(r#"device_id=d&events=[{"count":1}]"#).map(|r| r.events.len()).ok(), Some(0));
-        assert_eq!(req(r#"device_id=d&events=[{"key":"[CLY]_unknown"}]"#).map(|r| r.events.len()).ok(), Some(0));
+        assert_eq!(
+            req(r#"device_id=d&events=[{"count":1}]"#)
+                .map(|r| r.events.len())
+                .ok(),
+            Some(0)
+        );
+        assert_eq!(
+            req(r#"device_id=d&events=[{"key":"[CLY]_unknown"}]"#)
+                .map(|r| r.events.len())
+                .ok(),
+            Some(0)
+        );
         let long = "k".repeat(300);
         assert!(req(&format!(r#"device_id=d&events=[{{"key":"{long}"}}]"#)).is_err());
     }
@@ -379,10 +422,19 @@ mod tests {
             .expect("valid request");
         assert!(r.begin_session && !r.end_session);
         assert_eq!(r.session_duration, 0);
-        let m: Vec<(&str, &str)> = r.metrics.iter().map(|(s, v)| (s.name, v.as_str())).collect();
+        let m: Vec<(&str, &str)> = r
+            .metrics
+            .iter()
+            .map(|(s, v)| (s.name, v.as_str()))
+            .collect();
         assert_eq!(m, vec![("_os", "Android"), ("_os_version", "a4:4")]);
         assert_eq!(r.country.as_deref(), Some("TR"));
-        assert_eq!(req("device_id=d&session_duration=999999").map(|r| r.session_duration).ok(), Some(86_400));
+        assert_eq!(
+            req("device_id=d&session_duration=999999")
+                .map(|r| r.session_duration)
+                .ok(),
+            Some(86_400)
+        );
         assert!(req("device_id=d&session_duration=abc").is_err());
         assert!(req("device_id=d&metrics={bad").is_err());
         assert!(req("device_id=d&country_code=TUR").is_err());

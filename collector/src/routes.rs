@@ -27,7 +27,11 @@ struct Incoming {
     body: web::Bytes,
 }
 
-async fn incoming(req: &HttpRequest, payload: web::Payload, st: &Collector) -> Result<Incoming, ApiError> {
+async fn incoming(
+    req: &HttpRequest,
+    payload: web::Payload,
+    st: &Collector,
+) -> Result<Incoming, ApiError> {
     let body = read_body(payload, st.shared.limits.max_body_bytes).await?;
     let content_type = req
         .headers()
@@ -50,7 +54,10 @@ async fn incoming(req: &HttpRequest, payload: web::Payload, st: &Collector) -> R
 /// Countly's checksum: SHA-1 (`checksum`) or SHA-256 (`checksum256`) in hex of the query
 /// string or body exactly as sent, without the checksum parameter, followed by the salt.
 fn verify_checksum(inc: &Incoming, salt: &str) -> Result<(), ApiError> {
-    let (given, sha256) = match (inc.params.nonempty("checksum256"), inc.params.nonempty("checksum")) {
+    let (given, sha256) = match (
+        inc.params.nonempty("checksum256"),
+        inc.params.nonempty("checksum"),
+    ) {
         (Some(c), _) => (c, true),
         (None, Some(c)) => (c, false),
         (None, None) => return Err(ApiError::bad("Request does not have checksum")),
@@ -91,9 +98,16 @@ async fn app_for(st: &Collector, key: &str) -> Result<Arc<App>, ApiError> {
 }
 
 /// `GET|POST /i`
-pub async fn ingest(req: HttpRequest, payload: web::Payload, st: web::Data<Collector>) -> Result<HttpResponse, ApiError> {
+pub async fn ingest(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<Collector>,
+) -> Result<HttpResponse, ApiError> {
     let inc = incoming(&req, payload, &st).await?;
-    let (Some(app_key), Some(device_id)) = (inc.params.nonempty("app_key"), inc.params.nonempty("device_id")) else {
+    let (Some(app_key), Some(device_id)) = (
+        inc.params.nonempty("app_key"),
+        inc.params.nonempty("device_id"),
+    ) else {
         return Err(ApiError::bad(MISSING));
     };
     if device_id == ZERO_IDFA {
@@ -111,7 +125,9 @@ pub async fn ingest(req: HttpRequest, payload: web::Payload, st: web::Data<Colle
     };
     let outcomes = st.committer.submit(Box::new(work), 1).await?;
     Ok(match outcomes.first() {
-        Some(Outcome::Duplicate) => json_response(json!({"result": "Success", "info": DUPLICATE}).to_string()),
+        Some(Outcome::Duplicate) => {
+            json_response(json!({"result": "Success", "info": DUPLICATE}).to_string())
+        }
         _ => result("Success"),
     })
 }
@@ -119,10 +135,18 @@ pub async fn ingest(req: HttpRequest, payload: web::Payload, st: web::Data<Colle
 /// `GET|POST /i/bulk`: `requests` is a JSON array of `/i` parameter objects. Each item is
 /// validated on its own; the valid ones are written together, the others are listed in
 /// the answer with the reason.
-pub async fn bulk(req: HttpRequest, payload: web::Payload, st: web::Data<Collector>) -> Result<HttpResponse, ApiError> {
+pub async fn bulk(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<Collector>,
+) -> Result<HttpResponse, ApiError> {
     let limits = st.shared.limits.clone();
     let inc = incoming(&req, payload, &st).await?;
-    let list = match inc.params.json("requests", "Missing parameter \"requests\"", limits.max_json_depth)? {
+    let list = match inc.params.json(
+        "requests",
+        "Missing parameter \"requests\"",
+        limits.max_json_depth,
+    )? {
         None => return Err(ApiError::bad("Missing parameter \"requests\"")),
         Some(Value::Array(list)) => list,
         Some(_) => return Err(ApiError::invalid_param("requests")),
@@ -183,7 +207,11 @@ pub async fn bulk(req: HttpRequest, payload: web::Payload, st: web::Data<Collect
         }
     }
     if items.is_empty() {
-        let msg = if rejected.is_empty() { "No requests in bulk" } else { "No valid requests in bulk" };
+        let msg = if rejected.is_empty() {
+            "No requests in bulk"
+        } else {
+            "No valid requests in bulk"
+        };
         return Err(ApiError::bad(format!("{msg}: {}", Value::Array(rejected))));
     }
     let n = items.len();
@@ -192,7 +220,10 @@ pub async fn bulk(req: HttpRequest, payload: web::Payload, st: web::Data<Collect
         limits,
     };
     let outcomes = st.committer.submit(Box::new(work), n).await?;
-    let duplicates = outcomes.iter().filter(|o| **o == Outcome::Duplicate).count();
+    let duplicates = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::Duplicate)
+        .count();
     Ok(json_response(
         json!({
             "result": "Success",

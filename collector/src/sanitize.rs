@@ -18,20 +18,80 @@ pub struct MetricSpec {
 }
 
 pub const METRICS: &[MetricSpec] = &[
-    MetricSpec { name: "_os", family: "device_details", meta: "os", slot: 0 },
-    MetricSpec { name: "_os_version", family: "device_details", meta: "os_versions", slot: 1 },
-    MetricSpec { name: "_resolution", family: "device_details", meta: "resolutions", slot: 2 },
-    MetricSpec { name: "_app_version", family: "device_details", meta: "app_versions", slot: 3 },
-    MetricSpec { name: "_device_type", family: "device_details", meta: "device_type", slot: 4 },
-    MetricSpec { name: "_device", family: "devices", meta: "devices", slot: 5 },
-    MetricSpec { name: "_manufacturer", family: "devices", meta: "manufacturers", slot: 6 },
-    MetricSpec { name: "_carrier", family: "carriers", meta: "carriers", slot: 7 },
-    MetricSpec { name: "_density", family: "density", meta: "density", slot: 8 },
-    MetricSpec { name: "_locale", family: "langs", meta: "langs", slot: 9 },
+    MetricSpec {
+        name: "_os",
+        family: "device_details",
+        meta: "os",
+        slot: 0,
+    },
+    MetricSpec {
+        name: "_os_version",
+        family: "device_details",
+        meta: "os_versions",
+        slot: 1,
+    },
+    MetricSpec {
+        name: "_resolution",
+        family: "device_details",
+        meta: "resolutions",
+        slot: 2,
+    },
+    MetricSpec {
+        name: "_app_version",
+        family: "device_details",
+        meta: "app_versions",
+        slot: 3,
+    },
+    MetricSpec {
+        name: "_device_type",
+        family: "device_details",
+        meta: "device_type",
+        slot: 4,
+    },
+    MetricSpec {
+        name: "_device",
+        family: "devices",
+        meta: "devices",
+        slot: 5,
+    },
+    MetricSpec {
+        name: "_manufacturer",
+        family: "devices",
+        meta: "manufacturers",
+        slot: 6,
+    },
+    MetricSpec {
+        name: "_carrier",
+        family: "carriers",
+        meta: "carriers",
+        slot: 7,
+    },
+    MetricSpec {
+        name: "_density",
+        family: "density",
+        meta: "density",
+        slot: 8,
+    },
+    MetricSpec {
+        name: "_locale",
+        family: "langs",
+        meta: "langs",
+        slot: 9,
+    },
 ];
 
 /// The snapshot slot of the device's country.
 pub const COUNTRY_SLOT: usize = 10;
+
+// Every slot must exist in the device state.
+const _: () = {
+    assert!(COUNTRY_SLOT < tally_store::device::SNAPSHOTS);
+    let mut i = 0;
+    while i < METRICS.len() {
+        assert!(METRICS[i].slot < COUNTRY_SLOT);
+        i += 1;
+    }
+};
 
 /// A JSON scalar as text (`None` for null, arrays and objects).
 pub fn scalar_text(v: &Value) -> Option<String> {
@@ -116,7 +176,11 @@ pub fn metric_value(name: &str, raw: &str, os: Option<&str>) -> Option<String> {
         }
         "_locale" => {
             // Countly's `langs` keeps the language, not the region.
-            let lang = raw.split(['_', '-']).next().unwrap_or(raw).to_ascii_lowercase();
+            let lang = raw
+                .split(['_', '-'])
+                .next()
+                .unwrap_or(raw)
+                .to_ascii_lowercase();
             value(&lang)
         }
         _ => value(raw),
@@ -138,7 +202,10 @@ fn carrier(raw: &str) -> Option<String> {
         .map(|w| {
             let mut c = w.chars();
             match c.next() {
-                Some(f) => f.to_uppercase().chain(c.flat_map(char::to_lowercase)).collect(),
+                Some(f) => f
+                    .to_uppercase()
+                    .chain(c.flat_map(char::to_lowercase))
+                    .collect(),
                 None => String::new(),
             }
         })
@@ -152,18 +219,48 @@ mod tests {
 
     #[test]
     fn countly_metric_values() {
-        assert_eq!(metric_value("_os_version", "4.4", Some("Android")).as_deref(), Some("a4:4"));
-        assert_eq!(metric_value("_os_version", "7.1", Some("IOS")).as_deref(), Some("i7:1"));
-        assert_eq!(metric_value("_os_version", "4.4", None).as_deref(), Some("4:4"));
-        assert_eq!(metric_value("_os_version", "2.3", Some("Tizen")).as_deref(), Some("[Tizen]2:3"));
-        assert_eq!(metric_value("_app_version", "1", None).as_deref(), Some("1:0"));
-        assert_eq!(metric_value("_app_version", "1.2", None).as_deref(), Some("1:2"));
-        assert_eq!(metric_value("_carrier", "vodafone tr", None).as_deref(), Some("Vodafone Tr"));
+        assert_eq!(
+            metric_value("_os_version", "4.4", Some("Android")).as_deref(),
+            Some("a4:4")
+        );
+        assert_eq!(
+            metric_value("_os_version", "7.1", Some("IOS")).as_deref(),
+            Some("i7:1")
+        );
+        assert_eq!(
+            metric_value("_os_version", "4.4", None).as_deref(),
+            Some("4:4")
+        );
+        assert_eq!(
+            metric_value("_os_version", "2.3", Some("Tizen")).as_deref(),
+            Some("[Tizen]2:3")
+        );
+        assert_eq!(
+            metric_value("_app_version", "1", None).as_deref(),
+            Some("1:0")
+        );
+        assert_eq!(
+            metric_value("_app_version", "1.2", None).as_deref(),
+            Some("1:2")
+        );
+        assert_eq!(
+            metric_value("_carrier", "vodafone tr", None).as_deref(),
+            Some("Vodafone Tr")
+        );
         assert_eq!(metric_value("_carrier", "28601", None), None);
         assert_eq!(metric_value("_carrier", "abcdefghijklmnop", None), None);
-        assert_eq!(metric_value("_density", "2", Some("Android")).as_deref(), Some("a2:00"));
-        assert_eq!(metric_value("_locale", "en_US", None).as_deref(), Some("en"));
-        assert_eq!(metric_value("_device", "$Nexus 5.1", None).as_deref(), Some("Nexus 5:1"));
+        assert_eq!(
+            metric_value("_density", "2", Some("Android")).as_deref(),
+            Some("a2:00")
+        );
+        assert_eq!(
+            metric_value("_locale", "en_US", None).as_deref(),
+            Some("en")
+        );
+        assert_eq!(
+            metric_value("_device", "$Nexus 5.1", None).as_deref(),
+            Some("Nexus 5:1")
+        );
         assert_eq!(metric_value("_device", "  ", None), None);
     }
 

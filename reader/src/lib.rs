@@ -1,0 +1,28 @@
+//! The read service: Countly's `/o` API.
+//!
+//! - [`period`]: which days an answer covers.
+//! - [`methods`]: which hashes each method reads (pipelined) and how the answer is built.
+//! - [`shape`]: Countly's nested time object and output escaping.
+
+pub mod methods;
+pub mod period;
+mod routes;
+pub mod shape;
+
+use actix_web::web;
+use tally_store::http::Shared;
+
+pub use routes::valid_callback;
+
+pub struct Reader {
+    pub shared: Shared,
+}
+
+/// Mounts `/o` (GET and POST) and `/o/sdk`.
+pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Reader>) {
+    cfg.app_data(state)
+        .route("/o", web::get().to(routes::read))
+        .route("/o", web::post().to(routes::read))
+        .route("/o/sdk", web::get().to(routes::sdk_config))
+        .route("/o/sdk", web::post().to(routes::sdk_config));
+}

@@ -185,7 +185,11 @@ impl AppCache {
         map.insert(k, (Instant::now(), app));
     }
 
-    pub async fn by_write_key(&self, pool: &Pool, key: &str) -> Result<Option<Arc<App>>, StoreError> {
+    pub async fn by_write_key(
+        &self,
+        pool: &Pool,
+        key: &str,
+    ) -> Result<Option<Arc<App>>, StoreError> {
         let k = key.to_string();
         if let Some(hit) = self.cached(&self.by_write_key, &k) {
             return Ok(hit);

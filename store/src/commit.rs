@@ -180,7 +180,6 @@ impl Batch {
     }
 }
 
-
 /// How the committer batches.
 #[derive(Debug, Clone)]
 pub struct CommitConfig {
@@ -222,18 +221,29 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer task on the current runtime. It stops after every handle is
-    /// dropped and the queue is drained; await the join handle to know it has flushed.
-    pub fn start(redis: RedisConfig, cfg: CommitConfig) -> (Committer, tokio::task::JoinHandle<()>) {
+    /// Starts the committer task on the current runtime. It runs until every handle is
+    /// dropped or [`Stopper::stop`] is called, and then flushes what is queued first.
+    pub fn start(redis: RedisConfig, cfg: CommitConfig) -> (Committer, Stopper) {
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let (stop_tx, stop_rx) = oneshot::channel();
         let stats = Arc::new(CommitStats::default());
-        let task = tokio::spawn(run(rx, redis, cfg, stats.clone()));
-        (Committer { tx, stats }, task)
+        let task = tokio::spawn(run(rx, stop_rx, redis, cfg, stats.clone()));
+        (
+            Committer { tx, stats },
+            Stopper {
+                stop: Some(stop_tx),
+                task,
+            },
+        )
     }
 
     /// Queues `work` and waits until its batch is committed. `weight` is how many requests
     /// it stands for (a bulk counts its items).
-    pub async fn submit(&self, work: Box<dyn Work>, weight: usize) -> Result<Vec<Outcome>, StoreError> {
+    pub async fn submit(
+        &self,
+        work: Box<dyn Work>,
+        weight: usize,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Item {
@@ -249,14 +259,46 @@ impl Committer {
     }
 }
 
+/// Stops the committer after it has flushed everything already queued.
+pub struct Stopper {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Stopper {
+    /// Refuses new work, flushes what is queued, and returns when the committer is done.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
 async fn run(
     mut rx: mpsc::Receiver<Item>,
+    mut stop: oneshot::Receiver<()>,
     redis: RedisConfig,
     cfg: CommitConfig,
     stats: Arc<CommitStats>,
 ) {
     let mut conn: Option<MultiplexedConnection> = None;
-    while let Some(first) = rx.recv().await {
+    let mut stopping = false;
+    loop {
+        let first = if stopping {
+            rx.recv().await
+        } else {
+            tokio::select! {
+                item = rx.recv() => item,
+                _ = &mut stop => {
+                    // No new work; what is queued is still flushed below.
+                    stopping = true;
+                    rx.close();
+                    continue;
+                }
+            }
+        };
+        let Some(first) = first else { break };
         let mut weight = first.weight;
         let mut items = vec![first];
         let deadline = tokio::time::Instant::now() + cfg.linger;
@@ -266,7 +308,10 @@ async fn run(
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
                 Err(mpsc::error::TryRecvError::Empty) if cfg.linger.is_zero() => None,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+                    tokio::time::timeout_at(deadline, rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
                 }
             };
             match next {
@@ -311,6 +356,7 @@ fn clone_err(e: &StoreError) -> StoreError {
         StoreError::Timeout => StoreError::Timeout,
         StoreError::Closed => StoreError::Closed,
         StoreError::Overloaded => StoreError::Overloaded,
+        StoreError::Bug(m) => StoreError::Bug(m.clone()),
         other => StoreError::Pool(other.to_string()),
     }
 }
@@ -331,10 +377,8 @@ async fn flush(
     for (set, m) in reads.members {
         members.entry(set).or_default().push(m);
     }
-    let mut sets: Vec<(String, Vec<String>)> = members
-        .into_iter()
-        .map(|(k, v)| (k, dedup(v)))
-        .collect();
+    let mut sets: Vec<(String, Vec<String>)> =
+        members.into_iter().map(|(k, v)| (k, dedup(v))).collect();
     sets.sort();
 
     for _ in 0..=cfg.max_retries {
@@ -343,7 +387,16 @@ async fn flush(
         }
         let c = conn.as_mut().ok_or(StoreError::Closed)?;
         let mut batch = read_phase(c, redis, &devices, &sets).await?;
-        let outcomes: Vec<Vec<Outcome>> = items.iter().map(|i| i.work.plan(&mut batch)).collect();
+        // A bug in planning must fail this batch, not stop the committer for good.
+        let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            items
+                .iter()
+                .map(|i| i.work.plan(&mut batch))
+                .collect::<Vec<Vec<Outcome>>>()
+        }));
+        let Ok(outcomes) = planned else {
+            return Err(StoreError::Bug("planning a batch panicked".into()));
+        };
         stats
             .corrupt_states
             .fetch_add(batch.corrupt_states, Ordering::Relaxed);

@@ -78,6 +78,8 @@ pub struct Config {
     pub limits: Limits,
     pub workers: usize,
     pub log_json: bool,
+    /// `Access-Control-Allow-Origin` of every answer.
+    pub cors_origin: String,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -103,7 +105,10 @@ impl Config {
         let d = Limits::default();
         let limits = Limits {
             max_body_bytes: parse("TALLY_MAX_BODY_BYTES", d.max_body_bytes)?,
-            max_events_per_request: parse("TALLY_MAX_EVENTS_PER_REQUEST", d.max_events_per_request)?,
+            max_events_per_request: parse(
+                "TALLY_MAX_EVENTS_PER_REQUEST",
+                d.max_events_per_request,
+            )?,
             max_bulk_requests: parse("TALLY_MAX_BULK_REQUESTS", d.max_bulk_requests)?,
             event_keys: parse("TALLY_EVENT_LIMIT", d.event_keys)?,
             segments_per_event: parse("TALLY_SEGMENTATION_LIMIT", d.segments_per_event)?,
@@ -113,7 +118,10 @@ impl Config {
             max_value_length: parse("TALLY_MAX_VALUE_LENGTH", d.max_value_length)?,
             max_device_id_length: parse("TALLY_MAX_DEVICE_ID_LENGTH", d.max_device_id_length)?,
             max_json_depth: parse("TALLY_MAX_JSON_DEPTH", d.max_json_depth)?,
-            session_duration_limit: parse("TALLY_SESSION_DURATION_LIMIT", d.session_duration_limit)?,
+            session_duration_limit: parse(
+                "TALLY_SESSION_DURATION_LIMIT",
+                d.session_duration_limit,
+            )?,
             dedup_window_secs: parse("TALLY_DEDUP_WINDOW_SECS", d.dedup_window_secs)?,
             max_future_secs: parse("TALLY_MAX_FUTURE_SECS", d.max_future_secs)?,
             session_cooldown_secs: parse("TALLY_SESSION_COOLDOWN_SECS", d.session_cooldown_secs)?,
@@ -121,7 +129,9 @@ impl Config {
         Ok(Config {
             bind: var("TALLY_BIND").unwrap_or_else(|| "127.0.0.1:3001".into()),
             redis_url: var("REDIS_URL"),
-            data_dir: var("TALLY_DATA_DIR").unwrap_or_else(|| "./data".into()).into(),
+            data_dir: var("TALLY_DATA_DIR")
+                .unwrap_or_else(|| "./data".into())
+                .into(),
             admin_key: var("TALLY_ADMIN_KEY"),
             redis_pool: parse("TALLY_REDIS_POOL", 16)?,
             redis_timeout: Duration::from_millis(parse("TALLY_REDIS_TIMEOUT_MS", 2000)?),
@@ -138,6 +148,7 @@ impl Config {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )?,
             log_json: var("TALLY_LOG_FORMAT").as_deref() == Some("json"),
+            cors_origin: var("TALLY_CORS_ORIGIN").unwrap_or_else(|| "*".into()),
         })
     }
 
@@ -160,6 +171,7 @@ impl Config {
             limits: Limits::default(),
             workers: 2,
             log_json: false,
+            cors_origin: "*".into(),
         }
     }
 

@@ -102,7 +102,7 @@ pub struct Uniques {
 }
 
 /// How many metric snapshots a device keeps (see [`DeviceState::snapshots`]).
-pub const SNAPSHOTS: usize = 10;
+pub const SNAPSHOTS: usize = 11;
 /// How many recent request fingerprints a device keeps for duplicate detection.
 pub const DEDUP_SLOTS: usize = 2;
 

@@ -111,7 +111,10 @@ impl EmbeddedRedis {
                 if let Ok(Some(status)) = child.try_wait() {
                     return Err(EmbeddedError::NotReady(
                         limit,
-                        format!("exited with {status}; see {}", self.options.data_dir.join("redis.log").display()),
+                        format!(
+                            "exited with {status}; see {}",
+                            self.options.data_dir.join("redis.log").display()
+                        ),
                     ));
                 }
             }
@@ -144,7 +147,9 @@ impl EmbeddedRedis {
 
     /// Asks the server to shut down cleanly (flushing the AOF), then waits for it.
     pub fn shutdown(&mut self) {
-        if let Ok(mut conn) = redis::Client::open(self.url().as_str()).and_then(|c| c.get_connection()) {
+        if let Ok(mut conn) =
+            redis::Client::open(self.url().as_str()).and_then(|c| c.get_connection())
+        {
             let _ = redis::cmd("SHUTDOWN").query::<()>(&mut conn);
         }
         if let Some(mut c) = self.child.take() {

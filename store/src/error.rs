@@ -84,6 +84,9 @@ pub enum StoreError {
     Closed,
     #[error("the write queue is full")]
     Overloaded,
+    /// A bug in Tally (a panic while planning writes); nothing of the batch was written.
+    #[error("internal error: {0}")]
+    Bug(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -92,6 +95,7 @@ impl From<StoreError> for ApiError {
             StoreError::Corrupt(m) => ApiError::Internal(format!("Stored data is corrupt: {m}")),
             StoreError::Closed => ApiError::Unavailable("Server is shutting down".into()),
             StoreError::Overloaded => ApiError::Unavailable("Server is overloaded".into()),
+            StoreError::Bug(m) => ApiError::Internal(format!("Internal error: {m}")),
             other => {
                 tracing::warn!(error = %other, "redis failure");
                 ApiError::Unavailable("Database unavailable".into())

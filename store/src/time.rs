@@ -100,7 +100,10 @@ mod tests {
     fn countly_week_is_ceil_of_ordinal() {
         // 2024-10-22 is day 296 -> week 43 (the example in the protocol notes).
         let b = Buckets::at(1_729_598_400, chrono_tz::UTC); // 2024-10-22T12:00Z
-        assert_eq!((b.year, b.month, b.day, b.hour, b.week), (2024, 10, 22, 12, 43));
+        assert_eq!(
+            (b.year, b.month, b.day, b.hour, b.week),
+            (2024, 10, 22, 12, 43)
+        );
         // 1 January is always week 1, 31 December always week 53.
         let jan1 = Buckets::at(1_704_067_200, chrono_tz::UTC);
         assert_eq!(jan1.week, 1);
@@ -127,7 +130,10 @@ mod tests {
         // That day has 25 hours but one date.
         let date = NaiveDate::from_ymd_opt(2024, 10, 27).unwrap_or_default();
         let next = NaiveDate::from_ymd_opt(2024, 10, 28).unwrap_or_default();
-        assert_eq!(local_day_start(next, tz) - local_day_start(date, tz), 25 * 3600);
+        assert_eq!(
+            local_day_start(next, tz) - local_day_start(date, tz),
+            25 * 3600
+        );
     }
 
     #[test]

@@ -1,0 +1,384 @@
+//! The `/o` methods: which hashes and lists each answer needs, and how it is assembled.
+
+use crate::period::Range;
+use crate::shape::{escape, insert_hash, number, sort_meta};
+use chrono::{Datelike, NaiveDate};
+use serde_json::{json, Map, Value};
+use tally_store::apps::App;
+use tally_store::config::Limits;
+use tally_store::counters::{Answers, Reads, Slot};
+use tally_store::keys::{self, Family, Period};
+use tally_store::redis::Pool;
+use tally_store::StoreError;
+
+/// What every method needs to know about the request.
+pub struct Query<'a> {
+    pub app: &'a App,
+    pub range: Range,
+    /// `action=refresh`: only today, plus the year and month uniques.
+    pub refresh: bool,
+    pub today: NaiveDate,
+    /// HTML-escape keys and strings (Countly's default; off with `noescape=1`).
+    pub escape: bool,
+}
+
+/// The families and meta lists behind each Countly metric method.
+pub fn metric_method(method: &str) -> Option<(&'static str, &'static [&'static str])> {
+    Some(match method {
+        "devices" => ("devices", &["devices", "manufacturers"]),
+        "carriers" => ("carriers", &["carriers"]),
+        "device_details" | "app_versions" => (
+            "device_details",
+            &[
+                "os",
+                "os_versions",
+                "resolutions",
+                "app_versions",
+                "device_type",
+            ],
+        ),
+        "density" => ("density", &["density"]),
+        "langs" => ("langs", &["langs"]),
+        _ => return None,
+    })
+}
+
+/// Meta lists of the `users` family (sessions, users, locations).
+pub const USERS_META: &[&str] = &["countries", "f-ranges", "d-ranges", "l-ranges"];
+
+struct TimeReads {
+    years: Vec<(i32, Slot)>,
+    months: Vec<(i32, u32, Slot)>,
+}
+
+fn read_time(r: &mut Reads, q: &Query, family: &Family) -> TimeReads {
+    let (years, months) = if q.refresh {
+        (
+            vec![q.today.year()],
+            vec![(q.today.year(), q.today.month())],
+        )
+    } else {
+        (q.range.years(), q.range.months())
+    };
+    TimeReads {
+        years: years
+            .into_iter()
+            .map(|y| {
+                (
+                    y,
+                    r.hash(&keys::counters(&q.app.id, family, Period::Year(y))),
+                )
+            })
+            .collect(),
+        months: months
+            .into_iter()
+            .map(|(y, m)| {
+                (
+                    y,
+                    m,
+                    r.hash(&keys::counters(&q.app.id, family, Period::Month(y, m))),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Whether a year-hash field is a year or this month's unique count (`u`, `Android.u`,
+/// `11.u`, `11.Android.u`): the only year-hash fields `action=refresh` keeps.
+fn refresh_unique(field: &str, month: &str) -> bool {
+    if field != "u" && !field.ends_with(".u") {
+        return false;
+    }
+    let first = field.split('.').next().unwrap_or("");
+    if first.starts_with('w') && first[1..].parse::<u32>().is_ok() {
+        return false;
+    }
+    match first.parse::<u32>() {
+        Ok(_) => first == month,
+        Err(_) => true,
+    }
+}
+
+/// Adds one family's counters to `root` in Countly's nesting.
+fn fill_time(root: &mut Map<String, Value>, a: &Answers, t: &TimeReads, q: &Query) {
+    let esc = q.escape;
+    let (today_m, today_d) = (q.today.month().to_string(), q.today.day().to_string());
+    for (y, slot) in &t.years {
+        let ys = y.to_string();
+        let fields = a.hash(*slot);
+        if q.refresh {
+            insert_hash(root, &[&ys], &fields, esc, |f| refresh_unique(f, &today_m));
+        } else {
+            insert_hash(root, &[&ys], &fields, esc, |_| true);
+        }
+    }
+    for (y, m, slot) in &t.months {
+        let (ys, ms) = (y.to_string(), m.to_string());
+        let fields = a.hash(*slot);
+        if q.refresh {
+            let day_prefix = format!("{today_d}.");
+            insert_hash(root, &[&ys, &ms], &fields, esc, |f| {
+                f.starts_with(&day_prefix)
+            });
+        } else {
+            insert_hash(root, &[&ys, &ms], &fields, esc, |_| true);
+        }
+    }
+}
+
+fn meta_lists(a: &Answers, slots: &[(String, Slot)], esc: bool) -> Map<String, Value> {
+    let mut meta = Map::new();
+    for (name, slot) in slots {
+        let mut list = a.set(*slot);
+        if list.is_empty() {
+            continue;
+        }
+        sort_meta(&mut list);
+        let list: Vec<Value> = list.iter().map(|s| Value::from(escape(s, esc))).collect();
+        meta.insert(escape(name, esc), Value::Array(list));
+    }
+    meta
+}
+
+fn finish(mut root: Map<String, Value>, meta: Map<String, Value>) -> Value {
+    if root.is_empty() && meta.is_empty() {
+        return json!({});
+    }
+    root.insert("meta".into(), Value::Object(meta));
+    Value::Object(root)
+}
+
+/// `sessions`, `users`, `locations` and the metric methods: one family's time object and
+/// its meta lists, in one round trip.
+pub async fn family(
+    pool: &Pool,
+    q: &Query<'_>,
+    family: Family,
+    meta: &[&str],
+) -> Result<Value, StoreError> {
+    let mut r = Reads::new();
+    let t = read_time(&mut r, q, &family);
+    let meta_slots: Vec<(String, Slot)> = meta
+        .iter()
+        .map(|m| (m.to_string(), r.set(&keys::meta(&q.app.id, m))))
+        .collect();
+    let a = r.run(pool).await?;
+    let mut root = Map::new();
+    fill_time(&mut root, &a, &t, q);
+    Ok(finish(root, meta_lists(&a, &meta_slots, q.escape)))
+}
+
+/// The app's event keys, sorted, without Countly's internal `[CLY]_` events.
+pub async fn event_keys(pool: &Pool, app: &App) -> Result<Vec<String>, StoreError> {
+    let mut r = Reads::new();
+    let s = r.set(&keys::meta(&app.id, "events"));
+    Ok(r.run(pool).await?.set(s))
+}
+
+/// `method=events`: one event (or the sum of several), optionally by one segmentation key.
+pub async fn events(
+    pool: &Pool,
+    q: &Query<'_>,
+    selected: &[String],
+    segmentation: Option<&str>,
+) -> Result<Value, StoreError> {
+    if selected.is_empty() {
+        return Ok(json!({}));
+    }
+    // Round trip 1: the data and each event's segmentation keys.
+    let mut r = Reads::new();
+    let times: Vec<TimeReads> = selected
+        .iter()
+        .map(|e| {
+            let fam = match segmentation {
+                Some(s) => Family::segment(e, s),
+                None => Family::event(e),
+            };
+            read_time(&mut r, q, &fam)
+        })
+        .collect();
+    let seg_slots: Vec<Slot> = selected
+        .iter()
+        .map(|e| r.set(&keys::event_segments(&q.app.id, e)))
+        .collect();
+    let a = r.run(pool).await?;
+    let mut root = Map::new();
+    for t in &times {
+        fill_time(&mut root, &a, t, q);
+    }
+    let mut segments: Vec<String> = seg_slots.iter().flat_map(|s| a.set(*s)).collect();
+    segments.sort();
+    segments.dedup();
+
+    // Round trip 2: the values of each segmentation key, for the meta lists.
+    let mut r = Reads::new();
+    let mut value_slots = Vec::new();
+    for s in &segments {
+        for e in selected {
+            value_slots.push((s.clone(), r.set(&keys::segment_values(&q.app.id, e, s))));
+        }
+    }
+    let a = r.run(pool).await?;
+    let mut meta = Map::new();
+    let mut by_segment: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (s, slot) in value_slots {
+        by_segment.entry(s).or_default().extend(a.set(slot));
+    }
+    for (s, mut values) in by_segment {
+        values.sort();
+        values.dedup();
+        if !values.is_empty() {
+            let list: Vec<Value> = values
+                .iter()
+                .map(|v| Value::from(escape(v, q.escape)))
+                .collect();
+            meta.insert(escape(&s, q.escape), Value::Array(list));
+        }
+    }
+    if !segments.is_empty() {
+        let list: Vec<Value> = segments
+            .iter()
+            .map(|s| Value::from(escape(s, q.escape)))
+            .collect();
+        meta.insert("segments".into(), Value::Array(list));
+    }
+    Ok(finish(root, meta))
+}
+
+fn limits_json(l: &Limits) -> Value {
+    json!({
+        "event_limit": l.event_keys,
+        "event_segmentation_limit": l.segments_per_event,
+        "event_segmentation_value_limit": l.values_per_segment,
+    })
+}
+
+/// `method=get_events`: the event keys, their segmentation keys and the limits.
+pub async fn get_events(
+    pool: &Pool,
+    app: &App,
+    limits: &Limits,
+    esc: bool,
+) -> Result<Value, StoreError> {
+    let list = event_keys(pool, app).await?;
+    if list.is_empty() {
+        return Ok(json!({ "limits": limits_json(limits) }));
+    }
+    let mut r = Reads::new();
+    let slots: Vec<Slot> = list
+        .iter()
+        .map(|e| r.set(&keys::event_segments(&app.id, e)))
+        .collect();
+    let a = r.run(pool).await?;
+    let mut segments = Map::new();
+    for (e, slot) in list.iter().zip(slots) {
+        let segs = a.set(slot);
+        if !segs.is_empty() {
+            let segs: Vec<Value> = segs.iter().map(|s| Value::from(escape(s, esc))).collect();
+            segments.insert(escape(e, esc), Value::Array(segs));
+        }
+    }
+    let mut out = Map::new();
+    out.insert("_id".into(), Value::from(app.id.as_str()));
+    out.insert(
+        "list".into(),
+        Value::Array(list.iter().map(|e| Value::from(escape(e, esc))).collect()),
+    );
+    if !segments.is_empty() {
+        out.insert("segments".into(), Value::Object(segments));
+    }
+    out.insert("limits".into(), limits_json(limits));
+    Ok(Value::Object(out))
+}
+
+/// `method=top_events`: every event's count, sum and duration over the period's days,
+/// largest count first; `false` when the app has no events.
+pub async fn top_events(
+    pool: &Pool,
+    q: &Query<'_>,
+    period: &str,
+    now_ms: i64,
+) -> Result<Value, StoreError> {
+    let list = event_keys(pool, q.app).await?;
+    if list.is_empty() {
+        return Ok(Value::Bool(false));
+    }
+    let mut r = Reads::new();
+    let months = q.range.months();
+    let slots: Vec<Vec<(i32, u32, Slot)>> = list
+        .iter()
+        .map(|e| {
+            months
+                .iter()
+                .map(|&(y, m)| {
+                    let k = keys::counters(&q.app.id, &Family::event(e), Period::Month(y, m));
+                    (y, m, r.hash(&k))
+                })
+                .collect()
+        })
+        .collect();
+    let a = r.run(pool).await?;
+    let mut data = Vec::new();
+    let mut total = 0i64;
+    for (e, ms) in list.iter().zip(slots) {
+        let (mut c, mut s, mut dur) = (0i64, 0f64, 0f64);
+        for (y, m, slot) in ms {
+            for (f, v) in a.hash(slot) {
+                // Day totals only: `D.c`, not `D.H.c`.
+                let mut parts = f.split('.');
+                let (Some(day), Some(name), None) = (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let in_range = day
+                    .parse::<u32>()
+                    .ok()
+                    .and_then(|d| NaiveDate::from_ymd_opt(y, m, d))
+                    .is_some_and(|d| q.range.contains(d));
+                if !in_range {
+                    continue;
+                }
+                let x = v.parse::<f64>().unwrap_or(0.0);
+                match name {
+                    "c" => c += x as i64,
+                    "s" => s += x,
+                    "dur" => dur += x,
+                    _ => {}
+                }
+            }
+        }
+        if c > 0 {
+            total += c;
+            data.push(json!({
+                "name": escape(e, q.escape),
+                "count": c,
+                "sum": number(&s.to_string()).unwrap_or(json!(0)),
+                "duration": number(&dur.to_string()).unwrap_or(json!(0)),
+            }));
+        }
+    }
+    data.sort_by(|a, b| b["count"].as_i64().cmp(&a["count"].as_i64()));
+    Ok(json!({
+        "_id": q.app.id.as_str(),
+        "app_id": q.app.id.as_str(),
+        "ts": now_ms,
+        "period": period,
+        "data": data,
+        "totalCount": total,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refresh_unique;
+
+    #[test]
+    fn refresh_keeps_year_and_this_months_uniques() {
+        for keep in ["u", "Android.u", "11.u", "11.Android.u"] {
+            assert!(refresh_unique(keep, "11"), "{keep}");
+        }
+        for drop in ["t", "10.u", "w47.u", "11.t", "f.0", "10.Android.u"] {
+            assert!(!refresh_unique(drop, "11"), "{drop}");
+        }
+    }
+}

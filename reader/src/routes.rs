@@ -1,0 +1,197 @@
+//! `/o`: authenticate, pick the method, answer as JSON or JSONP.
+
+use crate::methods::{self, Query, USERS_META};
+use crate::period;
+use crate::Reader;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tally_store::apps::{keys_equal, App};
+use tally_store::http::{decode_pairs, json};
+use tally_store::keys::{AppId, Family};
+use tally_store::time::local_date;
+use tally_store::ApiError;
+
+const METHODS: &[&str] = &[
+    "sessions",
+    "users",
+    "locations",
+    "devices",
+    "carriers",
+    "device_details",
+    "app_versions",
+    "density",
+    "langs",
+    "events",
+    "get_events",
+    "top_events",
+];
+
+/// Longest accepted JSONP callback name.
+const MAX_CALLBACK: usize = 128;
+
+/// A JSONP callback must be a plain JavaScript identifier path (`cb`, `a.b_1`, `$x`), so
+/// that nothing but a function call can be injected.
+pub fn valid_callback(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CALLBACK
+        && name.split('.').all(|part| {
+            let mut chars = part.chars();
+            matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        })
+}
+
+fn query_params(req: &HttpRequest) -> Result<HashMap<String, String>, ApiError> {
+    Ok(decode_pairs(req.query_string().as_bytes())?
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect())
+}
+
+async fn authenticate(
+    req: &HttpRequest,
+    p: &HashMap<String, String>,
+    st: &Reader,
+) -> Result<Arc<App>, ApiError> {
+    let shared = &st.shared;
+    let app = match (p.get("app_id"), p.get("app_key")) {
+        (Some(id), _) => {
+            let id = AppId::parse(id).ok_or_else(|| ApiError::invalid_param("app_id"))?;
+            shared.apps.by_id(&shared.pool, &id).await?
+        }
+        (None, Some(key)) => shared.apps.by_write_key(&shared.pool, key).await?,
+        (None, None) => return Err(ApiError::bad("Missing parameter \"app_id\"")),
+    };
+    let app = app.ok_or_else(|| ApiError::Unauthorized("App does not exist".into()))?;
+    let header_key = req
+        .headers()
+        .get("read_key")
+        .or_else(|| req.headers().get("api_key"))
+        .and_then(|v| v.to_str().ok());
+    let given = p.get("api_key").map(String::as_str).or(header_key);
+    match given {
+        Some(k) if keys_equal(k, &app.read_key) || keys_equal(k, &app.master_key) => Ok(app),
+        Some(_) => Err(ApiError::Unauthorized("Invalid api_key".into())),
+        None if app.public_read && p.contains_key("app_key") => Ok(app),
+        None => Err(ApiError::Unauthorized(
+            "Missing parameter \"api_key\"".into(),
+        )),
+    }
+}
+
+fn respond(v: &Value, callback: Option<&String>) -> HttpResponse {
+    let body = v.to_string();
+    match callback {
+        Some(cb) => HttpResponse::Ok()
+            .content_type("application/javascript; charset=utf-8")
+            .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .body(format!("{cb}({body});")),
+        None => json(body),
+    }
+}
+
+/// `GET|POST /o?method=...`
+pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpResponse, ApiError> {
+    let p = query_params(&req)?;
+    if !p.contains_key("app_id") && !p.contains_key("app_key") {
+        return Err(ApiError::bad("Missing parameter \"app_id\""));
+    }
+    let method = p.get("method").map(String::as_str).unwrap_or("");
+    if !METHODS.contains(&method) {
+        return Err(ApiError::bad("Invalid method"));
+    }
+    let callback = p.get("callback");
+    if callback.is_some_and(|c| !valid_callback(c)) {
+        return Err(ApiError::invalid_param("callback"));
+    }
+    let app = authenticate(&req, &p, &st).await?;
+    let shared = &st.shared;
+    let now = shared.clock.now_secs();
+    let period_text = p.get("period").map(String::as_str);
+    let q = Query {
+        app: &app,
+        range: period::parse(period_text, now, app.timezone)?,
+        refresh: p.get("action").map(String::as_str) == Some("refresh"),
+        today: local_date(now, app.timezone),
+        escape: p.get("noescape").map(String::as_str) != Some("1"),
+    };
+    let pool = &shared.pool;
+    let v = match method {
+        "sessions" | "users" | "locations" => {
+            methods::family(pool, &q, Family::users(), USERS_META).await?
+        }
+        "get_events" => methods::get_events(pool, &app, &shared.limits, q.escape).await?,
+        "top_events" => {
+            methods::top_events(
+                pool,
+                &q,
+                period_text.unwrap_or("month"),
+                shared.clock.now_ms(),
+            )
+            .await?
+        }
+        "events" => {
+            let selected: Vec<String> = if let Some(list) = p.get("events") {
+                let v: Vec<String> =
+                    serde_json::from_str(list).map_err(|_| ApiError::invalid_param("events"))?;
+                if v.len() > shared.limits.event_keys {
+                    return Err(ApiError::invalid_param("events"));
+                }
+                v
+            } else if let Some(e) = p.get("event") {
+                vec![e.clone()]
+            } else {
+                // Countly picks the first key of the sorted list, skipping internal events.
+                methods::event_keys(pool, &app)
+                    .await?
+                    .into_iter()
+                    .take(1)
+                    .collect()
+            };
+            methods::events(
+                pool,
+                &q,
+                &selected,
+                p.get("segmentation").map(String::as_str),
+            )
+            .await?
+        }
+        m => match methods::metric_method(m) {
+            Some((family, meta)) => methods::family(pool, &q, Family::metric(family), meta).await?,
+            None => return Err(ApiError::bad("Invalid method")),
+        },
+    };
+    Ok(respond(&v, callback))
+}
+
+/// `/o/sdk`: the web SDK asks for server-side configuration; Tally has none to give.
+pub async fn sdk_config() -> HttpResponse {
+    json("{}".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callbacks() {
+        for ok in ["cb", "_x1", "$", "a.b.c", "jQuery123_456"] {
+            assert!(valid_callback(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "a-b",
+            "a(b)",
+            "alert(1);x",
+            "a..b",
+            "a.",
+            &"x".repeat(200),
+        ] {
+            assert!(!valid_callback(bad), "{bad}");
+        }
+    }
+}
