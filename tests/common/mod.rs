@@ -1,0 +1,257 @@
+//! Test harness: every test gets its own `redis-server` on a free port, its own Tally on
+//! port 0 (in-process, on a thread of its own), a pinned clock, and a small blocking HTTP
+//! client that speaks real HTTP/1.1 over TCP.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tally_store::clock::ManualClock;
+use tally_store::config::Config;
+use tally_store::embedded::{EmbeddedOptions, EmbeddedRedis};
+
+/// 2024-10-22T10:30:00Z: a Tuesday, day 296, Countly week 43.
+pub const NOW: i64 = 1_729_593_000;
+pub const DAY: i64 = 86_400;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("tally-test-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+pub fn start_redis(tag: &str) -> EmbeddedRedis {
+    let mut o = EmbeddedOptions::new(temp_dir(tag));
+    o.aof = false;
+    EmbeddedRedis::start(o).expect("redis-server must be installed (deploy/test installs it)")
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A query string from pairs, values encoded.
+pub fn qs(pairs: &[(&str, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    s.write_all(body).expect("write body");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+pub struct Keys {
+    pub id: String,
+    pub write: String,
+    pub read: String,
+    pub master: String,
+}
+
+pub struct TestApp {
+    pub addr: String,
+    pub redis: EmbeddedRedis,
+    pub clock: Arc<ManualClock>,
+    server: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub fn spawn() -> TestApp {
+        Self::spawn_with(|_| {})
+    }
+
+    /// Starts Tally with the test defaults, changed by `tweak`.
+    pub fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let redis = start_redis("app");
+        Self::spawn_on(redis, tweak)
+    }
+
+    pub fn spawn_on(redis: EmbeddedRedis, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let mut cfg = Config::for_tests(&redis.url());
+        tweak(&mut cfg);
+        let clock = ManualClock::new(NOW * 1000);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let url = redis.url();
+        let c = clock.clone();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let running = tally::start(&cfg, &url, c).expect("tally starts");
+                tx.send((running.addr, running.server.handle())).ok();
+                running.run().await.ok();
+            })
+        });
+        let (addr, server) = rx.recv().expect("server address");
+        TestApp {
+            addr: addr.to_string(),
+            redis,
+            clock,
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the server gracefully (flushing the write queue) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let h = self.server.clone();
+            actix_web::rt::System::new().block_on(h.stop(true));
+            t.join().ok();
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        http(&self.addr, "GET", path, &[], b"")
+    }
+
+    pub fn post(&self, path: &str, content_type: &str, body: &str) -> Resp {
+        http(
+            &self.addr,
+            "POST",
+            path,
+            &[("Content-Type", content_type)],
+            body.as_bytes(),
+        )
+    }
+
+    pub fn create_app(&self, timezone: &str) -> Keys {
+        self.create_app_with(json!({"name": "test", "timezone": timezone}))
+    }
+
+    pub fn create_app_with(&self, mut body: Value) -> Keys {
+        body["lock_key"] = json!("test-admin-key");
+        let r = self.post("/project/create", "application/json", &body.to_string());
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        Keys {
+            id: v["project"].as_str().unwrap_or_default().into(),
+            write: v["write_key"].as_str().unwrap_or_default().into(),
+            read: v["read_key"].as_str().unwrap_or_default().into(),
+            master: v["master_key"].as_str().unwrap_or_default().into(),
+        }
+    }
+
+    /// `GET /i` with `app_key` and the given pairs; asserts nothing.
+    pub fn i(&self, k: &Keys, pairs: &[(&str, String)]) -> Resp {
+        let mut all = vec![("app_key", k.write.clone())];
+        all.extend_from_slice(pairs);
+        self.get(&format!("/i?{}", qs(&all)))
+    }
+
+    /// `GET /i` that must succeed.
+    pub fn ok(&self, k: &Keys, pairs: &[(&str, String)]) {
+        let r = self.i(k, pairs);
+        assert_eq!(
+            (r.status, r.json()["result"].clone()),
+            (200, json!("Success")),
+            "{}",
+            r.body
+        );
+    }
+
+    /// `GET /o?method=...` with the read key; the answer must be 200 JSON.
+    pub fn o(&self, k: &Keys, method: &str, extra: &[(&str, String)]) -> Value {
+        let mut all = vec![
+            ("app_key", k.write.clone()),
+            ("api_key", k.read.clone()),
+            ("method", method.to_string()),
+        ];
+        all.extend_from_slice(extra);
+        let r = self.get(&format!("/o?{}", qs(&all)));
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    }
+
+    /// Runs a Redis command against the test's Redis.
+    pub fn redis_cmd<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
+        let client = redis::Client::open(self.redis.url()).expect("redis url");
+        let mut conn = client.get_connection().expect("redis connection");
+        cmd.query(&mut conn).expect("redis command")
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.redis_cmd(&mut redis::cmd("DBSIZE"))
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Shorthand for a `(name, value)` pair.
+pub fn p(k: &'static str, v: impl ToString) -> (&'static str, String) {
+    (k, v.to_string())
+}
+
+/// Walks a JSON object by keys.
+pub fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(v, |v, k| &v[*k])
+}

@@ -1,0 +1,500 @@
+//! Sessions, users, uniques, ranges and metrics through real HTTP and a real Redis.
+
+mod common;
+use common::*;
+use serde_json::json;
+
+fn metrics() -> String {
+    json!({
+        "_os": "Android", "_os_version": "4.4", "_device": "Nexus 5",
+        "_resolution": "1080x1920", "_carrier": "vodafone", "_app_version": "1.2",
+        "_ua": "ignored"
+    })
+    .to_string()
+}
+
+#[test]
+fn first_session_with_metrics() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    t.ok(
+        &k,
+        &[
+            p("device_id", "d1"),
+            p("begin_session", 1),
+            p("metrics", metrics()),
+            p("timestamp", NOW),
+        ],
+    );
+
+    let unknown = json!({"t": 1, "n": 1, "u": 1});
+    let sessions = t.o(&k, "sessions", &[]);
+    assert_eq!(
+        sessions,
+        json!({
+            "2024": {
+                "t": 1, "n": 1, "u": 1, "e": 1, "f": {"0": 1}, "l": {"0": 1}, "Unknown": unknown,
+                "w43": {"u": 1, "f": {"0": 1}, "l": {"0": 1}, "Unknown": {"u": 1}},
+                "10": {
+                    "t": 1, "n": 1, "u": 1, "e": 1, "f": {"0": 1}, "l": {"0": 1}, "Unknown": unknown,
+                    "22": {
+                        "t": 1, "n": 1, "u": 1, "e": 1, "f": {"0": 1}, "l": {"0": 1}, "Unknown": unknown,
+                        "10": {"t": 1, "n": 1, "u": 1, "e": 1}
+                    }
+                }
+            },
+            "meta": {"countries": ["Unknown"], "f-ranges": ["0"], "l-ranges": ["0"]}
+        })
+    );
+    // users and locations are the same document, as in Countly.
+    assert_eq!(t.o(&k, "users", &[]), sessions);
+    assert_eq!(t.o(&k, "locations", &[]), sessions);
+
+    let details = t.o(&k, "device_details", &[]);
+    let one = json!({"t": 1, "n": 1, "u": 1});
+    for v in ["Android", "a4:4", "1080x1920", "1:2"] {
+        assert_eq!(at(&details, &["2024", v]), &one, "{v}");
+        assert_eq!(at(&details, &["2024", "10", "22", v]), &one, "{v}");
+        assert_eq!(at(&details, &["2024", "w43", v]), &json!({"u": 1}), "{v}");
+    }
+    assert_eq!(
+        details["meta"],
+        json!({"os": ["Android"], "os_versions": ["a4:4"], "resolutions": ["1080x1920"], "app_versions": ["1:2"]})
+    );
+    assert_eq!(t.o(&k, "app_versions", &[]), details);
+    let devices = t.o(&k, "devices", &[]);
+    assert_eq!(at(&devices, &["2024", "10", "22", "Nexus 5"]), &one);
+    assert_eq!(devices["meta"], json!({"devices": ["Nexus 5"]}));
+    let carriers = t.o(&k, "carriers", &[]);
+    assert_eq!(at(&carriers, &["2024", "10", "Vodafone"]), &one);
+    assert_eq!(carriers["meta"], json!({"carriers": ["Vodafone"]}));
+}
+
+/// Countly's own session test sequence (test/3.api.write/2.write.app.sessions.js).
+#[test]
+fn countly_session_vectors() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let d = || p("device_id", "1234567890");
+    let y = |v: &serde_json::Value, f: &str| at(v, &["2024", f]).clone();
+
+    // 1: a request without a session shows nothing yet.
+    t.ok(&k, &[d()]);
+    assert_eq!(t.o(&k, "sessions", &[]), json!({}));
+    // 2: begin_session; the earlier request now counts in e.
+    t.ok(&k, &[d(), p("begin_session", 1)]);
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(
+        (y(&s, "u"), y(&s, "n"), y(&s, "t"), y(&s, "e")),
+        (json!(1), json!(1), json!(1), json!(2))
+    );
+    assert_eq!(y(&s, "f"), json!({"0": 1}));
+    assert_eq!(y(&s, "Unknown"), json!({"u": 1, "t": 1, "n": 1}));
+    // 3: begin_session again closes the open session (0 s -> range 0).
+    t.ok(&k, &[d(), p("begin_session", 1)]);
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(
+        (y(&s, "u"), y(&s, "t"), y(&s, "e")),
+        (json!(1), json!(2), json!(3))
+    );
+    assert_eq!(
+        (y(&s, "f"), y(&s, "ds")),
+        (json!({"0": 1, "1": 1}), json!({"0": 1}))
+    );
+    assert_eq!(s["meta"]["d-ranges"], json!(["0"]));
+    // 4: a second device.
+    t.ok(&k, &[p("device_id", "12345678902"), p("begin_session", 1)]);
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(
+        (y(&s, "u"), y(&s, "n"), y(&s, "t"), y(&s, "e")),
+        (json!(2), json!(2), json!(3), json!(4))
+    );
+    assert_eq!(y(&s, "f"), json!({"0": 2, "1": 1}));
+    // 5: heartbeat.
+    t.ok(&k, &[d(), p("session_duration", 30)]);
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!((y(&s, "e"), y(&s, "d")), (json!(5), json!(30)));
+    // 6: end_session records the 30 s session in range 1 (11-30 s).
+    t.ok(&k, &[d(), p("end_session", 1)]);
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(
+        (y(&s, "e"), y(&s, "ds")),
+        (json!(6), json!({"0": 1, "1": 1}))
+    );
+    // 7: another heartbeat.
+    t.ok(&k, &[d(), p("session_duration", 30)]);
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!((y(&s, "e"), y(&s, "d")), (json!(7), json!(60)));
+    // 8: a device that never had a session changes nothing visible.
+    t.ok(&k, &[p("device_id", "A"), p("end_session", 1)]);
+    assert_eq!(t.o(&k, "sessions", &[]), s);
+}
+
+#[test]
+fn uniques_per_hour_day_week_month_year() {
+    let t = TestApp::spawn();
+    t.clock.set_ms((NOW + 60 * DAY) * 1000);
+    let k = t.create_app("UTC");
+    // 2024-10-22 10:30, 11:30; 10-23 (same week 43); 10-28 (week 44); 11-02 (week 44, new month).
+    for ts in [NOW, NOW + 3600, NOW + DAY, NOW + 6 * DAY, NOW + 11 * DAY] {
+        t.ok(
+            &k,
+            &[
+                p("device_id", "d1"),
+                p("begin_session", 1),
+                p("timestamp", ts),
+            ],
+        );
+    }
+    let s = t.o(&k, "sessions", &[]);
+    let g = |path: &[&str]| at(&s, path).clone();
+    assert_eq!(
+        (g(&["2024", "t"]), g(&["2024", "u"]), g(&["2024", "n"])),
+        (json!(5), json!(1), json!(1))
+    );
+    assert_eq!(
+        (g(&["2024", "10", "t"]), g(&["2024", "10", "u"])),
+        (json!(4), json!(1))
+    );
+    assert_eq!(
+        (g(&["2024", "11", "t"]), g(&["2024", "11", "u"])),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        (g(&["2024", "w43", "u"]), g(&["2024", "w44", "u"])),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        (g(&["2024", "10", "22", "t"]), g(&["2024", "10", "22", "u"])),
+        (json!(2), json!(1))
+    );
+    assert_eq!(
+        (
+            g(&["2024", "10", "22", "10", "u"]),
+            g(&["2024", "10", "22", "11", "u"])
+        ),
+        (json!(1), json!(1))
+    );
+    for day in ["23", "28"] {
+        assert_eq!(g(&["2024", "10", day, "u"]), json!(1), "{day}");
+    }
+    assert_eq!(g(&["2024", "11", "2", "u"]), json!(1));
+    // Frequency: first session, then < 24 h, 24-48 h, 5 days (120-144 h), 5 days.
+    assert_eq!(g(&["2024", "f"]), json!({"0": 1, "1": 2, "6": 2}));
+    // Loyalty is counted where the session is unique: year, month, week, day.
+    assert_eq!(g(&["2024", "l"]), json!({"0": 1}));
+    assert_eq!(g(&["2024", "11", "l"]), json!({"2": 1}));
+
+    // The next year is unique again.
+    t.clock.set_ms((NOW + 80 * DAY) * 1000);
+    t.ok(
+        &k,
+        &[
+            p("device_id", "d1"),
+            p("begin_session", 1),
+            p("timestamp", NOW + 75 * DAY),
+        ],
+    );
+    let s = t.o(&k, "sessions", &[p("period", "60days")]);
+    assert_eq!(
+        (at(&s, &["2025", "u"]), at(&s, &["2025", "n"])),
+        (&json!(1), &json!(null))
+    );
+}
+
+#[test]
+fn out_of_order_sessions_count_each_bucket_once() {
+    let t = TestApp::spawn();
+    let base = NOW + 40 * DAY; // 2024-12-01 10:30
+    t.clock.set_ms((base + DAY) * 1000);
+    let k = t.create_app("UTC");
+    let at_ts = |ts: i64| {
+        t.ok(
+            &k,
+            &[
+                p("device_id", "offline"),
+                p("begin_session", 1),
+                p("timestamp", ts),
+            ],
+        );
+    };
+    at_ts(base); // 12-01 10:30
+    at_ts(base - 20 * DAY); // 11-11: new day and month, same year
+    at_ts(base - 20 * DAY + 7200); // 11-11 12:30: new hour only
+    at_ts(base - 20 * DAY + 60); // 11-11 10:31: nothing new
+    at_ts(base - 30 * DAY); // 11-01: new day, same month (replayed after 11-11)
+    at_ts(base - 3 * DAY); // 11-28
+    let s = t.o(&k, "sessions", &[]);
+    let g = |path: &[&str]| at(&s, path).clone();
+    assert_eq!(
+        (g(&["2024", "t"]), g(&["2024", "u"]), g(&["2024", "n"])),
+        (json!(6), json!(1), json!(1))
+    );
+    assert_eq!(
+        (g(&["2024", "11", "u"]), g(&["2024", "12", "u"])),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        (g(&["2024", "11", "11", "t"]), g(&["2024", "11", "11", "u"])),
+        (json!(3), json!(1))
+    );
+    assert_eq!(
+        (
+            g(&["2024", "11", "11", "10", "u"]),
+            g(&["2024", "11", "11", "12", "u"])
+        ),
+        (json!(1), json!(1))
+    );
+    assert_eq!(g(&["2024", "11", "11", "10", "t"]), json!(2));
+    assert_eq!(
+        (g(&["2024", "11", "1", "u"]), g(&["2024", "11", "28", "u"])),
+        (json!(1), json!(1))
+    );
+    // The first session the server saw is the new user.
+    assert_eq!(
+        (g(&["2024", "12", "n"]), g(&["2024", "11", "n"])),
+        (json!(1), json!(null))
+    );
+    // Weeks: 11-01 (w44), 11-11 (w46), 11-28 (w48), 12-01 (w48).
+    for w in ["w44", "w46", "w48"] {
+        assert_eq!(g(&["2024", w, "u"]), json!(1), "{w}");
+    }
+}
+
+#[test]
+fn dst_days_and_hours_in_the_app_timezone() {
+    let t = TestApp::spawn();
+    t.clock.set_ms(1_730_000_000_000); // 2024-10-27T03:33Z
+    let k = t.create_app("Europe/Berlin");
+    // Berlin leaves DST on 2024-10-27: 02:00-03:00 local happens twice.
+    let sessions = [
+        ("a", 1_729_981_800), // 10-26T22:30Z = 10-27 00:30 CEST
+        ("b", 1_729_989_000), // 10-27T00:30Z = 02:30 CEST
+        ("c", 1_729_992_600), // 10-27T01:30Z = 02:30 CET
+        ("d", 1_729_978_200), // 10-26T21:30Z = 10-26 23:30 CEST
+    ];
+    for (dev, ts) in sessions {
+        t.ok(
+            &k,
+            &[
+                p("device_id", dev),
+                p("begin_session", 1),
+                p("timestamp", ts),
+            ],
+        );
+    }
+    let s = t.o(&k, "sessions", &[]);
+    let g = |path: &[&str]| at(&s, path).clone();
+    assert_eq!(g(&["2024", "10", "27", "t"]), json!(3));
+    assert_eq!(g(&["2024", "10", "27", "0", "t"]), json!(1));
+    assert_eq!(g(&["2024", "10", "27", "2", "t"]), json!(2));
+    assert_eq!(g(&["2024", "10", "27", "2", "u"]), json!(2));
+    assert_eq!(g(&["2024", "10", "26", "23", "t"]), json!(1));
+
+    // Istanbul is UTC+3 all year: 21:30Z is already the next day.
+    let k2 = t.create_app("Europe/Istanbul");
+    t.ok(
+        &k2,
+        &[
+            p("device_id", "x"),
+            p("begin_session", 1),
+            p("timestamp", 1_729_632_600),
+        ],
+    ); // 10-22T21:30Z
+    let s = t.o(&k2, "sessions", &[]);
+    assert_eq!(at(&s, &["2024", "10", "23", "0", "t"]), &json!(1));
+}
+
+#[test]
+fn heartbeats_end_session_and_cooldown() {
+    let t = TestApp::spawn();
+    t.clock.set_ms((NOW + DAY) * 1000);
+    let k = t.create_app("UTC");
+    let dev = || p("device_id", "hb");
+    t.ok(&k, &[dev(), p("begin_session", 1), p("timestamp", NOW)]);
+    t.ok(
+        &k,
+        &[dev(), p("session_duration", 30), p("timestamp", NOW + 30)],
+    );
+    t.ok(
+        &k,
+        &[
+            dev(),
+            p("session_duration", 20),
+            p("end_session", 1),
+            p("timestamp", NOW + 50),
+        ],
+    );
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(at(&s, &["2024", "10", "22", "10", "d"]), &json!(50));
+    assert_eq!(at(&s, &["2024", "ds"]), &json!({"2": 1})); // 50 s: 31-60
+                                                           // A new session 10 s after the end continues the old one: no new session, and the
+                                                           // range is recorded again for the whole length when it ends.
+    t.ok(
+        &k,
+        &[dev(), p("begin_session", 1), p("timestamp", NOW + 60)],
+    );
+    t.ok(
+        &k,
+        &[
+            dev(),
+            p("session_duration", 20),
+            p("end_session", 1),
+            p("timestamp", NOW + 80),
+        ],
+    );
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(at(&s, &["2024", "t"]), &json!(1));
+    assert_eq!(at(&s, &["2024", "d"]), &json!(70));
+    assert_eq!(at(&s, &["2024", "ds"]), &json!({"3": 1})); // 70 s: 61-180
+    assert_eq!(at(&s, &["2024", "w43", "ds"]), &json!({"3": 1}));
+    // After the cooldown a begin_session is a new session.
+    t.ok(
+        &k,
+        &[dev(), p("begin_session", 1), p("timestamp", NOW + 200)],
+    );
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(at(&s, &["2024", "t"]), &json!(2));
+    // Durations are capped (86400 by default) and non-positive ones ignored.
+    t.ok(
+        &k,
+        &[
+            dev(),
+            p("session_duration", 999_999),
+            p("timestamp", NOW + 300),
+        ],
+    );
+    t.ok(
+        &k,
+        &[dev(), p("session_duration", -5), p("timestamp", NOW + 301)],
+    );
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(at(&s, &["2024", "d"]), &json!(70 + 86_400));
+}
+
+#[test]
+fn metric_uniques_and_changed_values() {
+    let t = TestApp::spawn();
+    t.clock.set_ms((NOW + DAY) * 1000);
+    let k = t.create_app("UTC");
+    let m = |v: &str| json!({"_app_version": v}).to_string();
+    t.ok(
+        &k,
+        &[
+            p("device_id", "u1"),
+            p("begin_session", 1),
+            p("metrics", m("1.0")),
+            p("timestamp", NOW),
+        ],
+    );
+    t.ok(
+        &k,
+        &[
+            p("device_id", "u1"),
+            p("begin_session", 1),
+            p("metrics", m("1.0")),
+            p("timestamp", NOW + 100),
+        ],
+    );
+    // An upgrade the same day: the new version counts the device as unique.
+    t.ok(
+        &k,
+        &[
+            p("device_id", "u1"),
+            p("begin_session", 1),
+            p("metrics", m("1.1")),
+            p("timestamp", NOW + 200),
+        ],
+    );
+    let v = t.o(&k, "app_versions", &[]);
+    assert_eq!(
+        at(&v, &["2024", "10", "22", "1:0"]),
+        &json!({"t": 2, "n": 1, "u": 1})
+    );
+    assert_eq!(
+        at(&v, &["2024", "10", "22", "1:1"]),
+        &json!({"t": 1, "u": 1})
+    );
+    assert_eq!(v["meta"]["app_versions"], json!(["1:0", "1:1"]));
+    // Metrics without begin_session are not counted (the web SDK sends _ua everywhere).
+    t.ok(&k, &[p("device_id", "u2"), p("metrics", m("9.9"))]);
+    assert_eq!(
+        t.o(&k, "app_versions", &[])["meta"]["app_versions"],
+        json!(["1:0", "1:1"])
+    );
+    // Country from country_code, uppercased.
+    t.ok(
+        &k,
+        &[
+            p("device_id", "u3"),
+            p("begin_session", 1),
+            p("country_code", "tr"),
+        ],
+    );
+    let s = t.o(&k, "locations", &[]);
+    assert_eq!(at(&s, &["2024", "TR"]), &json!({"t": 1, "n": 1, "u": 1}));
+    assert_eq!(s["meta"]["countries"], json!(["TR", "Unknown"]));
+}
+
+#[test]
+fn periods_and_refresh() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    t.ok(
+        &k,
+        &[
+            p("device_id", "p1"),
+            p("begin_session", 1),
+            p("timestamp", NOW - 60 * DAY),
+        ],
+    ); // 08-23
+    t.ok(
+        &k,
+        &[
+            p("device_id", "p1"),
+            p("begin_session", 1),
+            p("timestamp", NOW - DAY),
+        ],
+    ); // 10-21
+    t.ok(
+        &k,
+        &[
+            p("device_id", "p1"),
+            p("begin_session", 1),
+            p("timestamp", NOW),
+        ],
+    ); // 10-22
+    let year = t.o(&k, "sessions", &[p("period", "month")]);
+    assert_eq!(at(&year, &["2024", "8", "23", "t"]), &json!(1));
+    assert_eq!(at(&year, &["2024", "10", "21", "t"]), &json!(1));
+    let week = t.o(&k, "sessions", &[p("period", "7days")]);
+    assert_eq!(at(&week, &["2024", "8", "23"]), &json!(null)); // that month is not loaded
+    assert_eq!(at(&week, &["2024", "8", "t"]), &json!(1)); // but month totals are
+    assert_eq!(at(&week, &["2024", "10", "22", "t"]), &json!(1));
+    let range = format!("[{},{}]", (NOW - 61 * DAY) * 1000, (NOW - 59 * DAY) * 1000);
+    let r = t.o(&k, "sessions", &[p("period", range)]);
+    assert_eq!(at(&r, &["2024", "8", "23", "t"]), &json!(1));
+    assert_eq!(at(&r, &["2024", "10", "22"]), &json!(null));
+    // refresh: today only, with the year and month uniques.
+    let today = t.o(&k, "sessions", &[p("action", "refresh")]);
+    assert_eq!(
+        today,
+        json!({
+            "2024": {"u": 1, "Unknown": {"u": 1}, "10": {"u": 1, "Unknown": {"u": 1}, "22": {
+                "t": 1, "u": 1, "e": 1, "f": {"2": 1}, "l": {"2": 1}, "Unknown": {"t": 1, "u": 1},
+                // the session of the 21st was still open: it is closed with 0 s
+                "ds": {"0": 1},
+                "10": {"t": 1, "u": 1, "e": 1}
+            }}},
+            "meta": {
+                "countries": ["Unknown"], "d-ranges": ["0"],
+                "f-ranges": ["0", "2", "11"], "l-ranges": ["0", "1", "2"]
+            }
+        })
+    );
+    let bad = t.get(&format!(
+        "/o?app_key={}&api_key={}&method=sessions&period=fortnight",
+        k.write, k.read
+    ));
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}
