@@ -1,0 +1,402 @@
+//! Events, bulk, JSONP, duplicates and limits through real HTTP and a real Redis.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+fn ev(v: Value) -> (&'static str, String) {
+    p("events", v.to_string())
+}
+
+/// Countly's event test sequence (test/3.api.write/5.write.app.events.js), in one app.
+#[test]
+fn countly_event_vectors() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let d = || p("device_id", "1234567890");
+    let y = |v: &Value, f: &str| at(v, &["2024", f]).clone();
+
+    for body in [json!([]), json!([{"count": 1}]), json!([{"key": "test"}])] {
+        t.ok(&k, &[d(), ev(body)]);
+    }
+    assert_eq!(y(&t.o(&k, "events", &[]), "c"), json!(1));
+    let ge = t.o(&k, "get_events", &[]);
+    assert_eq!(ge["list"], json!(["test"]));
+    assert!(ge.get("segments").is_none(), "{ge}");
+    assert_eq!(ge["limits"]["event_limit"], json!(500));
+
+    t.ok(&k, &[d(), ev(json!([{"key": "test", "count": 2}]))]);
+    assert_eq!(y(&t.o(&k, "events", &[p("event", "test")]), "c"), json!(3));
+
+    t.ok(&k, &[d(), ev(json!([{"key": "test1", "count": 1}]))]);
+    t.ok(
+        &k,
+        &[
+            d(),
+            ev(json!([{"key": "test1", "count": 3}, {"key": "test2", "count": 2}])),
+        ],
+    );
+    assert_eq!(y(&t.o(&k, "events", &[p("event", "test1")]), "c"), json!(4));
+    let both = t.o(&k, "events", &[p("events", r#"["test1","test2"]"#)]);
+    assert_eq!(y(&both, "c"), json!(6));
+    let all = t.o(&k, "events", &[p("events", r#"["test","test1","test2"]"#)]);
+    assert_eq!(y(&all, "c"), json!(9));
+
+    t.ok(
+        &k,
+        &[d(), ev(json!([{"key": "test1", "count": 1, "sum": 2.97}]))],
+    );
+    let e = t.o(&k, "events", &[p("event", "test1")]);
+    assert_eq!((y(&e, "c"), y(&e, "s")), (json!(5), json!(2.97)));
+    t.ok(
+        &k,
+        &[d(), ev(json!([{"key": "test1", "count": 1, "sum": 1.03}]))],
+    );
+    let e = t.o(&k, "events", &[p("event", "test1")]);
+    assert_eq!((y(&e, "c"), y(&e, "s")), (json!(6), json!(4)));
+
+    let seg = json!({"version": "1.0", "country": "Turkey"});
+    t.ok(
+        &k,
+        &[
+            d(),
+            ev(json!([{"key": "test1", "count": 1, "segmentation": seg}])),
+        ],
+    );
+    let e = t.o(&k, "events", &[p("event", "test1")]);
+    assert_eq!(y(&e, "c"), json!(7));
+    assert_eq!(
+        e["meta"],
+        json!({"version": ["1:0"], "country": ["Turkey"], "segments": ["country", "version"]})
+    );
+    let by_country = t.o(
+        &k,
+        "events",
+        &[p("event", "test1"), p("segmentation", "country")],
+    );
+    assert_eq!(y(&by_country, "Turkey"), json!({"c": 1}));
+    assert_eq!(
+        at(&by_country, &["2024", "10", "22", "Turkey"]),
+        &json!({"c": 1})
+    );
+
+    let seg = json!({"version": "1.2", "country": "Latvia", "market": "googleplay"});
+    t.ok(
+        &k,
+        &[
+            d(),
+            ev(json!([{"key": "test1", "count": 2, "sum": 1.5, "segmentation": seg}])),
+        ],
+    );
+    let e = t.o(&k, "events", &[p("event", "test1")]);
+    assert_eq!((y(&e, "c"), y(&e, "s")), (json!(9), json!(5.5)));
+    let by_country = t.o(
+        &k,
+        "events",
+        &[p("event", "test1"), p("segmentation", "country")],
+    );
+    assert_eq!(y(&by_country, "Latvia"), json!({"c": 2, "s": 1.5}));
+
+    // Arrays in segmentation are skipped with their key; NUL is stored as Countly does
+    // and the answer is HTML-escaped.
+    let seg = json!({"arrayValues": ["a", "b"], "test": "bat", "odd": "ç\u{0}gA"});
+    t.ok(
+        &k,
+        &[d(), ev(json!([{"key": "segs", "segmentation": seg}]))],
+    );
+    let e = t.o(&k, "events", &[p("event", "segs")]);
+    assert_eq!(
+        e["meta"],
+        json!({"odd": ["ç&amp;#9647gA"], "test": ["bat"], "segments": ["odd", "test"]})
+    );
+    let raw = t.o(&k, "events", &[p("event", "segs"), p("noescape", "1")]);
+    assert_eq!(raw["meta"]["odd"], json!(["ç&#9647gA"]));
+
+    let ge = t.o(&k, "get_events", &[]);
+    assert_eq!(ge["list"], json!(["segs", "test", "test1", "test2"]));
+    assert_eq!(
+        ge["segments"],
+        json!({"segs": ["odd", "test"], "test1": ["country", "market", "version"]})
+    );
+    // Without `event`, the first key of the sorted list.
+    assert_eq!(
+        t.o(&k, "events", &[]),
+        t.o(&k, "events", &[p("event", "segs")])
+    );
+
+    let top = t.o(&k, "top_events", &[]);
+    assert_eq!(top["totalCount"], json!(3 + 9 + 2 + 1));
+    assert_eq!(
+        top["data"][0],
+        json!({"name": "test1", "count": 9, "sum": 5.5, "duration": 0})
+    );
+}
+
+#[test]
+fn event_times_hours_duration_and_refresh() {
+    let t = TestApp::spawn();
+    t.clock.set_ms((NOW + DAY) * 1000);
+    let k = t.create_app("America/New_York"); // UTC-4 in October
+    let events = json!([
+        {"key": "play", "count": 1, "dur": 12.5, "timestamp": (NOW * 1000)},
+        {"key": "play", "count": 2, "dur": 1, "timestamp": NOW - 2 * DAY},
+        {"key": "play", "count": 4}
+    ]);
+    t.ok(
+        &k,
+        &[
+            p("device_id", "e1"),
+            p("events", events.to_string()),
+            p("timestamp", NOW + DAY),
+        ],
+    );
+    let e = t.o(&k, "events", &[p("event", "play")]);
+    // NOW is 06:30 in New York on the 22nd.
+    assert_eq!(
+        at(&e, &["2024", "10", "22", "6"]),
+        &json!({"c": 1, "dur": 12.5})
+    );
+    assert_eq!(at(&e, &["2024", "10", "20", "c"]), &json!(2));
+    assert_eq!(at(&e, &["2024", "10", "23", "c"]), &json!(4));
+    assert_eq!(at(&e, &["2024", "dur"]), &json!(13.5));
+    assert_eq!(at(&e, &["2024", "c"]), &json!(7));
+    // refresh: only today (the 23rd in New York).
+    let today = t.o(&k, "events", &[p("event", "play"), p("action", "refresh")]);
+    assert_eq!(
+        today,
+        json!({"2024": {"10": {"23": {"c": 4, "6": {"c": 4}}}}, "meta": {}})
+    );
+    // The internal events the SDKs send are counted but not listed.
+    t.ok(
+        &k,
+        &[
+            p("device_id", "e1"),
+            ev(json!([{"key": "[CLY]_orientation", "segmentation": {"mode": "portrait"}}])),
+        ],
+    );
+    assert_eq!(t.o(&k, "get_events", &[])["list"], json!(["play"]));
+    let o = t.o(&k, "events", &[p("event", "[CLY]_orientation")]);
+    assert_eq!(at(&o, &["2024", "c"]), &json!(1));
+}
+
+#[test]
+fn form_json_and_bulk_requests() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    // POST with a form body (the web SDK) and with a JSON body carrying real JSON.
+    let form = qs(&[
+        p("app_key", &k.write),
+        p("device_id", "f1"),
+        p("begin_session", 1),
+    ]);
+    let r = t.post("/i", "application/x-www-form-urlencoded", &form);
+    assert_eq!(
+        (r.status, r.json()["result"].clone()),
+        (200, json!("Success"))
+    );
+    let body = json!({"app_key": k.write, "device_id": "j1", "begin_session": 1,
+        "metrics": {"_os": "iOS"}, "events": [{"key": "x", "count": 2}]});
+    let r = t.post("/i", "application/json", &body.to_string());
+    assert_eq!(
+        (r.status, r.json()["result"].clone()),
+        (200, json!("Success")),
+        "{}",
+        r.body
+    );
+    // Bulk: several requests from one new device count one new user; bad items are
+    // reported and skipped.
+    let requests = json!([
+        {"device_id": "b1", "begin_session": 1, "timestamp": NOW - 100},
+        {"device_id": "b1", "session_duration": 30, "timestamp": NOW - 70},
+        {"device_id": "b1", "end_session": 1, "events": [{"key": "x"}], "timestamp": NOW - 60},
+        {"begin_session": 1},
+        {"device_id": "b2", "events": "[{"},
+        {"device_id": "b3", "app_key": "nope", "begin_session": 1},
+        7
+    ]);
+    let form = qs(&[p("app_key", &k.write), p("requests", requests.to_string())]);
+    let r = t.post("/i/bulk", "application/x-www-form-urlencoded", &form);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        (v["result"].clone(), v["accepted"].clone()),
+        (json!("Success"), json!(3))
+    );
+    let rejected: Vec<i64> = v["rejected"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["index"].as_i64()).collect())
+        .unwrap_or_default();
+    assert_eq!(rejected, vec![3, 4, 5, 6]);
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(at(&s, &["2024", "n"]), &json!(3));
+    assert_eq!(at(&s, &["2024", "t"]), &json!(3));
+    assert_eq!(at(&s, &["2024", "d"]), &json!(30));
+    assert_eq!(at(&s, &["2024", "ds"]), &json!({"1": 1}));
+    assert_eq!(
+        at(&t.o(&k, "events", &[p("event", "x")]), &["2024", "c"]),
+        &json!(3)
+    );
+    // The node SDK's bulk: a JSON body with objects and numbers.
+    let body = json!({"app_key": k.write, "requests": [{"device_id": "n1", "begin_session": 1, "metrics": {"_os": "Linux"}}]});
+    let r = t.post("/i/bulk", "application/json", &body.to_string());
+    assert_eq!(r.json()["accepted"], json!(1), "{}", r.body);
+    assert_eq!(at(&t.o(&k, "sessions", &[]), &["2024", "n"]), &json!(4));
+    // Bulk errors.
+    assert_eq!(t.get(&format!("/i/bulk?app_key={}", k.write)).status, 400);
+    assert_eq!(
+        t.get(&format!("/i/bulk?app_key={}&requests=%7B%7D", k.write))
+            .status,
+        400
+    );
+}
+
+#[test]
+fn jsonp_and_public_reads() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    t.ok(&k, &[p("device_id", "j"), p("begin_session", 1)]);
+    let path = |cb: &str| {
+        format!(
+            "/o?app_key={}&api_key={}&method=sessions&callback={cb}",
+            k.write, k.read
+        )
+    };
+    let r = t.get(&path("myCb"));
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("application/javascript"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let plain = t.o(&k, "sessions", &[]);
+    assert_eq!(r.body, format!("myCb({plain});"));
+    for bad in ["alert(1)", "a-b", "1x", "x%3Bdelete"] {
+        assert_eq!(t.get(&path(bad)).status, 400, "{bad}");
+    }
+    // Without the read key: 401; a public app needs only app_key, as in the seed API.
+    let no_key = format!("/o?app_key={}&method=sessions", k.write);
+    assert_eq!(t.get(&no_key).status, 401);
+    assert_eq!(
+        t.get(&format!(
+            "/o?app_key={}&api_key=wrong&method=sessions",
+            k.write
+        ))
+        .status,
+        401
+    );
+    // The write key is not a read key.
+    assert_eq!(
+        t.get(&format!(
+            "/o?app_key={}&api_key={}&method=sessions",
+            k.write, k.write
+        ))
+        .status,
+        401
+    );
+    // app_id + read key in a header works too.
+    let r = http(
+        &t.addr,
+        "GET",
+        &format!("/o?app_id={}&method=sessions", k.id),
+        &[("read_key", &k.read)],
+        b"",
+    );
+    assert_eq!(r.json(), plain);
+    let public = t.create_app_with(json!({"name": "pub", "timezone": "UTC", "public_read": true}));
+    let r = t.get(&format!("/o?app_key={}&method=sessions", public.write));
+    assert_eq!((r.status, r.body.as_str()), (200, "{}"));
+}
+
+#[test]
+fn duplicate_requests_are_counted_once() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let req = |rr: u32| {
+        t.i(
+            &k,
+            &[
+                p("device_id", "dup"),
+                p("begin_session", 1),
+                p("timestamp", NOW * 1000),
+                p("rr", rr),
+            ],
+        )
+    };
+    assert_eq!(req(1).json(), json!({"result": "Success"}));
+    // The web SDK's retry differs only in rr.
+    assert_eq!(
+        req(2).json(),
+        json!({"result": "Success", "info": "Request ignored: Duplicate request"})
+    );
+    assert_eq!(at(&t.o(&k, "sessions", &[]), &["2024", "t"]), &json!(1));
+    // Concurrent copies of one request: one counts.
+    let ev = json!([{"key": "tap", "count": 1}]).to_string();
+    let path = format!(
+        "/i?{}",
+        qs(&[
+            p("app_key", &k.write),
+            p("device_id", "dup"),
+            p("events", &ev),
+            p("timestamp", NOW - 5)
+        ])
+    );
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let (addr, path) = (t.addr.clone(), path.clone());
+            std::thread::spawn(move || http(&addr, "GET", &path, &[], b"").status)
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap_or(0), 200);
+    }
+    assert_eq!(
+        at(&t.o(&k, "events", &[p("event", "tap")]), &["2024", "c"]),
+        &json!(1)
+    );
+    // Without a timestamp, a retry cannot be told from a new request: both count.
+    t.ok(&k, &[p("device_id", "dup"), p("events", &ev)]);
+    t.ok(&k, &[p("device_id", "dup"), p("events", &ev)]);
+    assert_eq!(
+        at(&t.o(&k, "events", &[p("event", "tap")]), &["2024", "c"]),
+        &json!(3)
+    );
+}
+
+#[test]
+fn limits_keep_cardinality_bounded() {
+    let t = TestApp::spawn_with(|c| {
+        c.limits.event_keys = 3;
+        c.limits.values_per_metric = 2;
+        c.limits.segments_per_event = 1;
+        c.limits.values_per_segment = 2;
+    });
+    let k = t.create_app("UTC");
+    for i in 0..300 {
+        let events =
+            json!([{"key": format!("k{i}"), "segmentation": {"a": format!("v{i}"), "b": "x"}}]);
+        t.ok(
+            &k,
+            &[
+                p("device_id", format!("dev{i}")),
+                p("begin_session", 1),
+                ev(events),
+                p(
+                    "metrics",
+                    json!({"_device": format!("model{i}")}).to_string(),
+                ),
+            ],
+        );
+    }
+    let ge = t.o(&k, "get_events", &[]);
+    assert_eq!(ge["list"].as_array().map(Vec::len), Some(3));
+    let first = ge["list"][0].as_str().unwrap_or_default().to_string();
+    let e = t.o(&k, "events", &[p("event", &first)]);
+    assert_eq!(e["meta"]["segments"].as_array().map(Vec::len), Some(1));
+    let d = t.o(&k, "devices", &[]);
+    assert_eq!(d["meta"]["devices"].as_array().map(Vec::len), Some(2));
+    // Sessions are still all counted.
+    assert_eq!(at(&t.o(&k, "sessions", &[]), &["2024", "t"]), &json!(300));
+    // Keys stay bounded: app record and key, 300 device states, and a fixed set of
+    // counter hashes and meta sets.
+    assert!(t.key_count() < 300 + 40, "{} keys", t.key_count());
+}
