@@ -113,7 +113,7 @@ pub fn value(s: &str) -> String {
 
 /// A segmentation key: leading `$` and every dot removed.
 pub fn segment_key(s: &str) -> String {
-    s.trim_start_matches('$').replace('.', "").replace('\0', "")
+    s.trim_start_matches('$').replace(['.', '\0'], "")
 }
 
 /// A segmentation value: as [`value`], and `1`..`31` prefixed with `[CLY]`.

@@ -142,13 +142,16 @@ pub fn keys_equal(given: &str, expected: &str) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Cached lookups: when they were made, and the app (or that there is none).
+type CacheMap<K> = Mutex<HashMap<K, (Instant, Option<Arc<App>>)>>;
+
 /// Lookups by write key or id, cached for `ttl`, including misses (so a flood of unknown
 /// keys does not become a flood of Redis reads). Bounded: when full it starts afresh.
 pub struct AppCache {
     ttl: Duration,
     max_entries: usize,
-    by_write_key: Mutex<HashMap<String, (Instant, Option<Arc<App>>)>>,
-    by_id: Mutex<HashMap<AppId, (Instant, Option<Arc<App>>)>>,
+    by_write_key: CacheMap<String>,
+    by_id: CacheMap<AppId>,
 }
 
 impl AppCache {
@@ -163,7 +166,7 @@ impl AppCache {
 
     fn cached<K: std::hash::Hash + Eq + Clone>(
         &self,
-        map: &Mutex<HashMap<K, (Instant, Option<Arc<App>>)>>,
+        map: &CacheMap<K>,
         k: &K,
     ) -> Option<Option<Arc<App>>> {
         let map = map.lock().unwrap_or_else(|p| p.into_inner());
@@ -174,7 +177,7 @@ impl AppCache {
 
     fn store<K: std::hash::Hash + Eq>(
         &self,
-        map: &Mutex<HashMap<K, (Instant, Option<Arc<App>>)>>,
+        map: &CacheMap<K>,
         k: K,
         app: Option<Arc<App>>,
     ) {
