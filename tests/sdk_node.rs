@@ -8,14 +8,18 @@ use std::path::Path;
 use std::process::Command;
 
 fn node_ready() -> Result<(), String> {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/node_modules/countly-sdk-nodejs");
+    let sdk =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/node_modules/countly-sdk-nodejs");
     match Command::new("node").arg("--version").output() {
         Err(_) => return Err("node is not installed".into()),
         Ok(o) if !o.status.success() => return Err("node does not run".into()),
         Ok(_) => {}
     }
     if !sdk.exists() {
-        return Err("tests/sdk/node_modules is missing: run `npm ci --prefix tests/sdk` (deploy/test does)".into());
+        return Err(
+            "tests/sdk/node_modules is missing: run `npm ci --prefix tests/sdk` (deploy/test does)"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -46,24 +50,66 @@ fn node_sdk_sessions_and_events_are_counted_exactly() {
             .arg(&storage)
             .output()
             .expect("run node");
-        assert!(out.status.success(), "node scenario failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "node scenario failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let year = chrono::Datelike::year(&tally_store::time::local_date(now_ms / 1000, chrono_tz::UTC)).to_string();
+    let year = chrono::Datelike::year(&tally_store::time::local_date(
+        now_ms / 1000,
+        chrono_tz::UTC,
+    ))
+    .to_string();
     let s = t.o(&k, "sessions", &[p("period", "60days")]);
     let y = |f: &str| at(&s, &[year.as_str(), f]).clone();
-    assert_eq!((y("t"), y("n"), y("u")), (json!(2), json!(2), json!(2)), "{s}");
+    assert_eq!(
+        (y("t"), y("n"), y("u")),
+        (json!(2), json!(2), json!(2)),
+        "{s}"
+    );
     assert_eq!(y("d"), json!(60));
     assert_eq!(y("ds"), json!({"1": 2}));
     // begin_session, the events, end_session: three requests per device.
     assert_eq!(y("e"), json!(6));
     let details = t.o(&k, "device_details", &[p("period", "60days")]);
-    assert_eq!(at(&details, &[year.as_str(), "Linux"]), &json!({"t": 2, "n": 2, "u": 2}));
+    assert_eq!(
+        at(&details, &[year.as_str(), "Linux"]),
+        &json!({"t": 2, "n": 2, "u": 2})
+    );
     assert_eq!(details["meta"]["app_versions"], json!(["2:1"]));
-    let purchase = t.o(&k, "events", &[p("event", "purchase"), p("period", "60days")]);
-    assert_eq!((at(&purchase, &[year.as_str(), "c"]), at(&purchase, &[year.as_str(), "s"])), (&json!(4), &json!(19.96)));
-    let by_plan = t.o(&k, "events", &[p("event", "purchase"), p("segmentation", "plan"), p("period", "60days")]);
+    let purchase = t.o(
+        &k,
+        "events",
+        &[p("event", "purchase"), p("period", "60days")],
+    );
+    assert_eq!(
+        (
+            at(&purchase, &[year.as_str(), "c"]),
+            at(&purchase, &[year.as_str(), "s"])
+        ),
+        (&json!(4), &json!(19.96))
+    );
+    let by_plan = t.o(
+        &k,
+        "events",
+        &[
+            p("event", "purchase"),
+            p("segmentation", "plan"),
+            p("period", "60days"),
+        ],
+    );
     assert_eq!(at(&by_plan, &[year.as_str(), "pro", "c"]), &json!(4));
     let level = t.o(&k, "events", &[p("event", "level"), p("period", "60days")]);
-    assert_eq!((at(&level, &[year.as_str(), "c"]), at(&level, &[year.as_str(), "dur"])), (&json!(2), &json!(8)));
-    assert_eq!(t.o(&k, "get_events", &[])["list"], json!(["level", "purchase"]));
+    assert_eq!(
+        (
+            at(&level, &[year.as_str(), "c"]),
+            at(&level, &[year.as_str(), "dur"])
+        ),
+        (&json!(2), &json!(8))
+    );
+    assert_eq!(
+        t.o(&k, "get_events", &[])["list"],
+        json!(["level", "purchase"])
+    );
 }

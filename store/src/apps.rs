@@ -175,12 +175,7 @@ impl AppCache {
             .map(|(_, app)| app.clone())
     }
 
-    fn store<K: std::hash::Hash + Eq>(
-        &self,
-        map: &CacheMap<K>,
-        k: K,
-        app: Option<Arc<App>>,
-    ) {
+    fn store<K: std::hash::Hash + Eq>(&self, map: &CacheMap<K>, k: K, app: Option<Arc<App>>) {
         let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= self.max_entries {
             map.clear();
