@@ -26,6 +26,8 @@ pub enum StartError {
     Bind(String, std::io::Error),
     #[error(transparent)]
     Store(#[from] tally_store::StoreError),
+    #[error("{0}")]
+    Geo(String),
 }
 
 /// A started server.
@@ -65,11 +67,18 @@ pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Runnin
         limits: Arc::new(cfg.limits.clone()),
         admin_key: cfg.admin_key.clone(),
     };
+    let geo = match &cfg.geoip_db {
+        Some(path) => Some(Arc::new(
+            tally_collector::geo::Geo::open(path).map_err(StartError::Geo)?,
+        )),
+        None => None,
+    };
     let (committer, stopper) = Committer::start(redis, cfg.commit.clone());
     let stats = committer.stats.clone();
     let collector = web::Data::new(Collector {
         shared: shared.clone(),
         committer,
+        geo,
     });
     let reader = web::Data::new(Reader {
         shared: shared.clone(),

@@ -498,3 +498,83 @@ fn periods_and_refresh() {
     ));
     assert_eq!(bad.status, 400, "{}", bad.body);
 }
+
+#[test]
+fn country_from_the_client_ip_with_a_geoip_database() {
+    let dir = temp_dir("geo");
+    std::fs::create_dir_all(&dir).ok();
+    let db = dir.join("country.mmdb");
+    common::mmdb::write(
+        &db,
+        &[
+            (
+                "78.160.0.0"
+                    .parse()
+                    .unwrap_or(std::net::Ipv4Addr::LOCALHOST),
+                11,
+                "TR",
+            ),
+            (
+                "81.2.69.0".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST),
+                24,
+                "GB",
+            ),
+        ],
+    );
+    let t = TestApp::spawn_with(|c| c.geoip_db = Some(db.clone()));
+    let k = t.create_app("UTC");
+    t.ok(
+        &k,
+        &[
+            p("device_id", "g1"),
+            p("begin_session", 1),
+            p("ip_address", "78.161.2.3"),
+        ],
+    );
+    let fwd = format!(
+        "/i?{}",
+        qs(&[
+            p("app_key", &k.write),
+            p("device_id", "g2"),
+            p("begin_session", 1)
+        ])
+    );
+    let r = http(
+        &t.addr,
+        "GET",
+        &fwd,
+        &[("X-Forwarded-For", "81.2.69.160, 10.0.0.1")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // country_code wins over the IP; an unknown IP (here: loopback) is Unknown.
+    t.ok(
+        &k,
+        &[
+            p("device_id", "g3"),
+            p("begin_session", 1),
+            p("ip_address", "78.161.2.3"),
+            p("country_code", "DE"),
+        ],
+    );
+    t.ok(&k, &[p("device_id", "g4"), p("begin_session", 1)]);
+    let s = t.o(&k, "locations", &[]);
+    assert_eq!(s["meta"]["countries"], json!(["DE", "GB", "TR", "Unknown"]));
+    for cc in ["TR", "GB", "DE", "Unknown"] {
+        assert_eq!(at(&s, &["2024", cc, "u"]), &json!(1), "{cc}");
+    }
+    // A database that cannot be read stops start-up with a clear error.
+    let bad = dir.join("missing.mmdb");
+    let mut cfg = tally_store::config::Config::for_tests(&t.redis.url());
+    cfg.geoip_db = Some(bad);
+    let err = tally::start(
+        &cfg,
+        &t.redis.url(),
+        std::sync::Arc::new(tally_store::clock::SystemClock),
+    )
+    .err();
+    assert!(err
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+        .contains("GeoIP"));
+}

@@ -5,6 +5,7 @@
 //! ([`tally_store::commit`]). Nothing is written for a request that fails validation, and
 //! nothing is acknowledged that is not in Redis.
 
+pub mod geo;
 pub mod params;
 pub mod plan;
 pub mod request;
@@ -19,6 +20,8 @@ use tally_store::http::Shared;
 pub struct Collector {
     pub shared: Shared,
     pub committer: Committer,
+    /// IP-to-country lookups, when `TALLY_GEOIP_DB` is set.
+    pub geo: Option<std::sync::Arc<geo::Geo>>,
 }
 
 /// Mounts `/i` and `/i/bulk` (GET and POST, as Countly accepts both everywhere).

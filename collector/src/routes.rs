@@ -89,6 +89,23 @@ fn verify_checksum(inc: &Incoming, salt: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The country of the request's client, when a GeoIP database is configured and the
+/// request does not name its country.
+fn client_country(req: &HttpRequest, p: &Params, st: &Collector) -> Option<String> {
+    let geo = st.geo.as_ref()?;
+    if p.has("country_code") {
+        return None;
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let ip = crate::geo::client_ip(
+        p.text("ip_address").as_deref(),
+        header("x-forwarded-for"),
+        header("x-real-ip"),
+        req.peer_addr().map(|a| a.ip()),
+    )?;
+    geo.country(ip)
+}
+
 async fn app_for(st: &Collector, key: &str) -> Result<Arc<App>, ApiError> {
     st.shared
         .apps
@@ -118,7 +135,8 @@ pub async fn ingest(
         verify_checksum(&inc, salt)?;
     }
     let now = st.shared.clock.now_secs();
-    let wr = WriteRequest::from_params(&inc.params, &st.shared.limits, now, None)?;
+    let country = client_country(&req, &inc.params, &st);
+    let wr = WriteRequest::from_params(&inc.params, &st.shared.limits, now, country)?;
     let work = Ingest {
         items: vec![Item::new(app, wr, now)],
         limits: st.shared.limits.clone(),
@@ -201,7 +219,8 @@ pub async fn bulk(
                 Err(e) => return Err(e),
             },
         };
-        match WriteRequest::from_params(&p, &limits, now, None) {
+        let country = client_country(&req, &p, &st);
+        match WriteRequest::from_params(&p, &limits, now, country) {
             Ok(wr) => items.push((index, Item::new(app, wr, now))),
             Err(e) => rejected.push(json!({"index": index, "result": e.to_string()})),
         }

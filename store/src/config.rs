@@ -80,6 +80,8 @@ pub struct Config {
     pub log_json: bool,
     /// `Access-Control-Allow-Origin` of every answer.
     pub cors_origin: String,
+    /// A MaxMind-format IP-to-country database, for requests without `country_code`.
+    pub geoip_db: Option<PathBuf>,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -149,6 +151,7 @@ impl Config {
             )?,
             log_json: var("TALLY_LOG_FORMAT").as_deref() == Some("json"),
             cors_origin: var("TALLY_CORS_ORIGIN").unwrap_or_else(|| "*".into()),
+            geoip_db: var("TALLY_GEOIP_DB").map(PathBuf::from),
         })
     }
 
@@ -172,6 +175,7 @@ impl Config {
             workers: 2,
             log_json: false,
             cors_origin: "*".into(),
+            geoip_db: None,
         }
     }
 

@@ -3,6 +3,8 @@
 //! client that speaks real HTTP/1.1 over TCP.
 #![allow(dead_code)]
 
+pub mod mmdb;
+
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
