@@ -48,6 +48,58 @@ impl Running {
     }
 }
 
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(stats: web::Data<CommitStats>) -> HttpResponse {
+    use std::sync::atomic::Ordering::Relaxed;
+    let rows = [
+        (
+            "tally_commit_batches_total",
+            "Group-commit flushes (each is 2 Redis round trips).",
+            &stats.batches,
+        ),
+        (
+            "tally_commit_requests_total",
+            "Requests written by group commit.",
+            &stats.requests,
+        ),
+        (
+            "tally_commit_conflicts_total",
+            "Flushes planned again after a WATCH conflict.",
+            &stats.conflicts,
+        ),
+        (
+            "tally_commit_failures_total",
+            "Flushes that failed (their requests got 503).",
+            &stats.failures,
+        ),
+        (
+            "tally_commit_counter_writes_total",
+            "Distinct counter fields incremented.",
+            &stats.counter_writes,
+        ),
+        (
+            "tally_commit_corrupt_states_total",
+            "Device states that could not be decoded.",
+            &stats.corrupt_states,
+        ),
+        (
+            "tally_commit_flush_microseconds_total",
+            "Time spent flushing.",
+            &stats.flush_micros,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, v) in rows {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            v.load(Relaxed)
+        ));
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}
+
 async fn not_found(req: HttpRequest) -> HttpResponse {
     if req.method() == Method::OPTIONS {
         return HttpResponse::Ok().finish();
@@ -87,6 +139,7 @@ pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Runnin
         shared: shared.clone(),
     });
     let shared = web::Data::new(shared);
+    let stats_data = web::Data::from(stats.clone());
     let origin = cfg.cors_origin.clone();
     let listener =
         TcpListener::bind(&cfg.bind).map_err(|e| StartError::Bind(cfg.bind.clone(), e))?;
@@ -100,6 +153,8 @@ pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Runnin
             .configure(|c| tally_collector::configure(c, collector.clone()))
             .configure(|c| tally_reader::configure(c, reader.clone()))
             .configure(|c| tally_aggregator::configure(c, aggregator.clone()))
+            .app_data(stats_data.clone())
+            .route("/metrics", web::get().to(metrics))
             .default_service(web::to(not_found))
     })
     .workers(cfg.workers.max(1))

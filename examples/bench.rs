@@ -1,0 +1,444 @@
+//! `deploy/bench`: starts a private redis-server, Tally (release) and the baseline server,
+//! drives them with its own HTTP/1.1 load generator (keep-alive connections, real
+//! sockets), and prints one table. Every figure is measured in this run; throughput is
+//! also given as a ratio to the baseline measured in the same run.
+//!
+//! Usage: `bench [--seconds N] [--conns N]` (deploy/bench builds and runs it).
+
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tally_store::embedded::{free_port, EmbeddedOptions, EmbeddedRedis};
+use tally_store::keys::{self, AppId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Builds the path (with query) of request `seq` on connection `conn`.
+type MakeReq = Arc<dyn Fn(usize, u64) -> String + Send + Sync>;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Default)]
+struct Load {
+    requests: u64,
+    errors: u64,
+    secs: f64,
+    lat_us: Vec<u32>,
+}
+
+impl Load {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.secs
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.lat_us.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.lat_us[i]) / 1000.0
+    }
+}
+
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Res<(u16, Vec<u8>)> {
+    let mut chunk = [0u8; 16384];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end])?.to_string();
+            let status: u16 = head
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let len: usize = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0);
+            let total = end + 4 + len;
+            while buf.len() < total {
+                let n = s.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err("connection closed".into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[end + 4..total].to_vec();
+            buf.drain(..total);
+            return Ok((status, body));
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn conn_loop(
+    addr: SocketAddr,
+    make: MakeReq,
+    conn: usize,
+    secs: f64,
+    interval: Option<Duration>,
+) -> Res<Load> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(16384);
+    let mut out = Load::default();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    // Spread the connections' schedules over one interval.
+    let mut next =
+        start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64((conn % 97) as f64 / 97.0));
+    let mut seq = 0u64;
+    while Instant::now() < deadline {
+        let scheduled = match interval {
+            Some(iv) => {
+                let at = next;
+                next += iv;
+                tokio::time::sleep_until(at.into()).await;
+                at
+            }
+            None => Instant::now(),
+        };
+        let path = make(conn, seq);
+        seq += 1;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let (status, _) = read_response(&mut s, &mut buf).await?;
+        // Measured from the scheduled start, so a stall delays every request behind it.
+        out.lat_us
+            .push(scheduled.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        out.requests += 1;
+        if status != 200 {
+            out.errors += 1;
+        }
+    }
+    out.secs = start.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+/// Closed loop (`rate` None: as fast as `conns` connections go) or open loop at `rate`/s.
+async fn load(
+    addr: SocketAddr,
+    make: MakeReq,
+    conns: usize,
+    secs: f64,
+    rate: Option<f64>,
+) -> Res<Load> {
+    let interval = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| tokio::spawn(conn_loop(addr, make.clone(), c, secs, interval)))
+        .collect();
+    let mut total = Load::default();
+    for t in tasks {
+        let l = t.await?.map_err(|e| e.to_string())?;
+        total.requests += l.requests;
+        total.errors += l.errors;
+        total.secs = total.secs.max(l.secs);
+        total.lat_us.extend(l.lat_us);
+    }
+    total.lat_us.sort_unstable();
+    Ok(total)
+}
+
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Res<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let (status, body) = read_response(&mut s, &mut buf).await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn redis_conn(url: &str) -> Res<redis::Connection> {
+    Ok(redis::Client::open(url)?.get_connection()?)
+}
+
+/// Total calls of every command but INFO, from `INFO commandstats`.
+fn command_calls(c: &mut redis::Connection) -> Res<u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(c)?;
+    Ok(info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum())
+}
+
+async fn metric(addr: SocketAddr, name: &str) -> Res<u64> {
+    let (_, body) = http(addr, "GET", "/metrics", "").await?;
+    Ok(body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+struct Row {
+    name: String,
+    load: Load,
+    ratio: Option<f64>,
+    cmds_per_req: Option<f64>,
+    trips_per_req: Option<f64>,
+}
+
+fn wait_ping(addr: SocketAddr) -> Res<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("{addr} did not start").into())
+}
+
+fn arg(name: &str, default: f64) -> f64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> Res<()> {
+    let secs = arg("--seconds", 8.0);
+    let conns = arg("--conns", 64.0) as usize;
+    let exe = std::env::current_exe()?;
+    let release = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .ok_or("no target dir")?
+        .to_path_buf();
+    let data = std::env::temp_dir().join(format!("tally-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let mut redis_opts = EmbeddedOptions::new(&data);
+    redis_opts.aof = true; // the documented default: AOF, fsync every second
+    let redis = EmbeddedRedis::start(redis_opts)?;
+    let url = redis.url();
+
+    let tally_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let base_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let _tally = Proc(
+        Command::new(release.join("tally"))
+            .env("REDIS_URL", &url)
+            .env("TALLY_BIND", tally_addr.to_string())
+            .env("TALLY_ADMIN_KEY", "bench")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let _base = Proc(
+        Command::new(release.join("examples").join("bench_baseline"))
+            .env("TALLY_BIND", base_addr.to_string())
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    wait_ping(tally_addr)?;
+    wait_ping(base_addr)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut rc = redis_conn(&url)?;
+
+    rt.block_on(async {
+        let create = |name: &str| {
+            let body = json!({"name": name, "timezone": "UTC", "lock_key": "bench"}).to_string();
+            async move {
+                let (st, b) = http(tally_addr, "POST", "/project/create", &body).await?;
+                if st != 200 {
+                    return Err::<Value, Box<dyn std::error::Error + Send + Sync>>(format!("create app: {st} {b}").into());
+                }
+                Ok(serde_json::from_str::<Value>(&b)?)
+            }
+        };
+        let app = create("bench").await?;
+        let wk = app["write_key"].as_str().unwrap_or_default().to_string();
+        let rk = app["read_key"].as_str().unwrap_or_default().to_string();
+        let app_id = AppId::parse(app["project"].as_str().unwrap_or_default()).ok_or("app id")?;
+
+        let metrics = enc(&json!({"_os": "Android", "_os_version": "14", "_device": "Pixel 8",
+            "_resolution": "1080x2400", "_carrier": "Vodafone", "_app_version": "3.2.1",
+            "_density": "2.75", "_locale": "en_US"}).to_string());
+        let begin: MakeReq = {
+            let (wk, m) = (wk.clone(), metrics.clone());
+            Arc::new(move |c, s| format!("/i?app_key={wk}&device_id=d{c}-{s}&begin_session=1&sdk_version=24.10&metrics={m}"))
+        };
+        let events = enc(&Value::Array((0..10).map(|i| json!({"key": format!("event{}", i % 5), "count": 1, "sum": 1.5,
+            "segmentation": {"plan": if i % 2 == 0 { "free" } else { "pro" }, "screen": format!("s{}", i % 3)}})).collect()).to_string());
+        let ev: MakeReq = {
+            let (wk, e) = (wk.clone(), events.clone());
+            Arc::new(move |c, s| format!("/i?app_key={wk}&device_id=e{}&events={e}", (c as u64 * 7919 + s) % 10_000))
+        };
+        let heartbeat: MakeReq = {
+            let wk = wk.clone();
+            Arc::new(move |c, s| format!("/i?app_key={wk}&device_id=h{}&session_duration=30", (c as u64 * 7919 + s) % 10_000))
+        };
+
+        let mut rows = Vec::new();
+        let base = load(base_addr, begin.clone(), conns, secs, None).await?;
+        let base_rps = base.rps();
+        rows.push(Row { name: "baseline: fixed Success, no Redis".into(), load: base, ratio: Some(1.0), cmds_per_req: None, trips_per_req: None });
+
+        let mut max_begin = 0.0;
+        for (name, make) in [
+            ("/i begin_session + 8 metrics, new devices", begin.clone()),
+            ("/i 10 events with segmentation", ev.clone()),
+            ("/i heartbeat (session_duration)", heartbeat.clone()),
+        ] {
+            let c0 = command_calls(&mut rc)?;
+            let b0 = metric(tally_addr, "tally_commit_batches_total").await?;
+            let l = load(tally_addr, make, conns, secs, None).await?;
+            let c1 = command_calls(&mut rc)?;
+            let b1 = metric(tally_addr, "tally_commit_batches_total").await?;
+            let n = l.requests.max(1) as f64;
+            if max_begin == 0.0 {
+                max_begin = l.rps();
+            }
+            rows.push(Row {
+                name: name.into(),
+                ratio: Some(l.rps() / base_rps),
+                cmds_per_req: Some((c1 - c0) as f64 / n),
+                trips_per_req: Some(2.0 * (b1 - b0) as f64 / n),
+                load: l,
+            });
+        }
+        let half = load(tally_addr, begin.clone(), conns, secs, Some(max_begin / 2.0)).await?;
+        rows.push(Row { name: format!("/i begin_session at half max ({:.0}/s, open loop)", max_begin / 2.0), ratio: None, cmds_per_req: None, trips_per_req: None, load: half });
+
+        // Memory per device: the states of devices the first /i row created.
+        let mut sample = 0u64;
+        let mut bytes = 0u64;
+        for c in 0..conns.min(50) {
+            for s in 0..20u64 {
+                let k = keys::device(&app_id, &format!("d{c}-{s}"));
+                let used: Option<u64> = redis::cmd("MEMORY").arg("USAGE").arg(&k).arg("SAMPLES").arg(0).query(&mut rc)?;
+                if let Some(u) = used {
+                    sample += 1;
+                    bytes += u;
+                }
+            }
+        }
+        let per_device = bytes as f64 / sample.max(1) as f64;
+
+        // A year of hourly data in a second app: 2 sessions and 2 events every hour.
+        let year_app = create("year").await?;
+        let ywk = year_app["write_key"].as_str().unwrap_or_default().to_string();
+        let yrk = year_app["read_key"].as_str().unwrap_or_default().to_string();
+        let year_id = AppId::parse(year_app["project"].as_str().unwrap_or_default()).ok_or("app id")?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+        let hours = 365 * 24;
+        let mut items = Vec::new();
+        for h in 0..hours {
+            for d in 0..2 {
+                let plan = if d == 0 { "free" } else { "pro" };
+                items.push(json!({"device_id": format!("y{}", (h * 2 + d) % 200), "begin_session": 1,
+                    "timestamp": now - h * 3600 - 60 - d,
+                    "events": [{"key": "purchase", "count": 1, "sum": 4.99, "segmentation": {"plan": plan}}]}));
+            }
+            if items.len() >= 500 || h == hours - 1 {
+                let body = json!({"app_key": ywk, "requests": items}).to_string();
+                let (st, b) = http(tally_addr, "POST", "/i/bulk", &body).await?;
+                if st != 200 {
+                    return Err(format!("seeding: {st} {b}").into());
+                }
+                items.clear();
+            }
+        }
+        let mut cursor = 0u64;
+        let mut app_bytes = 0u64;
+        let mut device_bytes = 0u64;
+        let devices: std::collections::HashSet<String> = (0..200).map(|i| keys::device(&year_id, &format!("y{i}"))).collect();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(keys::app_pattern(&year_id)).arg("COUNT").arg(1000).query(&mut rc)?;
+            for k in batch {
+                let used: Option<u64> = redis::cmd("MEMORY").arg("USAGE").arg(&k).arg("SAMPLES").arg(0).query(&mut rc)?;
+                let used = used.unwrap_or(0);
+                app_bytes += used;
+                if devices.contains(&k) {
+                    device_bytes += used;
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let per_app_day = (app_bytes - device_bytes) as f64 / 365.0;
+
+        for (name, method) in [("/o sessions, a year of hourly data (period=365days)", "sessions"), ("/o events, a year of hourly data (period=365days)", "events")] {
+            let (yw, yr) = (ywk.clone(), yrk.clone());
+            let make: MakeReq = Arc::new(move |_, _| format!("/o?app_key={yw}&api_key={yr}&method={method}&period=365days"));
+            let (st, body) = http(tally_addr, "GET", &make(0, 0), "").await?;
+            if st != 200 || body.len() < 1000 {
+                return Err(format!("{method} answer looks wrong: {st} {} bytes", body.len()).into());
+            }
+            let c0 = command_calls(&mut rc)?;
+            let l = load(tally_addr, make, 8, secs, None).await?;
+            let c1 = command_calls(&mut rc)?;
+            rows.push(Row {
+                name: format!("{name}, {} kB answer, 8 conns", body.len() / 1024),
+                ratio: Some(l.rps() / base_rps),
+                cmds_per_req: Some((c1 - c0) as f64 / l.requests.max(1) as f64),
+                trips_per_req: None,
+                load: l,
+            });
+        }
+        let _ = rk;
+
+        println!("\n| scenario | req/s | p50 ms | p99 ms | vs baseline | Redis cmds/req | Redis round trips/req | errors |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &rows {
+            let f = |v: Option<f64>, d: usize| v.map_or("".to_string(), |x| format!("{x:.d$}"));
+            println!(
+                "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
+                r.name, r.load.rps(), r.load.pct(0.5), r.load.pct(0.99), f(r.ratio, 2), f(r.cmds_per_req, 2), f(r.trips_per_req, 3), r.load.errors
+            );
+        }
+        println!("\nRedis memory per device state: {per_device:.0} bytes (MEMORY USAGE, {sample} devices)");
+        println!("Redis memory per app-day of hourly data (2 devices x 2 sessions and 2 events an hour): {per_app_day:.0} bytes");
+        let info: String = redis::cmd("INFO").arg("memory").query(&mut rc)?;
+        let used: HashMap<&str, &str> = info.lines().filter_map(|l| l.split_once(':')).collect();
+        println!("Redis used_memory at the end: {}", used.get("used_memory_human").unwrap_or(&"?"));
+        println!("Settings: {conns} connections, {secs} s per row, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    })?;
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
