@@ -168,6 +168,12 @@ fn uniques_per_hour_day_week_month_year() {
         (g(&["2024", "10", "22", "t"]), g(&["2024", "10", "22", "u"])),
         (json!(2), json!(1))
     );
+    // Hours come with the last TALLY_HOURLY_DAYS (31) days of a period: not in this
+    // year-long answer read in December, but in one that ends close to the 22nd.
+    assert_eq!(g(&["2024", "10", "22", "10"]), json!(null));
+    let range = format!("[{},{}]", (NOW - DAY) * 1000, (NOW + 10 * DAY) * 1000);
+    let near = t.o(&k, "sessions", &[p("period", range)]);
+    let g = |path: &[&str]| at(&near, path).clone();
     assert_eq!(
         (
             g(&["2024", "10", "22", "10", "u"]),

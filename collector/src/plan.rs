@@ -38,10 +38,13 @@ enum Level {
 }
 use Level::*;
 
-/// The two counter hashes of one family at one instant, and the field prefixes per level.
+/// The two counter hashes of one family at one instant, and the field prefix per level
+/// (`""`, `"10."`, `"w43."`, `"22."`, `"22.14."`), built once per request and family.
 struct Target<'a> {
     year: String,
     month: String,
+    hours: String,
+    prefixes: [String; 5],
     at: &'a Buckets,
 }
 
@@ -50,31 +53,50 @@ impl<'a> Target<'a> {
         Target {
             year: keys::counters(&app.id, family, Period::Year(at.year)),
             month: keys::counters(&app.id, family, Period::Month(at.year, at.month)),
+            hours: keys::counters(&app.id, family, Period::Hours(at.year, at.month)),
+            prefixes: [
+                String::new(),
+                format!("{}.", at.month),
+                format!("w{}.", at.week),
+                format!("{}.", at.day),
+                format!("{}.{}.", at.day, at.hour),
+            ],
             at,
         }
     }
 
-    fn key_field(&self, level: Level, field: &str) -> (&str, String) {
-        let a = self.at;
-        match level {
-            Y => (&self.year, field.to_string()),
-            M => (&self.year, format!("{}.{field}", a.month)),
-            W => (&self.year, format!("w{}.{field}", a.week)),
-            D => (&self.month, format!("{}.{field}", a.day)),
-            H => (&self.month, format!("{}.{}.{field}", a.day, a.hour)),
-        }
+    /// The hash and the field name (written into `buf`) of `field` at `level`.
+    fn key_field<'t>(
+        &'t self,
+        level: Level,
+        field: &str,
+        buf: &'t mut String,
+    ) -> (&'t str, &'t str) {
+        let (key, prefix) = match level {
+            Y => (&self.year, &self.prefixes[0]),
+            M => (&self.year, &self.prefixes[1]),
+            W => (&self.year, &self.prefixes[2]),
+            D => (&self.month, &self.prefixes[3]),
+            H => (&self.hours, &self.prefixes[4]),
+        };
+        buf.clear();
+        buf.push_str(prefix);
+        buf.push_str(field);
+        (key, buf)
     }
 
     fn add(&self, b: &mut Batch, levels: &[Level], field: &str, by: i64) {
+        let mut buf = String::with_capacity(48);
         for &l in levels {
-            let (k, f) = self.key_field(l, field);
+            let (k, f) = self.key_field(l, field, &mut buf);
             b.incr(k, f, by);
         }
     }
 
     fn add_float(&self, b: &mut Batch, levels: &[Level], field: &str, by: f64) {
+        let mut buf = String::with_capacity(48);
         for &l in levels {
-            let (k, f) = self.key_field(l, field);
+            let (k, f) = self.key_field(l, field, &mut buf);
             b.incr_float(k, f, by);
         }
     }

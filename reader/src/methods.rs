@@ -1,7 +1,7 @@
 //! The `/o` methods: which hashes and lists each answer needs, and how it is assembled.
 
 use crate::period::Range;
-use crate::shape::{escape, insert_hash, number, sort_meta};
+use crate::shape::{escape, sort_meta, Num, Tree};
 use chrono::{Datelike, NaiveDate};
 use serde_json::{json, Map, Value};
 use tally_store::apps::App;
@@ -20,6 +20,29 @@ pub struct Query<'a> {
     pub today: NaiveDate,
     /// HTML-escape keys and strings (Countly's default; off with `noescape=1`).
     pub escape: bool,
+    /// Hour buckets are answered for the last this many days of the period.
+    pub hourly_days: i64,
+}
+
+impl Query<'_> {
+    /// The days whose hour buckets the answer includes.
+    fn hour_window(&self) -> Option<Range> {
+        if self.refresh {
+            return Some(Range {
+                from: self.today,
+                to: self.today,
+            });
+        }
+        if self.hourly_days <= 0 {
+            return None;
+        }
+        let from =
+            (self.range.to - chrono::Duration::days(self.hourly_days - 1)).max(self.range.from);
+        Some(Range {
+            from,
+            to: self.range.to,
+        })
+    }
 }
 
 /// The families and meta lists behind each Countly metric method.
@@ -47,8 +70,10 @@ pub fn metric_method(method: &str) -> Option<(&'static str, &'static [&'static s
 pub const USERS_META: &[&str] = &["countries", "f-ranges", "d-ranges", "l-ranges"];
 
 struct TimeReads {
-    years: Vec<(i32, Slot)>,
-    months: Vec<(i32, u32, Slot)>,
+    years: Vec<(String, Slot)>,
+    months: Vec<(String, String, Slot)>,
+    hours: Vec<(i32, u32, String, String, Slot)>,
+    hour_window: Option<Range>,
 }
 
 fn read_time(r: &mut Reads, q: &Query, family: &Family) -> TimeReads {
@@ -60,26 +85,38 @@ fn read_time(r: &mut Reads, q: &Query, family: &Family) -> TimeReads {
     } else {
         (q.range.years(), q.range.months())
     };
+    let hour_window = q.hour_window();
+    let key = |p| keys::counters(&q.app.id, family, p);
     TimeReads {
         years: years
             .into_iter()
-            .map(|y| {
-                (
-                    y,
-                    r.hash(&keys::counters(&q.app.id, family, Period::Year(y))),
-                )
-            })
+            .map(|y| (y.to_string(), r.hash(&key(Period::Year(y)))))
             .collect(),
         months: months
             .into_iter()
             .map(|(y, m)| {
                 (
-                    y,
-                    m,
-                    r.hash(&keys::counters(&q.app.id, family, Period::Month(y, m))),
+                    y.to_string(),
+                    m.to_string(),
+                    r.hash(&key(Period::Month(y, m))),
                 )
             })
             .collect(),
+        hours: hour_window
+            .map(|w| w.months())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(y, m)| {
+                (
+                    y,
+                    m,
+                    y.to_string(),
+                    m.to_string(),
+                    r.hash(&key(Period::Hours(y, m))),
+                )
+            })
+            .collect(),
+        hour_window,
     }
 }
 
@@ -99,30 +136,36 @@ fn refresh_unique(field: &str, month: &str) -> bool {
     }
 }
 
-/// Adds one family's counters to `root` in Countly's nesting.
-fn fill_time(root: &mut Map<String, Value>, a: &Answers, t: &TimeReads, q: &Query) {
-    let esc = q.escape;
-    let (today_m, today_d) = (q.today.month().to_string(), q.today.day().to_string());
-    for (y, slot) in &t.years {
-        let ys = y.to_string();
-        let fields = a.hash(*slot);
+/// Adds one family's counters to `tree` in Countly's nesting.
+fn fill_time<'a>(tree: &mut Tree<'a>, a: &'a Answers, t: &'a TimeReads, q: &Query) {
+    let today_m = q.today.month().to_string();
+    let today_d = format!("{}.", q.today.day());
+    for (ys, slot) in &t.years {
+        let fields = a.hash_pairs(*slot);
         if q.refresh {
-            insert_hash(root, &[&ys], &fields, esc, |f| refresh_unique(f, &today_m));
+            tree.add_hash(&[ys], &fields, |f| refresh_unique(f, &today_m));
         } else {
-            insert_hash(root, &[&ys], &fields, esc, |_| true);
+            tree.add_hash(&[ys], &fields, |_| true);
         }
     }
-    for (y, m, slot) in &t.months {
-        let (ys, ms) = (y.to_string(), m.to_string());
-        let fields = a.hash(*slot);
+    for (ys, ms, slot) in &t.months {
+        let fields = a.hash_pairs(*slot);
         if q.refresh {
-            let day_prefix = format!("{today_d}.");
-            insert_hash(root, &[&ys, &ms], &fields, esc, |f| {
-                f.starts_with(&day_prefix)
-            });
+            tree.add_hash(&[ys, ms], &fields, |f| f.starts_with(&today_d));
         } else {
-            insert_hash(root, &[&ys, &ms], &fields, esc, |_| true);
+            tree.add_hash(&[ys, ms], &fields, |_| true);
         }
+    }
+    let Some(window) = t.hour_window else { return };
+    for (y, m, ys, ms, slot) in &t.hours {
+        let fields = a.hash_pairs(*slot);
+        tree.add_hash(&[ys, ms], &fields, |f| {
+            f.split('.')
+                .next()
+                .and_then(|d| d.parse::<u32>().ok())
+                .and_then(|d| NaiveDate::from_ymd_opt(*y, *m, d))
+                .is_some_and(|d| window.contains(d))
+        });
     }
 }
 
@@ -140,12 +183,12 @@ fn meta_lists(a: &Answers, slots: &[(String, Slot)], esc: bool) -> Map<String, V
     meta
 }
 
-fn finish(mut root: Map<String, Value>, meta: Map<String, Value>) -> Value {
-    if root.is_empty() && meta.is_empty() {
-        return json!({});
+/// The answer: `{}` when there is nothing at all, else the tree with its `meta`.
+fn finish(tree: Tree, meta: Map<String, Value>, esc: bool) -> String {
+    if tree.is_empty() && meta.is_empty() {
+        return "{}".into();
     }
-    root.insert("meta".into(), Value::Object(meta));
-    Value::Object(root)
+    tree.render(Some(&Value::Object(meta).to_string()), esc)
 }
 
 /// `sessions`, `users`, `locations` and the metric methods: one family's time object and
@@ -155,7 +198,7 @@ pub async fn family(
     q: &Query<'_>,
     family: Family,
     meta: &[&str],
-) -> Result<Value, StoreError> {
+) -> Result<String, StoreError> {
     let mut r = Reads::new();
     let t = read_time(&mut r, q, &family);
     let meta_slots: Vec<(String, Slot)> = meta
@@ -163,9 +206,13 @@ pub async fn family(
         .map(|m| (m.to_string(), r.set(&keys::meta(&q.app.id, m))))
         .collect();
     let a = r.run(pool).await?;
-    let mut root = Map::new();
-    fill_time(&mut root, &a, &t, q);
-    Ok(finish(root, meta_lists(&a, &meta_slots, q.escape)))
+    let mut tree = Tree::new();
+    fill_time(&mut tree, &a, &t, q);
+    Ok(finish(
+        tree,
+        meta_lists(&a, &meta_slots, q.escape),
+        q.escape,
+    ))
 }
 
 /// The app's event keys, sorted, without Countly's internal `[CLY]_` events.
@@ -181,9 +228,9 @@ pub async fn events(
     q: &Query<'_>,
     selected: &[String],
     segmentation: Option<&str>,
-) -> Result<Value, StoreError> {
+) -> Result<String, StoreError> {
     if selected.is_empty() {
-        return Ok(json!({}));
+        return Ok("{}".into());
     }
     // Round trip 1: the data and each event's segmentation keys.
     let mut r = Reads::new();
@@ -202,9 +249,9 @@ pub async fn events(
         .map(|e| r.set(&keys::event_segments(&q.app.id, e)))
         .collect();
     let a = r.run(pool).await?;
-    let mut root = Map::new();
+    let mut tree = Tree::new();
     for t in &times {
-        fill_time(&mut root, &a, t, q);
+        fill_time(&mut tree, &a, t, q);
     }
     let mut segments: Vec<String> = seg_slots.iter().flat_map(|s| a.set(*s)).collect();
     segments.sort();
@@ -218,11 +265,11 @@ pub async fn events(
             value_slots.push((s.clone(), r.set(&keys::segment_values(&q.app.id, e, s))));
         }
     }
-    let a = r.run(pool).await?;
+    let values = r.run(pool).await?;
     let mut meta = Map::new();
     let mut by_segment: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (s, slot) in value_slots {
-        by_segment.entry(s).or_default().extend(a.set(slot));
+        by_segment.entry(s).or_default().extend(values.set(slot));
     }
     for (s, mut values) in by_segment {
         values.sort();
@@ -242,7 +289,7 @@ pub async fn events(
             .collect();
         meta.insert("segments".into(), Value::Array(list));
     }
-    Ok(finish(root, meta))
+    Ok(finish(tree, meta, q.escape))
 }
 
 fn limits_json(l: &Limits) -> Value {
@@ -352,8 +399,8 @@ pub async fn top_events(
             data.push(json!({
                 "name": escape(e, q.escape),
                 "count": c,
-                "sum": number(&s.to_string()).unwrap_or(json!(0)),
-                "duration": number(&dur.to_string()).unwrap_or(json!(0)),
+                "sum": Num::parse(&s.to_string()).map_or(json!(0), Num::to_json),
+                "duration": Num::parse(&dur.to_string()).map_or(json!(0), Num::to_json),
             }));
         }
     }

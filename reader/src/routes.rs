@@ -5,7 +5,6 @@ use crate::period;
 use crate::Reader;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tally_store::apps::{keys_equal, App};
@@ -82,8 +81,7 @@ async fn authenticate(
     }
 }
 
-fn respond(v: &Value, callback: Option<&String>) -> HttpResponse {
-    let body = v.to_string();
+fn respond(body: String, callback: Option<&String>) -> HttpResponse {
     match callback {
         Some(cb) => HttpResponse::Ok()
             .content_type("application/javascript; charset=utf-8")
@@ -117,22 +115,24 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
         refresh: p.get("action").map(String::as_str) == Some("refresh"),
         today: local_date(now, app.timezone),
         escape: p.get("noescape").map(String::as_str) != Some("1"),
+        hourly_days: shared.limits.hourly_days,
     };
     let pool = &shared.pool;
     let v = match method {
         "sessions" | "users" | "locations" => {
             methods::family(pool, &q, Family::users(), USERS_META).await?
         }
-        "get_events" => methods::get_events(pool, &app, &shared.limits, q.escape).await?,
-        "top_events" => {
-            methods::top_events(
-                pool,
-                &q,
-                period_text.unwrap_or("month"),
-                shared.clock.now_ms(),
-            )
+        "get_events" => methods::get_events(pool, &app, &shared.limits, q.escape)
             .await?
-        }
+            .to_string(),
+        "top_events" => methods::top_events(
+            pool,
+            &q,
+            period_text.unwrap_or("month"),
+            shared.clock.now_ms(),
+        )
+        .await?
+        .to_string(),
         "events" => {
             let selected: Vec<String> = if let Some(list) = p.get("events") {
                 let v: Vec<String> =
@@ -164,7 +164,7 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
             None => return Err(ApiError::bad("Invalid method")),
         },
     };
-    Ok(respond(&v, callback))
+    Ok(respond(v, callback))
 }
 
 /// `/o/sdk`: the web SDK asks for server-side configuration; Tally has none to give.

@@ -1,10 +1,12 @@
 //! Countly's nested time object, built from counter hash fields.
 //!
-//! A field `22.13.t` of the month hash of 2024-10 becomes `{"2024":{"10":{"22":{"13":{"t":…}}}}}`;
-//! fields of the year hash sit under the year. Values inserted twice at one path add up,
-//! which is how several events are summed into one answer.
+//! A field `22.t` of the month hash of 2024-10 becomes `{"2024":{"10":{"22":{"t":…}}}}`;
+//! fields of the year hash sit under the year. Building it is the hot part of a read, so
+//! [`Tree`] does not build nested maps: it collects flat paths borrowed from the Redis
+//! reply, sorts them, adds up equal paths (several events summed into one answer) and
+//! streams the JSON out in one pass.
 
-use serde_json::{Map, Number, Value};
+use std::fmt::Write as _;
 
 /// Countly's output escaping of keys and strings (unless `noescape=1`).
 pub fn escape(s: &str, on: bool) -> String {
@@ -25,79 +27,215 @@ pub fn escape(s: &str, on: bool) -> String {
     out
 }
 
-/// A counter's text (`HINCRBY`/`HINCRBYFLOAT` results) as a JSON number: whole numbers as
-/// integers, others rounded to 5 decimals (float sums drift in the last digits).
-pub fn number(text: &str) -> Option<Value> {
-    if let Ok(i) = text.parse::<i64>() {
-        return Some(Value::from(i));
-    }
-    let f: f64 = text.parse().ok().filter(|f: &f64| f.is_finite())?;
-    let r = (f * 100_000.0).round() / 100_000.0;
-    if r.fract() == 0.0 && r.abs() < 9e15 {
-        Some(Value::from(r as i64))
-    } else {
-        Number::from_f64(r).map(Value::Number)
-    }
+/// A counter value: whole numbers stay integers; others are rounded to 5 decimals (float
+/// sums drift in the last digits).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Num {
+    Int(i64),
+    Float(f64),
 }
 
-fn add(a: &Value, b: &Value) -> Value {
-    match (a.as_i64(), b.as_i64()) {
-        (Some(x), Some(y)) => Value::from(x.saturating_add(y)),
-        _ => {
-            let s = a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0);
-            number(&s.to_string()).unwrap_or(Value::from(0))
+impl Num {
+    pub fn parse(text: &str) -> Option<Num> {
+        if let Ok(i) = text.parse::<i64>() {
+            return Some(Num::Int(i));
         }
+        let f: f64 = text.parse().ok().filter(|f: &f64| f.is_finite())?;
+        Some(Num::Float(f).normal())
     }
-}
 
-/// Adds `v` at `prefix` + the dotted `field` in `root`.
-pub fn insert(root: &mut Map<String, Value>, prefix: &[&str], field: &str, v: Value, esc: bool) {
-    let mut parts: Vec<&str> = prefix.to_vec();
-    parts.extend(field.split('.'));
-    let Some((last, path)) = parts.split_last() else {
-        return;
-    };
-    let mut cur = root;
-    for p in path {
-        let entry = cur
-            .entry(escape(p, esc))
-            .or_insert_with(|| Value::Object(Map::new()));
-        match entry {
-            Value::Object(m) => cur = m,
-            // A value whose name collides with a level (a metric called "5") loses.
-            _ => return,
+    fn normal(self) -> Num {
+        match self {
+            Num::Float(f) => {
+                let r = (f * 100_000.0).round() / 100_000.0;
+                if r.fract() == 0.0 && r.abs() < 9e15 {
+                    Num::Int(r as i64)
+                } else {
+                    Num::Float(r)
+                }
+            }
+            i => i,
         }
     }
-    let key = escape(last, esc);
-    match cur.get(&key) {
-        Some(existing @ Value::Number(_)) => {
-            let sum = add(existing, &v);
-            cur.insert(key, sum);
-        }
-        Some(_) => {}
-        None => {
-            cur.insert(key, v);
-        }
-    }
-}
 
-/// Inserts every numeric field of a hash under `prefix`; `keep` filters fields.
-pub fn insert_hash(
-    root: &mut Map<String, Value>,
-    prefix: &[&str],
-    fields: &[(String, String)],
-    esc: bool,
-    keep: impl Fn(&str) -> bool,
-) {
-    for (f, v) in fields {
-        if !keep(f) {
-            continue;
+    fn plus(self, o: Num) -> Num {
+        match (self, o) {
+            (Num::Int(a), Num::Int(b)) => Num::Int(a.saturating_add(b)),
+            (a, b) => Num::Float(a.as_f64() + b.as_f64()).normal(),
         }
-        if let Some(n) = number(v) {
-            if n.as_f64() != Some(0.0) {
-                insert(root, prefix, f, n, esc);
+    }
+
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.as_f64() == 0.0
+    }
+
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            Num::Int(i) => i.into(),
+            Num::Float(f) => serde_json::Number::from_f64(f).map_or(0.into(), Into::into),
+        }
+    }
+
+    fn write(self, out: &mut String) {
+        match self {
+            Num::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Num::Float(f) => {
+                out.push_str(&serde_json::Number::from_f64(f).map_or("0".into(), |n| n.to_string()))
             }
         }
+    }
+}
+
+const MAX_DEPTH: usize = 8;
+
+struct Entry<'a> {
+    path: [&'a str; MAX_DEPTH],
+    len: usize,
+    value: Num,
+}
+
+impl Entry<'_> {
+    fn parts(&self) -> &[&str] {
+        &self.path[..self.len]
+    }
+}
+
+/// Flat (path, number) entries that render as one nested JSON object.
+#[derive(Default)]
+pub struct Tree<'a> {
+    entries: Vec<Entry<'a>>,
+}
+
+impl<'a> Tree<'a> {
+    pub fn new() -> Tree<'a> {
+        Tree::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds `value` (counter text) at `prefix` + the dotted `field`; zeros are left out.
+    pub fn add(&mut self, prefix: &[&'a str], field: &'a str, value: &str) {
+        let Some(v) = Num::parse(value) else { return };
+        if v.is_zero() {
+            return;
+        }
+        let mut path = [""; MAX_DEPTH];
+        let mut len = 0;
+        for part in prefix.iter().copied().chain(field.split('.')) {
+            if len == MAX_DEPTH {
+                return;
+            }
+            path[len] = part;
+            len += 1;
+        }
+        self.entries.push(Entry {
+            path,
+            len,
+            value: v,
+        });
+    }
+
+    /// Adds every field of a hash under `prefix` that `keep` accepts.
+    pub fn add_hash(
+        &mut self,
+        prefix: &[&'a str],
+        fields: &[(&'a str, &'a str)],
+        keep: impl Fn(&str) -> bool,
+    ) {
+        for (f, v) in fields {
+            if keep(f) {
+                self.add(prefix, f, v);
+            }
+        }
+    }
+
+    /// Renders the object, with `meta` (a rendered JSON object) as its `meta` member if
+    /// given. No entries and no meta is `{}`, as Countly answers for no data.
+    pub fn render(mut self, meta: Option<&str>, esc: bool) -> String {
+        self.entries.sort_by(|a, b| a.parts().cmp(b.parts()));
+        // Equal paths add up.
+        let mut merged: Vec<Entry> = Vec::with_capacity(self.entries.len());
+        for e in self.entries {
+            match merged.last_mut() {
+                Some(last) if last.parts() == e.parts() => last.value = last.value.plus(e.value),
+                _ => merged.push(e),
+            }
+        }
+        let mut out = String::with_capacity(merged.len() * 16 + 64);
+        out.push('{');
+        let mut open: Vec<&str> = Vec::new();
+        let mut has_member = vec![false];
+        for (i, e) in merged.iter().enumerate() {
+            let parts = e.parts();
+            // A value whose name collides with a level (a metric value called "5") loses.
+            if merged
+                .get(i + 1)
+                .is_some_and(|n| n.len > e.len && n.parts().starts_with(parts))
+            {
+                continue;
+            }
+            let (leaf, dirs) = parts.split_last().unwrap_or((&"", &[]));
+            let common = open.iter().zip(dirs).take_while(|(a, b)| a == b).count();
+            while open.len() > common {
+                out.push('}');
+                open.pop();
+                has_member.pop();
+            }
+            for d in &dirs[common..] {
+                member(&mut out, &mut has_member, d, esc);
+                out.push('{');
+                open.push(d);
+                has_member.push(false);
+            }
+            member(&mut out, &mut has_member, leaf, esc);
+            e.value.write(&mut out);
+        }
+        for _ in 0..open.len() {
+            out.push('}');
+        }
+        if let Some(m) = meta {
+            member(&mut out, &mut has_member, "meta", false);
+            out.push_str(m);
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Writes `,"key":` (the comma when the object already has members).
+fn member(out: &mut String, has_member: &mut [bool], key: &str, esc: bool) {
+    if let Some(last) = has_member.last_mut() {
+        if *last {
+            out.push(',');
+        }
+        *last = true;
+    }
+    write_str(out, key, esc);
+    out.push(':');
+}
+
+/// A JSON string, HTML-escaped as Countly does when `esc`.
+pub fn write_str(out: &mut String, s: &str, esc: bool) {
+    let plain = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b" _-.:[]()@#/+,;=!?*%$~".contains(&b));
+    if plain {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::Value::from(escape(s, esc)).to_string());
     }
 }
 
@@ -113,34 +251,65 @@ pub fn sort_meta(list: &mut [String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn parse(s: &str) -> Value {
+        serde_json::from_str(s).unwrap_or(Value::Null)
+    }
 
     #[test]
-    fn nests_and_adds() {
-        let mut m = Map::new();
-        let fields = vec![
-            ("22.13.t".to_string(), "1".to_string()),
-            ("22.t".into(), "2".into()),
-            ("22.s".into(), "4.000000000001".into()),
-            ("22.zero".into(), "0".into()),
+    fn nests_adds_and_skips_zeros() {
+        let mut t = Tree::new();
+        let fields = [
+            ("22.13.t", "1"),
+            ("22.t", "2"),
+            ("22.s", "4.000000000001"),
+            ("22.zero", "0"),
         ];
-        insert_hash(&mut m, &["2024", "10"], &fields, true, |_| true);
-        insert_hash(&mut m, &["2024", "10"], &fields[..2], true, |_| true);
+        t.add_hash(&["2024", "10"], &fields, |_| true);
+        t.add_hash(&["2024", "10"], &fields[..2], |_| true);
+        t.add(&["2024"], "w43.u", "3");
         assert_eq!(
-            Value::Object(m),
-            json!({"2024": {"10": {"22": {"13": {"t": 2}, "t": 4, "s": 4}}}})
+            parse(&t.render(Some(r#"{"os":["A"]}"#), true)),
+            json!({"2024": {"w43": {"u": 3}, "10": {"22": {"13": {"t": 2}, "t": 4, "s": 4}}}, "meta": {"os": ["A"]}})
+        );
+        assert_eq!(Tree::new().render(None, true), "{}");
+        assert_eq!(
+            parse(&Tree::new().render(Some("{}"), true)),
+            json!({"meta": {}})
         );
     }
 
     #[test]
-    fn escapes_like_countly() {
+    fn keys_are_escaped_and_collisions_resolved() {
+        let mut t = Tree::new();
+        t.add(&["2024"], "<b>\"x\".t", "1");
+        t.add(&["2024"], "5", "1");
+        t.add(&["2024"], "5.t", "2");
+        t.add(&["2024"], "s", "2.5");
+        let v = parse(&t.render(None, true));
+        assert_eq!(
+            v,
+            json!({"2024": {"&lt;b&gt;&quot;x&quot;": {"t": 1}, "5": {"t": 2}, "s": 2.5}})
+        );
+        let mut t = Tree::new();
+        t.add(&["2024"], "<b>.t", "1");
+        assert_eq!(
+            parse(&t.render(None, false)),
+            json!({"2024": {"<b>": {"t": 1}}})
+        );
+    }
+
+    #[test]
+    fn escaping_and_meta_order() {
         assert_eq!(
             escape("<a href=\"x\">&'", true),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
         );
         assert_eq!(escape("<a>", false), "<a>");
-        assert_eq!(number("2.5"), Some(json!(2.5)));
-        assert_eq!(number("x"), None);
+        assert_eq!(Num::parse("2.5"), Some(Num::Float(2.5)));
+        assert_eq!(Num::parse("4.000000000001"), Some(Num::Int(4)));
+        assert_eq!(Num::parse("x"), None);
         let mut v = vec!["10".to_string(), "2".into(), "1".into()];
         sort_meta(&mut v);
         assert_eq!(v, ["1", "2", "10"]);

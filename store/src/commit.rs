@@ -28,11 +28,11 @@ use crate::error::StoreError;
 use crate::redis::{dedicated, is_transport_error, RedisConfig};
 use redis::aio::MultiplexedConnection;
 use redis::Value;
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 /// What became of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +73,16 @@ enum Num {
     Float(f64),
 }
 
+impl Num {
+    fn plus(self, other: Num) -> Num {
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => Num::Int(a.saturating_add(b)),
+            (Num::Int(a), Num::Float(b)) | (Num::Float(b), Num::Int(a)) => Num::Float(a as f64 + b),
+            (Num::Float(a), Num::Float(b)) => Num::Float(a + b),
+        }
+    }
+}
+
 struct SetSlot {
     card: usize,
     present: HashSet<String>,
@@ -109,11 +119,19 @@ impl Batch {
     /// Whether `member` is (or may now become) part of the capped set: true when it is
     /// already there or the set has room, in which case it is added with the batch.
     pub fn admit(&mut self, set: &str, member: &str, cap: usize) -> bool {
-        let slot = self.sets.entry(set.to_string()).or_insert_with(|| SetSlot {
-            card: 0,
-            present: HashSet::new(),
-            added: Vec::new(),
-        });
+        if !self.sets.contains_key(set) {
+            self.sets.insert(
+                set.to_string(),
+                SetSlot {
+                    card: 0,
+                    present: HashSet::default(),
+                    added: Vec::new(),
+                },
+            );
+        }
+        let Some(slot) = self.sets.get_mut(set) else {
+            return false;
+        };
         if slot.present.contains(member) {
             return true;
         }
@@ -150,28 +168,32 @@ impl Batch {
         out
     }
 
-    pub fn incr(&mut self, key: &str, field: String, by: i64) {
-        if by == 0 {
-            return;
+    /// Adds to `key`.`field`. The names are copied only the first time the batch sees
+    /// them: most increments of a batch hit fields that are already there.
+    fn add(&mut self, key: &str, field: &str, by: Num) {
+        if !self.incrs.contains_key(key) {
+            self.incrs.insert(key.to_string(), HashMap::default());
         }
-        let fields = self.incrs.entry(key.to_string()).or_default();
-        let e = fields.entry(field).or_insert(Num::Int(0));
-        *e = match *e {
-            Num::Int(v) => Num::Int(v.saturating_add(by)),
-            Num::Float(v) => Num::Float(v + by as f64),
-        };
+        if let Some(fields) = self.incrs.get_mut(key) {
+            match fields.get_mut(field) {
+                Some(e) => *e = e.plus(by),
+                None => {
+                    fields.insert(field.to_string(), by);
+                }
+            }
+        }
     }
 
-    pub fn incr_float(&mut self, key: &str, field: String, by: f64) {
-        if by == 0.0 || !by.is_finite() {
-            return;
+    pub fn incr(&mut self, key: &str, field: &str, by: i64) {
+        if by != 0 {
+            self.add(key, field, Num::Int(by));
         }
-        let fields = self.incrs.entry(key.to_string()).or_default();
-        let e = fields.entry(field).or_insert(Num::Float(0.0));
-        *e = match *e {
-            Num::Int(v) => Num::Float(v as f64 + by),
-            Num::Float(v) => Num::Float(v + by),
-        };
+    }
+
+    pub fn incr_float(&mut self, key: &str, field: &str, by: f64) {
+        if by != 0.0 && by.is_finite() {
+            self.add(key, field, Num::Float(by));
+        }
     }
 
     /// Number of distinct counter fields so far.
@@ -191,6 +213,9 @@ pub struct CommitConfig {
     pub queue: usize,
     /// Transaction conflicts tolerated for one batch before it fails.
     pub max_retries: u32,
+    /// Committer tasks, each with its own connection: while one waits for Redis another
+    /// plans. WATCH keeps concurrent batches exact (a conflicting batch is planned again).
+    pub committers: usize,
 }
 
 /// Counters for `/metrics` and the benchmark.
@@ -221,18 +246,29 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer task on the current runtime. It runs until every handle is
-    /// dropped or [`Stopper::stop`] is called, and then flushes what is queued first.
+    /// Starts the committer tasks on the current runtime. They run until every handle is
+    /// dropped or [`Stopper::stop`] is called, and then flush what is queued first.
     pub fn start(redis: RedisConfig, cfg: CommitConfig) -> (Committer, Stopper) {
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
-        let (stop_tx, stop_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
         let stats = Arc::new(CommitStats::default());
-        let task = tokio::spawn(run(rx, stop_rx, redis, cfg, stats.clone()));
+        let rx = Arc::new(Mutex::new(rx));
+        let tasks = (0..cfg.committers.max(1))
+            .map(|_| {
+                tokio::spawn(run(
+                    rx.clone(),
+                    stop_rx.clone(),
+                    redis.clone(),
+                    cfg.clone(),
+                    stats.clone(),
+                ))
+            })
+            .collect();
         (
             Committer { tx, stats },
             Stopper {
-                stop: Some(stop_tx),
-                task,
+                stop: stop_tx,
+                tasks,
             },
         )
     }
@@ -259,69 +295,75 @@ impl Committer {
     }
 }
 
-/// Stops the committer after it has flushed everything already queued.
+/// Stops the committers after they have flushed everything already queued.
 pub struct Stopper {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Stopper {
-    /// Refuses new work, flushes what is queued, and returns when the committer is done.
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+    /// Refuses new work, flushes what is queued, and returns when the committers are done.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
         }
-        let _ = (&mut self.task).await;
     }
 }
 
+/// Takes the next batch off the shared queue; `None` when the queue is closed and empty.
+async fn next_batch(
+    rx: &Mutex<mpsc::Receiver<Item>>,
+    stop: &mut watch::Receiver<bool>,
+    cfg: &CommitConfig,
+) -> Option<(Vec<Item>, usize)> {
+    let mut rx = rx.lock().await;
+    let first = if *stop.borrow() {
+        rx.close();
+        rx.recv().await?
+    } else {
+        tokio::select! {
+            item = rx.recv() => item?,
+            _ = stop.changed() => {
+                // No new work; what is queued is still flushed.
+                rx.close();
+                rx.recv().await?
+            }
+        }
+    };
+    let mut weight = first.weight;
+    let mut items = vec![first];
+    let deadline = tokio::time::Instant::now() + cfg.linger;
+    while weight < cfg.max_batch {
+        let next = match rx.try_recv() {
+            Ok(item) => Some(item),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) if cfg.linger.is_zero() => None,
+            Err(mpsc::error::TryRecvError::Empty) => tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .ok()
+                .flatten(),
+        };
+        match next {
+            Some(item) => {
+                weight += item.weight;
+                items.push(item);
+            }
+            None => break,
+        }
+    }
+    Some((items, weight))
+}
+
 async fn run(
-    mut rx: mpsc::Receiver<Item>,
-    mut stop: oneshot::Receiver<()>,
+    rx: Arc<Mutex<mpsc::Receiver<Item>>>,
+    mut stop: watch::Receiver<bool>,
     redis: RedisConfig,
     cfg: CommitConfig,
     stats: Arc<CommitStats>,
 ) {
     let mut conn: Option<MultiplexedConnection> = None;
-    let mut stopping = false;
-    loop {
-        let first = if stopping {
-            rx.recv().await
-        } else {
-            tokio::select! {
-                item = rx.recv() => item,
-                _ = &mut stop => {
-                    // No new work; what is queued is still flushed below.
-                    stopping = true;
-                    rx.close();
-                    continue;
-                }
-            }
-        };
-        let Some(first) = first else { break };
-        let mut weight = first.weight;
-        let mut items = vec![first];
-        let deadline = tokio::time::Instant::now() + cfg.linger;
-        while weight < cfg.max_batch {
-            let next = match rx.try_recv() {
-                Ok(item) => Some(item),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty) if cfg.linger.is_zero() => None,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    tokio::time::timeout_at(deadline, rx.recv())
-                        .await
-                        .ok()
-                        .flatten()
-                }
-            };
-            match next {
-                Some(item) => {
-                    weight += item.weight;
-                    items.push(item);
-                }
-                None => break,
-            }
-        }
+    while let Some((items, weight)) = next_batch(&rx, &mut stop, &cfg).await {
         let started = std::time::Instant::now();
         let result = flush(&mut conn, &redis, &cfg, &stats, &items).await;
         stats
@@ -373,7 +415,7 @@ async fn flush(
         item.work.reads(&mut reads);
     }
     let devices: Vec<String> = dedup(reads.devices);
-    let mut members: HashMap<String, Vec<String>> = HashMap::new();
+    let mut members: HashMap<String, Vec<String>> = HashMap::default();
     for (set, m) in reads.members {
         members.entry(set).or_default().push(m);
     }

@@ -40,6 +40,9 @@ pub struct Limits {
     pub max_future_secs: i64,
     /// A begin_session this soon after an end_session continues that session.
     pub session_cooldown_secs: u32,
+    /// `/o` answers include hour buckets for the last this many days of their period
+    /// (0: none); longer periods answer days, weeks, months and years.
+    pub hourly_days: i64,
 }
 
 impl Default for Limits {
@@ -60,6 +63,7 @@ impl Default for Limits {
             dedup_window_secs: 7 * 86_400,
             max_future_secs: 86_400,
             session_cooldown_secs: 15,
+            hourly_days: 31,
         }
     }
 }
@@ -127,6 +131,7 @@ impl Config {
             dedup_window_secs: parse("TALLY_DEDUP_WINDOW_SECS", d.dedup_window_secs)?,
             max_future_secs: parse("TALLY_MAX_FUTURE_SECS", d.max_future_secs)?,
             session_cooldown_secs: parse("TALLY_SESSION_COOLDOWN_SECS", d.session_cooldown_secs)?,
+            hourly_days: parse("TALLY_HOURLY_DAYS", d.hourly_days)?,
         };
         Ok(Config {
             bind: var("TALLY_BIND").unwrap_or_else(|| "127.0.0.1:3001".into()),
@@ -139,10 +144,11 @@ impl Config {
             redis_timeout: Duration::from_millis(parse("TALLY_REDIS_TIMEOUT_MS", 2000)?),
             app_cache_ttl: Duration::from_millis(parse("TALLY_APP_CACHE_MS", 5000)?),
             commit: CommitConfig {
-                linger: Duration::from_micros(parse("TALLY_FLUSH_INTERVAL_US", 1000)?),
+                linger: Duration::from_micros(parse("TALLY_FLUSH_INTERVAL_US", 0)?),
                 max_batch: parse("TALLY_FLUSH_MAX_REQUESTS", 2000)?,
                 queue: parse("TALLY_WRITE_QUEUE", 50_000)?,
                 max_retries: parse("TALLY_FLUSH_MAX_RETRIES", 16)?,
+                committers: parse("TALLY_COMMITTERS", 1)?,
             },
             limits,
             workers: parse(
@@ -170,6 +176,7 @@ impl Config {
                 max_batch: 2000,
                 queue: 50_000,
                 max_retries: 16,
+                committers: 2,
             },
             limits: Limits::default(),
             workers: 2,

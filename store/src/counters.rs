@@ -59,7 +59,30 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
+fn as_str(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
 impl Answers {
+    /// The (field, value) pairs of a hash read, borrowed from the reply (no copies).
+    pub fn hash_pairs(&self, slot: Slot) -> Vec<(&str, &str)> {
+        match self.0.get(slot.0) {
+            Some(Value::Array(items)) => items
+                .chunks_exact(2)
+                .filter_map(|kv| Some((as_str(&kv[0])?, as_str(&kv[1])?)))
+                .collect(),
+            Some(Value::Map(pairs)) => pairs
+                .iter()
+                .filter_map(|(k, v)| Some((as_str(k)?, as_str(v)?)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The (field, value) pairs of a hash read; empty when the hash does not exist.
     pub fn hash(&self, slot: Slot) -> Vec<(String, String)> {
         match self.0.get(slot.0) {

@@ -7,7 +7,8 @@
 //! | `appkey:{write_key}` | string | app id for a write key (`app_key`) |
 //! | `{id}:dev:{h}` | string | one device's packed state ([`crate::device`]); `h` = hash of the device id |
 //! | `{id}:c:{family}:{Y}` | hash | year-level counters: year, month and week totals and uniques |
-//! | `{id}:c:{family}:{Y}:{M}` | hash | month-level counters: days and hours |
+//! | `{id}:c:{family}:{Y}:{M}` | hash | month-level counters: days |
+//! | `{id}:c:{family}:{Y}:{M}:h` | hash | the month's hour counters (`D.H.field`) |
 //! | `{id}:m:{list}` | set | capped meta lists: countries, os, devices, ..., event keys |
 //! | `{id}:m:segs:{e}` / `{id}:m:segv:{e}:{s}` | set | segment keys of an event / values of a segment |
 //!
@@ -69,13 +70,12 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// The first 8 bytes of SHA-1 as a number: stable across builds and platforms, which
-/// `std`'s hasher is not promised to be.
+/// FNV-1a, 64 bit: names in keys must hash the same in every build and on every
+/// platform, which `std`'s hasher does not promise; and it is cheap on the write path.
 pub fn hash64(s: &str) -> u64 {
-    let d = Sha1::digest(s.as_bytes());
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d[..8]);
-    u64::from_le_bytes(b)
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// A counter family: which kind of data a counter hash holds.
@@ -101,17 +101,21 @@ impl Family {
     }
 }
 
-/// Which counter hash: the year hash or one month hash of a family.
+/// Which counter hash of a family: the year hash (year, month and week counters), a month
+/// hash (day counters) or a month's hour hash (hour counters, kept apart so that long
+/// reads need not fetch them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Period {
     Year(i32),
     Month(i32, u32),
+    Hours(i32, u32),
 }
 
 pub fn counters(app: &AppId, family: &Family, period: Period) -> String {
     match period {
         Period::Year(y) => format!("{{{app}}}:c:{}:{y}", family.0),
         Period::Month(y, m) => format!("{{{app}}}:c:{}:{y}:{m}", family.0),
+        Period::Hours(y, m) => format!("{{{app}}}:c:{}:{y}:{m}:h", family.0),
     }
 }
 
@@ -159,6 +163,14 @@ pub fn app_by_write_key(write_key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash64_is_fnv1a() {
+        // Published FNV-1a 64 test vectors: these values are part of the key layout.
+        assert_eq!(hash64(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(hash64("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(hash64("foobar"), 0x8594_4171_f739_67e8);
+    }
 
     #[test]
     fn app_ids_are_24_hex() {
