@@ -409,10 +409,11 @@ fn main() -> Res<()> {
                 return Err(format!("{method} answer looks wrong: {st} {} bytes", body.len()).into());
             }
             let c0 = command_calls(&mut rc)?;
-            let l = load(tally_addr, make, 8, secs, None).await?;
+            // One connection: the latency of one read, without queueing behind others.
+            let l = load(tally_addr, make, 1, secs, None).await?;
             let c1 = command_calls(&mut rc)?;
             rows.push(Row {
-                name: format!("{name}, {} kB answer, 8 conns", body.len() / 1024),
+                name: format!("{name}, {} kB answer, 1 conn", body.len() / 1024),
                 ratio: Some(l.rps() / base_rps),
                 cmds_per_req: Some((c1 - c0) as f64 / l.requests.max(1) as f64),
                 trips_per_req: None,

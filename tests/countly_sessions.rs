@@ -168,16 +168,16 @@ fn uniques_per_hour_day_week_month_year() {
         (g(&["2024", "10", "22", "t"]), g(&["2024", "10", "22", "u"])),
         (json!(2), json!(1))
     );
-    // Hours come with the last TALLY_HOURLY_DAYS (31) days of a period: not in this
+    // Hours come with the last TALLY_HOURLY_DAYS (7) days of a period: not in this
     // year-long answer read in December, but in one that ends close to the 22nd.
     assert_eq!(g(&["2024", "10", "22", "10"]), json!(null));
-    let range = format!("[{},{}]", (NOW - DAY) * 1000, (NOW + 10 * DAY) * 1000);
+    let range = format!("[{},{}]", (NOW - DAY) * 1000, (NOW + 5 * DAY) * 1000);
     let near = t.o(&k, "sessions", &[p("period", range)]);
-    let g = |path: &[&str]| at(&near, path).clone();
+    let h = |path: &[&str]| at(&near, path).clone();
     assert_eq!(
         (
-            g(&["2024", "10", "22", "10", "u"]),
-            g(&["2024", "10", "22", "11", "u"])
+            h(&["2024", "10", "22", "10", "u"]),
+            h(&["2024", "10", "22", "11", "u"])
         ),
         (json!(1), json!(1))
     );
@@ -244,14 +244,22 @@ fn out_of_order_sessions_count_each_bucket_once() {
         (g(&["2024", "11", "11", "t"]), g(&["2024", "11", "11", "u"])),
         (json!(3), json!(1))
     );
+    // The hours of the 11th, from a period that ends there.
+    let range = format!(
+        "[{},{}]",
+        (base - 21 * DAY) * 1000,
+        (base - 20 * DAY) * 1000
+    );
+    let hours = t.o(&k, "sessions", &[p("period", range)]);
+    let h = |path: &[&str]| at(&hours, path).clone();
     assert_eq!(
         (
-            g(&["2024", "11", "11", "10", "u"]),
-            g(&["2024", "11", "11", "12", "u"])
+            h(&["2024", "11", "11", "10", "u"]),
+            h(&["2024", "11", "11", "12", "u"])
         ),
         (json!(1), json!(1))
     );
-    assert_eq!(g(&["2024", "11", "11", "10", "t"]), json!(2));
+    assert_eq!(h(&["2024", "11", "11", "10", "t"]), json!(2));
     assert_eq!(
         (g(&["2024", "11", "1", "u"]), g(&["2024", "11", "28", "u"])),
         (json!(1), json!(1))

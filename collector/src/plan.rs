@@ -39,7 +39,8 @@ enum Level {
 use Level::*;
 
 /// The two counter hashes of one family at one instant, and the field prefix per level
-/// (`""`, `"10."`, `"w43."`, `"22."`, `"22.14."`), built once per request and family.
+/// (`""`, `"10."`, `"w43."`, `"22."`, and `"14."` in the day's hour hash), built once per
+/// request and family.
 struct Target<'a> {
     year: String,
     month: String,
@@ -53,13 +54,13 @@ impl<'a> Target<'a> {
         Target {
             year: keys::counters(&app.id, family, Period::Year(at.year)),
             month: keys::counters(&app.id, family, Period::Month(at.year, at.month)),
-            hours: keys::counters(&app.id, family, Period::Hours(at.year, at.month)),
+            hours: keys::counters(&app.id, family, Period::Hours(at.year, at.month, at.day)),
             prefixes: [
                 String::new(),
                 format!("{}.", at.month),
                 format!("w{}.", at.week),
                 format!("{}.", at.day),
-                format!("{}.{}.", at.day, at.hour),
+                format!("{}.", at.hour),
             ],
             at,
         }

@@ -72,11 +72,10 @@ pub const USERS_META: &[&str] = &["countries", "f-ranges", "d-ranges", "l-ranges
 struct TimeReads {
     years: Vec<(String, Slot)>,
     months: Vec<(String, String, Slot)>,
-    hours: Vec<(i32, u32, String, String, Slot)>,
-    hour_window: Option<Range>,
+    hours: Vec<(String, String, String, Slot)>,
 }
 
-fn read_time(r: &mut Reads, q: &Query, family: &Family) -> TimeReads {
+fn read_time(r: &mut Reads, q: &Query, family: &Family, hourly: bool) -> TimeReads {
     let (years, months) = if q.refresh {
         (
             vec![q.today.year()],
@@ -85,7 +84,10 @@ fn read_time(r: &mut Reads, q: &Query, family: &Family) -> TimeReads {
     } else {
         (q.range.years(), q.range.months())
     };
-    let hour_window = q.hour_window();
+    let hour_days: Vec<NaiveDate> = match q.hour_window() {
+        Some(w) if hourly => w.from.iter_days().take_while(|d| *d <= w.to).collect(),
+        _ => Vec::new(),
+    };
     let key = |p| keys::counters(&q.app.id, family, p);
     TimeReads {
         years: years
@@ -102,21 +104,14 @@ fn read_time(r: &mut Reads, q: &Query, family: &Family) -> TimeReads {
                 )
             })
             .collect(),
-        hours: hour_window
-            .map(|w| w.months())
-            .unwrap_or_default()
+        hours: hour_days
             .into_iter()
-            .map(|(y, m)| {
-                (
-                    y,
-                    m,
-                    y.to_string(),
-                    m.to_string(),
-                    r.hash(&key(Period::Hours(y, m))),
-                )
+            .map(|d| {
+                let (y, m, day) = (d.year(), d.month(), d.day());
+                let slot = r.hash(&key(Period::Hours(y, m, day)));
+                (y.to_string(), m.to_string(), day.to_string(), slot)
             })
             .collect(),
-        hour_window,
     }
 }
 
@@ -156,16 +151,8 @@ fn fill_time<'a>(tree: &mut Tree<'a>, a: &'a Answers, t: &'a TimeReads, q: &Quer
             tree.add_hash(&[ys, ms], &fields, |_| true);
         }
     }
-    let Some(window) = t.hour_window else { return };
-    for (y, m, ys, ms, slot) in &t.hours {
-        let fields = a.hash_pairs(*slot);
-        tree.add_hash(&[ys, ms], &fields, |f| {
-            f.split('.')
-                .next()
-                .and_then(|d| d.parse::<u32>().ok())
-                .and_then(|d| NaiveDate::from_ymd_opt(*y, *m, d))
-                .is_some_and(|d| window.contains(d))
-        });
+    for (ys, ms, ds, slot) in &t.hours {
+        tree.add_hash(&[ys, ms, ds], &a.hash_pairs(*slot), |_| true);
     }
 }
 
@@ -200,7 +187,9 @@ pub async fn family(
     meta: &[&str],
 ) -> Result<String, StoreError> {
     let mut r = Reads::new();
-    let t = read_time(&mut r, q, &family);
+    // Only sessions have hour counters; metric families do not.
+    let hourly = family == Family::users();
+    let t = read_time(&mut r, q, &family, hourly);
     let meta_slots: Vec<(String, Slot)> = meta
         .iter()
         .map(|m| (m.to_string(), r.set(&keys::meta(&q.app.id, m))))
@@ -241,7 +230,7 @@ pub async fn events(
                 Some(s) => Family::segment(e, s),
                 None => Family::event(e),
             };
-            read_time(&mut r, q, &fam)
+            read_time(&mut r, q, &fam, segmentation.is_none())
         })
         .collect();
     let seg_slots: Vec<Slot> = selected

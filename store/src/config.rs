@@ -63,7 +63,7 @@ impl Default for Limits {
             dedup_window_secs: 7 * 86_400,
             max_future_secs: 86_400,
             session_cooldown_secs: 15,
-            hourly_days: 31,
+            hourly_days: 7,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! | `{id}:dev:{h}` | string | one device's packed state ([`crate::device`]); `h` = hash of the device id |
 //! | `{id}:c:{family}:{Y}` | hash | year-level counters: year, month and week totals and uniques |
 //! | `{id}:c:{family}:{Y}:{M}` | hash | month-level counters: days |
-//! | `{id}:c:{family}:{Y}:{M}:h` | hash | the month's hour counters (`D.H.field`) |
+//! | `{id}:c:{family}:{Y}:{M}:{D}:h` | hash | the day's hour counters (`H.field`) |
 //! | `{id}:m:{list}` | set | capped meta lists: countries, os, devices, ..., event keys |
 //! | `{id}:m:segs:{e}` / `{id}:m:segv:{e}:{s}` | set | segment keys of an event / values of a segment |
 //!
@@ -102,20 +102,20 @@ impl Family {
 }
 
 /// Which counter hash of a family: the year hash (year, month and week counters), a month
-/// hash (day counters) or a month's hour hash (hour counters, kept apart so that long
-/// reads need not fetch them).
+/// hash (day counters) or a day's hour hash (hour counters, kept apart so that a read
+/// fetches only the hours it answers; small, so Redis keeps it compact).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Period {
     Year(i32),
     Month(i32, u32),
-    Hours(i32, u32),
+    Hours(i32, u32, u32),
 }
 
 pub fn counters(app: &AppId, family: &Family, period: Period) -> String {
     match period {
         Period::Year(y) => format!("{{{app}}}:c:{}:{y}", family.0),
         Period::Month(y, m) => format!("{{{app}}}:c:{}:{y}:{m}", family.0),
-        Period::Hours(y, m) => format!("{{{app}}}:c:{}:{y}:{m}:h", family.0),
+        Period::Hours(y, m, d) => format!("{{{app}}}:c:{}:{y}:{m}:{d}:h", family.0),
     }
 }
 
