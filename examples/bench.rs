@@ -183,21 +183,22 @@ fn redis_conn(url: &str) -> Res<redis::Connection> {
     Ok(redis::Client::open(url)?.get_connection()?)
 }
 
-/// Total calls of every command but INFO, from `INFO commandstats`.
-fn command_calls(c: &mut redis::Connection) -> Res<u64> {
+/// Total calls of, and microseconds in, every command but INFO, from `INFO commandstats`.
+fn command_stats(c: &mut redis::Connection) -> Res<(u64, u64)> {
     let info: String = redis::cmd("INFO").arg("commandstats").query(c)?;
+    let field = |l: &str, name: &str| -> u64 {
+        l.split(name)
+            .nth(1)
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
     Ok(info
         .lines()
         .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum())
+        .fold((0, 0), |(c, u), l| {
+            (c + field(l, "calls="), u + field(l, "usec="))
+        }))
 }
 
 async fn metric(addr: SocketAddr, name: &str) -> Res<u64> {
@@ -214,6 +215,7 @@ struct Row {
     ratio: Option<f64>,
     cmds_per_req: Option<f64>,
     trips_per_req: Option<f64>,
+    redis_us_per_req: Option<f64>,
 }
 
 fn wait_ping(addr: SocketAddr) -> Res<()> {
@@ -313,7 +315,7 @@ fn main() -> Res<()> {
         let mut rows = Vec::new();
         let base = load(base_addr, begin.clone(), conns, secs, None).await?;
         let base_rps = base.rps();
-        rows.push(Row { name: "baseline: fixed Success, no Redis".into(), load: base, ratio: Some(1.0), cmds_per_req: None, trips_per_req: None });
+        rows.push(Row { name: "baseline: fixed Success, no Redis".into(), load: base, ratio: Some(1.0), cmds_per_req: None, trips_per_req: None, redis_us_per_req: None });
 
         let mut max_begin = 0.0;
         for (name, make) in [
@@ -321,10 +323,10 @@ fn main() -> Res<()> {
             ("/i 10 events with segmentation", ev.clone()),
             ("/i heartbeat (session_duration)", heartbeat.clone()),
         ] {
-            let c0 = command_calls(&mut rc)?;
+            let (c0, u0) = command_stats(&mut rc)?;
             let b0 = metric(tally_addr, "tally_commit_batches_total").await?;
             let l = load(tally_addr, make, conns, secs, None).await?;
-            let c1 = command_calls(&mut rc)?;
+            let (c1, u1) = command_stats(&mut rc)?;
             let b1 = metric(tally_addr, "tally_commit_batches_total").await?;
             let n = l.requests.max(1) as f64;
             if max_begin == 0.0 {
@@ -335,11 +337,12 @@ fn main() -> Res<()> {
                 ratio: Some(l.rps() / base_rps),
                 cmds_per_req: Some((c1 - c0) as f64 / n),
                 trips_per_req: Some(2.0 * (b1 - b0) as f64 / n),
+                redis_us_per_req: Some((u1 - u0) as f64 / n),
                 load: l,
             });
         }
         let half = load(tally_addr, begin.clone(), conns, secs, Some(max_begin / 2.0)).await?;
-        rows.push(Row { name: format!("/i begin_session at half max ({:.0}/s, open loop)", max_begin / 2.0), ratio: None, cmds_per_req: None, trips_per_req: None, load: half });
+        rows.push(Row { name: format!("/i begin_session at half max ({:.0}/s, open loop)", max_begin / 2.0), ratio: None, cmds_per_req: None, trips_per_req: None, redis_us_per_req: None, load: half });
 
         // Memory per device: the states of devices the first /i row created.
         let mut sample = 0u64;
@@ -401,34 +404,41 @@ fn main() -> Res<()> {
         }
         let per_app_day = (app_bytes - device_bytes) as f64 / 365.0;
 
-        for (name, method) in [("/o sessions, a year of hourly data (period=365days)", "sessions"), ("/o events, a year of hourly data (period=365days)", "events")] {
+        for (name, method, period) in [
+            ("/o sessions, a year of hourly data, period=30days", "sessions", "30days"),
+            ("/o sessions, a year of hourly data, period=365days", "sessions", "365days"),
+            ("/o events, a year of hourly data, period=30days", "events", "30days"),
+            ("/o events, a year of hourly data, period=365days", "events", "365days"),
+        ] {
             let (yw, yr) = (ywk.clone(), yrk.clone());
-            let make: MakeReq = Arc::new(move |_, _| format!("/o?app_key={yw}&api_key={yr}&method={method}&period=365days"));
+            let make: MakeReq = Arc::new(move |_, _| format!("/o?app_key={yw}&api_key={yr}&method={method}&period={period}"));
             let (st, body) = http(tally_addr, "GET", &make(0, 0), "").await?;
             if st != 200 || body.len() < 1000 {
                 return Err(format!("{method} answer looks wrong: {st} {} bytes", body.len()).into());
             }
-            let c0 = command_calls(&mut rc)?;
+            let (c0, u0) = command_stats(&mut rc)?;
             // One connection: the latency of one read, without queueing behind others.
             let l = load(tally_addr, make, 1, secs, None).await?;
-            let c1 = command_calls(&mut rc)?;
+            let (c1, u1) = command_stats(&mut rc)?;
+            let n = l.requests.max(1) as f64;
             rows.push(Row {
                 name: format!("{name}, {} kB answer, 1 conn", body.len() / 1024),
                 ratio: Some(l.rps() / base_rps),
-                cmds_per_req: Some((c1 - c0) as f64 / l.requests.max(1) as f64),
-                trips_per_req: None,
+                cmds_per_req: Some((c1 - c0) as f64 / n),
+                trips_per_req: Some(1.0),
+                redis_us_per_req: Some((u1 - u0) as f64 / n),
                 load: l,
             });
         }
         let _ = rk;
 
-        println!("\n| scenario | req/s | p50 ms | p99 ms | vs baseline | Redis cmds/req | Redis round trips/req | errors |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!("\n| scenario | req/s | p50 ms | p99 ms | vs baseline | Redis cmds/req | Redis round trips/req | Redis µs/req | errors |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in &rows {
             let f = |v: Option<f64>, d: usize| v.map_or("".to_string(), |x| format!("{x:.d$}"));
             println!(
-                "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} |",
-                r.name, r.load.rps(), r.load.pct(0.5), r.load.pct(0.99), f(r.ratio, 2), f(r.cmds_per_req, 2), f(r.trips_per_req, 3), r.load.errors
+                "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+                r.name, r.load.rps(), r.load.pct(0.5), r.load.pct(0.99), f(r.ratio, 2), f(r.cmds_per_req, 2), f(r.trips_per_req, 3), f(r.redis_us_per_req, 0), r.load.errors
             );
         }
         println!("\nRedis memory per device state: {per_device:.0} bytes (MEMORY USAGE, {sample} devices)");

@@ -132,7 +132,7 @@ fn refresh_unique(field: &str, month: &str) -> bool {
 }
 
 /// Adds one family's counters to `tree` in Countly's nesting.
-fn fill_time<'a>(tree: &mut Tree<'a>, a: &'a Answers, t: &'a TimeReads, q: &Query) {
+fn fill_time(tree: &mut Tree, a: &Answers, t: &TimeReads, q: &Query) {
     let today_m = q.today.month().to_string();
     let today_d = format!("{}.", q.today.day());
     for (ys, slot) in &t.years {

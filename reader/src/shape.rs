@@ -95,28 +95,28 @@ impl Num {
     }
 }
 
+/// Deepest path accepted (year, month, day, hour, value, field, and room to spare).
 const MAX_DEPTH: usize = 8;
 
-struct Entry<'a> {
-    path: [&'a str; MAX_DEPTH],
-    len: usize,
+/// One value: its path in the arena and its number.
+struct Entry {
+    start: u32,
+    end: u32,
     value: Num,
 }
 
-impl Entry<'_> {
-    fn parts(&self) -> &[&str] {
-        &self.path[..self.len]
-    }
-}
-
-/// Flat (path, number) entries that render as one nested JSON object.
+/// Flat (path, number) entries that render as one nested JSON object. Paths are written
+/// once into one byte arena, components separated by `\0`; since `\0` sorts below every
+/// other byte, sorting the joined bytes sorts by components, with one `memcmp` a
+/// comparison and 16-byte moves.
 #[derive(Default)]
-pub struct Tree<'a> {
-    entries: Vec<Entry<'a>>,
+pub struct Tree {
+    arena: Vec<u8>,
+    entries: Vec<Entry>,
 }
 
-impl<'a> Tree<'a> {
-    pub fn new() -> Tree<'a> {
+impl Tree {
+    pub fn new() -> Tree {
         Tree::default()
     }
 
@@ -125,23 +125,25 @@ impl<'a> Tree<'a> {
     }
 
     /// Adds `value` (counter text) at `prefix` + the dotted `field`; zeros are left out.
-    pub fn add(&mut self, prefix: &[&'a str], field: &'a str, value: &str) {
+    pub fn add(&mut self, prefix: &[&str], field: &str, value: &str) {
         let Some(v) = Num::parse(value) else { return };
-        if v.is_zero() {
+        if v.is_zero()
+            || field.contains('\0')
+            || prefix.len() + field.split('.').count() > MAX_DEPTH
+        {
             return;
         }
-        let mut path = [""; MAX_DEPTH];
-        let mut len = 0;
-        for part in prefix.iter().copied().chain(field.split('.')) {
-            if len == MAX_DEPTH {
-                return;
-            }
-            path[len] = part;
-            len += 1;
+        let start = self.arena.len() as u32;
+        for p in prefix {
+            self.arena.extend_from_slice(p.as_bytes());
+            self.arena.push(0);
         }
+        self.arena
+            .extend(field.bytes().map(|b| if b == b'.' { 0 } else { b }));
+        let end = self.arena.len() as u32;
         self.entries.push(Entry {
-            path,
-            len,
+            start,
+            end,
             value: v,
         });
     }
@@ -149,8 +151,8 @@ impl<'a> Tree<'a> {
     /// Adds every field of a hash under `prefix` that `keep` accepts.
     pub fn add_hash(
         &mut self,
-        prefix: &[&'a str],
-        fields: &[(&'a str, &'a str)],
+        prefix: &[&str],
+        fields: &[(&str, &str)],
         keep: impl Fn(&str) -> bool,
     ) {
         for (f, v) in fields {
@@ -162,30 +164,35 @@ impl<'a> Tree<'a> {
 
     /// Renders the object, with `meta` (a rendered JSON object) as its `meta` member if
     /// given. No entries and no meta is `{}`, as Countly answers for no data.
-    pub fn render(mut self, meta: Option<&str>, esc: bool) -> String {
-        self.entries.sort_by(|a, b| a.parts().cmp(b.parts()));
+    pub fn render(self, meta: Option<&str>, esc: bool) -> String {
+        let Tree { arena, mut entries } = self;
+        let path = |e: &Entry| &arena[e.start as usize..e.end as usize];
+        entries.sort_unstable_by(|a, b| path(a).cmp(path(b)));
         // Equal paths add up.
-        let mut merged: Vec<Entry> = Vec::with_capacity(self.entries.len());
-        for e in self.entries {
+        let mut merged: Vec<Entry> = Vec::with_capacity(entries.len());
+        for e in entries {
             match merged.last_mut() {
-                Some(last) if last.parts() == e.parts() => last.value = last.value.plus(e.value),
+                Some(last) if path(last) == path(&e) => last.value = last.value.plus(e.value),
                 _ => merged.push(e),
             }
         }
         let mut out = String::with_capacity(merged.len() * 16 + 64);
         out.push('{');
-        let mut open: Vec<&str> = Vec::new();
+        let mut open: Vec<&[u8]> = Vec::new();
         let mut has_member = vec![false];
         for (i, e) in merged.iter().enumerate() {
-            let parts = e.parts();
+            let p = path(e);
             // A value whose name collides with a level (a metric value called "5") loses.
-            if merged
-                .get(i + 1)
-                .is_some_and(|n| n.len > e.len && n.parts().starts_with(parts))
-            {
-                continue;
+            if let Some(next) = merged.get(i + 1) {
+                let n = path(next);
+                if n.len() > p.len() && n.starts_with(p) && n[p.len()] == 0 {
+                    continue;
+                }
             }
-            let (leaf, dirs) = parts.split_last().unwrap_or((&"", &[]));
+            let parts: Vec<&[u8]> = p.split(|b| *b == 0).collect();
+            let Some((leaf, dirs)) = parts.split_last() else {
+                continue;
+            };
             let common = open.iter().zip(dirs).take_while(|(a, b)| a == b).count();
             while open.len() > common {
                 out.push('}');
@@ -193,12 +200,12 @@ impl<'a> Tree<'a> {
                 has_member.pop();
             }
             for d in &dirs[common..] {
-                member(&mut out, &mut has_member, d, esc);
+                member(&mut out, &mut has_member, utf8(d), esc);
                 out.push('{');
                 open.push(d);
                 has_member.push(false);
             }
-            member(&mut out, &mut has_member, leaf, esc);
+            member(&mut out, &mut has_member, utf8(leaf), esc);
             e.value.write(&mut out);
         }
         for _ in 0..open.len() {
@@ -211,6 +218,11 @@ impl<'a> Tree<'a> {
         out.push('}');
         out
     }
+}
+
+/// Arena slices are cut at `\0` bytes of valid UTF-8, so they are valid UTF-8.
+fn utf8(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or("")
 }
 
 /// Writes `,"key":` (the comma when the object already has members).

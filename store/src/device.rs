@@ -26,7 +26,9 @@
 //!
 //! The state is one Redis string (a packed little-endian blob, version byte first), read
 //! with GET and written with SET inside the group-commit transaction (see
-//! [`crate::commit`]). The blob is [`ENCODED_LEN`] bytes; the measured Redis memory per
+//! [`crate::commit`]). A window is stored as the distances of its set bits from its anchor
+//! when that is shorter than its bitmap, so a device with a few sessions a day takes
+//! about 80 bytes, and none more than [`MAX_ENCODED_LEN`]. The measured Redis memory per
 //! device (key, value and allocator overhead) is reported by `deploy/bench`.
 
 use crate::time::Buckets;
@@ -138,13 +140,14 @@ pub struct DeviceState {
     pub recent: [(u64, u32); DEDUP_SLOTS],
 }
 
-const VERSION: u8 = 1;
-/// Size of the encoded state in bytes.
-pub const ENCODED_LEN: usize = 2 // version, flags
+const VERSION: u8 = 2;
+/// Largest encoded state in bytes (every window dense, every slot used). A device with a
+/// few sessions a day encodes to well under half of it.
+pub const MAX_ENCODED_LEN: usize = 2 // version, flags
     + 6 * 4 + 2 // counters and pending requests
-    + (4 + 108) + (4 + 8) + (4 + 8) + (4 + 4) + (4 + 8) // windows: anchor + bits
-    + SNAPSHOTS * 4
-    + DEDUP_SLOTS * 12;
+    + 5 * (4 + 1) + 108 + 8 + 8 + 4 + 8 // windows: anchor, tag, bitmap
+    + 2 + SNAPSHOTS * 4 // presence mask, snapshots
+    + 1 + DEDUP_SLOTS * 12; // count, fingerprints
 
 /// The stored blob is not a device state this version can read.
 #[derive(Debug, thiserror::Error)]
@@ -165,9 +168,36 @@ impl Writer {
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes())
     }
+    /// A window as its anchor, then either the distances back from the anchor of its set
+    /// bits (when that is shorter) or `0xFF` and the whole bitmap.
     fn window<const N: usize>(&mut self, w: &Window<N>) {
         self.u32(w.anchor);
-        self.0.extend_from_slice(&w.bits);
+        let wide = Window::<N>::BITS > 256;
+        let bits = Window::<N>::BITS;
+        let mut set: Vec<u32> = Vec::new();
+        for (i, byte) in w.bits.iter().enumerate().filter(|(_, b)| **b != 0) {
+            for k in (0..8).filter(|k| byte & (1 << k) != 0) {
+                let p = (i * 8 + k) as u32;
+                let d = (w.anchor % bits + bits - p) % bits;
+                if d <= w.anchor {
+                    set.push(d);
+                }
+            }
+        }
+        let width = if wide { 2 } else { 1 };
+        if set.len() < 0xFF && set.len() * width < N {
+            self.u8(set.len() as u8);
+            for d in set {
+                if wide {
+                    self.u16(d as u16);
+                } else {
+                    self.u8(d as u8);
+                }
+            }
+        } else {
+            self.u8(0xFF);
+            self.0.extend_from_slice(&w.bits);
+        }
     }
 }
 
@@ -194,10 +224,31 @@ impl Reader<'_> {
         Ok(u64::from_le_bytes(self.take()?))
     }
     fn window<const N: usize>(&mut self) -> Result<Window<N>, CorruptState> {
-        Ok(Window {
-            anchor: self.u32()?,
-            bits: self.take()?,
-        })
+        let anchor = self.u32()?;
+        let n = self.u8()?;
+        if n == 0xFF {
+            return Ok(Window {
+                anchor,
+                bits: self.take()?,
+            });
+        }
+        let mut w = Window {
+            anchor,
+            bits: [0; N],
+        };
+        for _ in 0..n {
+            let d = if Window::<N>::BITS > 256 {
+                u32::from(self.u16()?)
+            } else {
+                u32::from(self.u8()?)
+            };
+            if d >= Window::<N>::BITS || d > anchor {
+                return Err(CorruptState);
+            }
+            let (byte, mask) = Window::<N>::pos(anchor - d);
+            w.bits[byte] |= mask;
+        }
+        Ok(w)
     }
 }
 
@@ -230,7 +281,7 @@ impl DeviceState {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer(Vec::with_capacity(ENCODED_LEN));
+        let mut w = Writer(Vec::with_capacity(MAX_ENCODED_LEN));
         w.u8(VERSION);
         w.u8(u8::from(self.session_open));
         for v in [
@@ -249,12 +300,21 @@ impl DeviceState {
         w.window(&self.weeks);
         w.window(&self.months);
         w.window(&self.years);
-        for s in self.snapshots {
-            w.u32(s);
+        let mask = self
+            .snapshots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s != 0)
+            .fold(0u16, |m, (i, _)| m | 1 << i);
+        w.u16(mask);
+        for s in self.snapshots.iter().filter(|s| **s != 0) {
+            w.u32(*s);
         }
-        for (f, at) in self.recent {
-            w.u64(f);
-            w.u32(at);
+        let recent: Vec<&(u64, u32)> = self.recent.iter().filter(|(_, at)| *at != 0).collect();
+        w.u8(recent.len() as u8);
+        for (f, at) in recent {
+            w.u64(*f);
+            w.u32(*at);
         }
         w.0
     }
@@ -281,10 +341,17 @@ impl DeviceState {
             years: r.window()?,
             ..Default::default()
         };
-        for slot in s.snapshots.iter_mut() {
-            *slot = r.u32()?;
+        let mask = r.u16()?;
+        for (i, slot) in s.snapshots.iter_mut().enumerate() {
+            if mask & (1 << i) != 0 {
+                *slot = r.u32()?;
+            }
         }
-        for slot in s.recent.iter_mut() {
+        let n = usize::from(r.u8()?);
+        if n > DEDUP_SLOTS {
+            return Err(CorruptState);
+        }
+        for slot in s.recent.iter_mut().take(n) {
             *slot = (r.u64()?, r.u32()?);
         }
         if !r.0.is_empty() {
@@ -335,10 +402,23 @@ mod tests {
         s.snapshots[3] = 99;
         s.remember_request(42, 1000);
         let bytes = s.encode();
-        assert_eq!(bytes.len(), ENCODED_LEN);
-        assert_eq!(DeviceState::decode(&bytes).ok(), Some(s));
+        assert!(bytes.len() < MAX_ENCODED_LEN / 2, "{} bytes", bytes.len());
+        assert_eq!(DeviceState::decode(&bytes).ok(), Some(s.clone()));
         assert!(DeviceState::decode(&bytes[1..]).is_err());
+        assert!(DeviceState::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(DeviceState::decode(b"").is_err());
+        // A device active every hour for 36 days: dense windows, still bounded.
+        for h in 0..864 {
+            s.hours.mark(500_000 + h);
+            s.days.mark(20_000 + h / 24);
+        }
+        for i in 0..SNAPSHOTS {
+            s.snapshots[i] = 7;
+        }
+        s.remember_request(43, 1001);
+        let dense = s.encode();
+        assert!(dense.len() <= MAX_ENCODED_LEN, "{} bytes", dense.len());
+        assert_eq!(DeviceState::decode(&dense).ok(), Some(s));
     }
 
     #[test]
