@@ -1,0 +1,276 @@
+//! Nothing acknowledged is lost, nothing is counted twice: crashes of Redis and of Tally,
+//! Redis outages, graceful shutdown and retries, with real processes.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tally_store::embedded::{free_port, EmbeddedOptions, EmbeddedRedis};
+
+fn strict_redis(tag: &str) -> EmbeddedRedis {
+    let mut o = EmbeddedOptions::new(temp_dir(tag));
+    o.fsync = "always".into();
+    EmbeddedRedis::start(o).expect("redis-server")
+}
+
+/// Counts of what the load saw.
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    unavailable: AtomicU64,
+    failed_connections: AtomicU64,
+    other: AtomicU64,
+}
+
+/// Sends distinct single-event requests from `threads` threads until `stop`.
+fn load(
+    addr: Arc<std::sync::Mutex<String>>,
+    key: String,
+    threads: usize,
+    stop: Arc<AtomicBool>,
+    t: Arc<Tally>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..threads)
+        .map(|th| {
+            let (addr, key, stop, t) = (addr.clone(), key.clone(), stop.clone(), t.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    let path = format!(
+                        "/i?{}",
+                        qs(&[
+                            p("app_key", &key),
+                            p("device_id", format!("t{th}-{i}")),
+                            p("timestamp", NOW),
+                            p("events", json!([{"key": "k", "count": 1}]).to_string()),
+                        ])
+                    );
+                    t.sent.fetch_add(1, Ordering::SeqCst);
+                    let a = addr.lock().map(|a| a.clone()).unwrap_or_default();
+                    let Ok(r) = try_http(&a, "GET", &path, &[], b"") else {
+                        t.failed_connections.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    match r.status {
+                        200 if r.body.contains("Success") => t.acked.fetch_add(1, Ordering::SeqCst),
+                        503 => t.unavailable.fetch_add(1, Ordering::SeqCst),
+                        0 => t.failed_connections.fetch_add(1, Ordering::SeqCst),
+                        _ => t.other.fetch_add(1, Ordering::SeqCst),
+                    };
+                }
+            })
+        })
+        .collect()
+}
+
+fn count_of(t: &TestApp, k: &Keys) -> i64 {
+    at(&t.o(k, "events", &[p("event", "k")]), &["2024", "c"])
+        .as_i64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn redis_outage_gives_fast_503s_and_recovers_without_restart() {
+    let redis = strict_redis("outage");
+    let mut t = TestApp::spawn_on(redis, |c| c.redis_timeout = Duration::from_millis(300));
+    let k = t.create_app("UTC");
+    t.ok(&k, &[p("device_id", "a"), p("begin_session", 1)]);
+    t.redis.kill();
+    let started = Instant::now();
+    let r = t.i(&k, &[p("device_id", "a"), p("session_duration", 10)]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.json()["result"].is_string());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    let o = t.get(&format!(
+        "/o?app_key={}&api_key={}&method=sessions",
+        k.write, k.read
+    ));
+    assert_eq!(o.status, 503);
+    assert_eq!(t.get("/ready").status, 503);
+    assert_eq!(t.get("/ping").status, 200);
+    assert_eq!(t.get("/health").status, 200);
+    t.redis.restart().expect("redis restarts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.get("/ready").status != 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.ok(&k, &[p("device_id", "a"), p("session_duration", 10)]);
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(
+        (at(&s, &["2024", "t"]), at(&s, &["2024", "d"])),
+        (&json!(1), &json!(10))
+    );
+}
+
+#[test]
+fn a_retry_of_a_failed_write_counts_exactly_once() {
+    let redis = strict_redis("retry");
+    let mut t = TestApp::spawn_on(redis, |c| c.redis_timeout = Duration::from_millis(300));
+    let k = t.create_app("UTC");
+    let req = [
+        p("device_id", "r"),
+        p("timestamp", NOW),
+        p("events", json!([{"key": "k"}]).to_string()),
+    ];
+    // Order 1: the write fails, the SDK retries: counted once, not zero times.
+    t.redis.kill();
+    assert_eq!(t.i(&k, &req).status, 503);
+    t.redis.restart().expect("redis restarts");
+    let mut r = t.i(&k, &req);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.status == 503 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        r = t.i(&k, &req);
+    }
+    assert_eq!(r.json(), json!({"result": "Success"}));
+    // Order 2: the write succeeded, the answer was lost, the SDK retries: counted once.
+    assert_eq!(
+        t.i(&k, &req).json(),
+        json!({"result": "Success", "info": "Request ignored: Duplicate request"})
+    );
+    assert_eq!(count_of(&t, &k), 1);
+}
+
+#[test]
+fn acknowledged_writes_survive_a_redis_crash() {
+    let redis = strict_redis("crash");
+    let mut t = TestApp::spawn_on(redis, |c| c.redis_timeout = Duration::from_millis(500));
+    let k = t.create_app("UTC");
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let addr = Arc::new(std::sync::Mutex::new(t.addr.clone()));
+    let workers = load(addr, k.write.clone(), 8, stop.clone(), tally.clone());
+    std::thread::sleep(Duration::from_millis(700));
+    t.redis.kill();
+    std::thread::sleep(Duration::from_millis(400));
+    t.redis.restart().expect("redis restarts");
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.join().ok();
+    }
+    let (sent, acked) = (
+        tally.sent.load(Ordering::SeqCst),
+        tally.acked.load(Ordering::SeqCst),
+    );
+    assert_eq!(tally.other.load(Ordering::SeqCst), 0, "only 200 or 503");
+    assert!(
+        tally.unavailable.load(Ordering::SeqCst) > 0,
+        "the crash was noticed"
+    );
+    let counted = count_of(&t, &k) as u64;
+    // Every acknowledged request is counted; a failed one may have been applied before
+    // its answer was lost, so the count may exceed the acknowledgements, never `sent`.
+    assert!(
+        counted >= acked && counted <= sent,
+        "sent {sent}, acked {acked}, counted {counted}"
+    );
+}
+
+fn spawn_tally(redis_url: &str, bind: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+        .env("REDIS_URL", redis_url)
+        .env("TALLY_BIND", bind)
+        .env("TALLY_ADMIN_KEY", "test-admin-key")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tally")
+}
+
+fn wait_up(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if try_http(addr, "GET", "/ping", &[], b"").is_ok_and(|r| r.status == 200) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    panic!("tally did not start on {addr}");
+}
+
+/// Runs load against a real `tally` process, stops it with `signal`, starts it again and
+/// checks that every acknowledged request is counted.
+fn process_stop_loses_nothing(signal: &str) {
+    let redis = start_redis("proc");
+    let bind = format!("127.0.0.1:{}", free_port().expect("port"));
+    let mut child = spawn_tally(&redis.url(), &bind);
+    wait_up(&bind);
+    let body = json!({"name": "p", "timezone": "UTC", "lock_key": "test-admin-key"}).to_string();
+    let v = http(
+        &bind,
+        "POST",
+        "/project/create",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .json();
+    let k = Keys {
+        id: v["project"].as_str().unwrap_or_default().into(),
+        write: v["write_key"].as_str().unwrap_or_default().into(),
+        read: v["read_key"].as_str().unwrap_or_default().into(),
+        master: v["master_key"].as_str().unwrap_or_default().into(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let addr = Arc::new(std::sync::Mutex::new(bind.clone()));
+    let workers = load(addr, k.write.clone(), 8, stop.clone(), tally.clone());
+    std::thread::sleep(Duration::from_millis(800));
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(child.id().to_string())
+        .status();
+    assert!(status.map(|s| s.success()).unwrap_or(false));
+    let exit = child.wait().expect("tally exits");
+    if signal == "-TERM" {
+        assert!(exit.success(), "a graceful stop exits 0, got {exit}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.join().ok();
+    }
+    let mut again = spawn_tally(&redis.url(), &bind);
+    wait_up(&bind);
+    let (sent, acked) = (
+        tally.sent.load(Ordering::SeqCst),
+        tally.acked.load(Ordering::SeqCst),
+    );
+    // The events carry NOW (2024) as their time; this process runs on the real clock.
+    let period = enc(&format!("[{},{}]", (NOW - DAY) * 1000, (NOW + DAY) * 1000));
+    let path = format!(
+        "/o?app_key={}&api_key={}&method=events&event=k&period={period}",
+        k.write, k.read
+    );
+    let v = http(&bind, "GET", &path, &[], b"").json();
+    let counted = at(&v, &["2024", "c"]).as_u64().unwrap_or(0);
+    again.kill().ok();
+    again.wait().ok();
+    assert!(acked > 100, "the load ran ({acked} acknowledged)");
+    assert_eq!(tally.other.load(Ordering::SeqCst), 0);
+    assert!(
+        counted >= acked && counted <= sent,
+        "{signal}: sent {sent}, acked {acked}, counted {counted}"
+    );
+}
+
+#[test]
+fn acknowledged_writes_survive_killing_tally() {
+    process_stop_loses_nothing("-KILL");
+}
+
+#[test]
+fn sigterm_drains_and_flushes_before_exit() {
+    process_stop_loses_nothing("-TERM");
+}
