@@ -131,6 +131,10 @@ pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Runnin
         shared: shared.clone(),
         committer,
         geo,
+        limiter: tally_collector::ratelimit::RateLimiter::new(
+            cfg.limits.rate_limit,
+            cfg.limits.rate_burst,
+        ),
     });
     let reader = web::Data::new(Reader {
         shared: shared.clone(),

@@ -85,3 +85,88 @@ pub async fn create(
         .to_string(),
     ))
 }
+
+/// Parameters of the master-key routes: from the query string, overridden by a JSON body.
+async fn admin_params(
+    req: &HttpRequest,
+    payload: web::Payload,
+    st: &Aggregator,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let mut p = serde_json::Map::new();
+    for (k, v) in tally_store::http::decode_pairs(req.query_string().as_bytes())? {
+        p.insert(k, v.into());
+    }
+    let body = read_body(payload, st.shared.limits.max_body_bytes).await?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        match serde_json::from_slice(&body) {
+            Ok(serde_json::Value::Object(o)) => p.extend(o),
+            _ => return Err(ApiError::bad("Request body must be a JSON object")),
+        }
+    }
+    Ok(p)
+}
+
+/// The app named by `project`, when the request carries its master key (header
+/// `master_key`, or `master_key` in the body).
+async fn master_app(
+    req: &HttpRequest,
+    p: &serde_json::Map<String, serde_json::Value>,
+    st: &Aggregator,
+) -> Result<std::sync::Arc<apps::App>, ApiError> {
+    let shared = &st.shared;
+    let id = p
+        .get("project")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| ApiError::bad("Missing parameter \"project\""))?;
+    let id =
+        tally_store::keys::AppId::parse(id).ok_or_else(|| ApiError::invalid_param("project"))?;
+    let given = req
+        .headers()
+        .get("master_key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| p.get("master_key").and_then(|v| v.as_str()))
+        .ok_or_else(|| ApiError::Unauthorized("Missing master_key".into()))?;
+    let app = shared
+        .apps
+        .by_id(&shared.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Project does not exist".into()))?;
+    if !keys_equal(given, &app.master_key) {
+        return Err(ApiError::Forbidden("Invalid master_key".into()));
+    }
+    Ok(app)
+}
+
+/// `DELETE /project/delete`: removes every key of the app (SCAN + UNLINK in batches).
+pub async fn delete(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<Aggregator>,
+) -> Result<HttpResponse, ApiError> {
+    let p = admin_params(&req, payload, &st).await?;
+    let app = master_app(&req, &p, &st).await?;
+    let deleted = apps::delete(&st.shared.pool, &app).await?;
+    st.shared.apps.clear();
+    Ok(json_response(
+        json!({"result": "Success", "deleted_keys": deleted}).to_string(),
+    ))
+}
+
+/// `DELETE /project/device`: forgets one device (the right to erasure).
+pub async fn forget_device(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<Aggregator>,
+) -> Result<HttpResponse, ApiError> {
+    let p = admin_params(&req, payload, &st).await?;
+    let app = master_app(&req, &p, &st).await?;
+    let device = p
+        .get("device_id")
+        .and_then(|v| v.as_str())
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| ApiError::bad("Missing parameter \"device_id\""))?;
+    let forgotten = apps::forget_device(&st.shared.pool, &app.id, device).await?;
+    Ok(json_response(
+        json!({"result": "Success", "forgotten": forgotten}).to_string(),
+    ))
+}

@@ -8,6 +8,7 @@
 pub mod geo;
 pub mod params;
 pub mod plan;
+pub mod ratelimit;
 pub mod request;
 mod routes;
 pub mod sanitize;
@@ -22,6 +23,7 @@ pub struct Collector {
     pub committer: Committer,
     /// IP-to-country lookups, when `TALLY_GEOIP_DB` is set.
     pub geo: Option<std::sync::Arc<geo::Geo>>,
+    pub limiter: ratelimit::RateLimiter,
 }
 
 /// Mounts `/i` and `/i/bulk` (GET and POST, as Countly accepts both everywhere).

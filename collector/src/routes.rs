@@ -106,6 +106,13 @@ fn client_country(req: &HttpRequest, p: &Params, st: &Collector) -> Option<Strin
     geo.country(ip)
 }
 
+/// The app's rate limit: 429 with `Retry-After` when it is exceeded.
+fn limit(st: &Collector, app: &App, weight: usize) -> Result<(), ApiError> {
+    st.limiter
+        .take(&app.id, weight, std::time::Instant::now())
+        .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })
+}
+
 async fn app_for(st: &Collector, key: &str) -> Result<Arc<App>, ApiError> {
     st.shared
         .apps
@@ -134,6 +141,7 @@ pub async fn ingest(
     if let Some(salt) = &app.salt {
         verify_checksum(&inc, salt)?;
     }
+    limit(&st, &app, 1)?;
     let now = st.shared.clock.now_secs();
     let country = client_country(&req, &inc.params, &st);
     let wr = WriteRequest::from_params(&inc.params, &st.shared.limits, now, country)?;
@@ -224,6 +232,10 @@ pub async fn bulk(
             Ok(wr) => items.push((index, Item::new(app, wr, now))),
             Err(e) => rejected.push(json!({"index": index, "result": e.to_string()})),
         }
+    }
+    for app in apps.values() {
+        let n = items.iter().filter(|(_, it)| it.app.id == app.id).count();
+        limit(&st, app, n)?;
     }
     if items.is_empty() {
         let msg = if rejected.is_empty() {

@@ -228,3 +228,55 @@ mod tests {
         assert!(!keys_equal("", ""));
     }
 }
+
+/// How many keys one SCAN step returns and one UNLINK removes.
+const DELETE_BATCH: usize = 500;
+
+/// Deletes every key of an app, then the app itself. Keys are found with SCAN and removed
+/// with UNLINK, a batch at a time, so Redis is never blocked (no KEYS, no huge DEL).
+/// Returns the number of keys removed.
+pub async fn delete(pool: &Pool, app: &App) -> Result<u64, StoreError> {
+    let pattern = keys::app_pattern(&app.id);
+    let mut cursor: u64 = 0;
+    let mut deleted: u64 = 0;
+    loop {
+        let mut scan = redis::pipe();
+        scan.cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(DELETE_BATCH);
+        let ((next, batch),): ((u64, Vec<String>),) = run(pool, &scan).await?;
+        if !batch.is_empty() {
+            let mut unlink = redis::pipe();
+            unlink.cmd("UNLINK").arg(&batch);
+            let (n,): (u64,) = run(pool, &unlink).await?;
+            deleted += n;
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("UNLINK")
+        .arg(keys::app_record(&app.id))
+        .arg(keys::app_by_write_key(&app.write_key))
+        .ignore()
+        .srem(keys::APPS, app.id.as_str())
+        .ignore();
+    run::<()>(pool, &pipe).await?;
+    Ok(deleted + 2)
+}
+
+/// Forgets one device: its state (first and last seen, session, activity windows, metric
+/// snapshots, recent request fingerprints). Pre-aggregated counters are sums over many
+/// devices and keep what the device contributed. Returns whether there was a state.
+pub async fn forget_device(pool: &Pool, app: &AppId, device_id: &str) -> Result<bool, StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("UNLINK").arg(keys::device(app, device_id));
+    let (n,): (u64,) = run(pool, &pipe).await?;
+    Ok(n > 0)
+}

@@ -43,6 +43,10 @@ pub struct Limits {
     /// `/o` answers include hour buckets for the last this many days of their period
     /// (0: none); longer periods answer days, weeks, months and years.
     pub hourly_days: i64,
+    /// Requests per second one app may send to one collector process (0: no limit).
+    pub rate_limit: f64,
+    /// Largest burst above the rate, in requests.
+    pub rate_burst: f64,
 }
 
 impl Default for Limits {
@@ -64,6 +68,8 @@ impl Default for Limits {
             max_future_secs: 86_400,
             session_cooldown_secs: 15,
             hourly_days: 7,
+            rate_limit: 20_000.0,
+            rate_burst: 40_000.0,
         }
     }
 }
@@ -132,6 +138,8 @@ impl Config {
             max_future_secs: parse("TALLY_MAX_FUTURE_SECS", d.max_future_secs)?,
             session_cooldown_secs: parse("TALLY_SESSION_COOLDOWN_SECS", d.session_cooldown_secs)?,
             hourly_days: parse("TALLY_HOURLY_DAYS", d.hourly_days)?,
+            rate_limit: parse("TALLY_RATE_LIMIT", d.rate_limit)?,
+            rate_burst: parse("TALLY_RATE_BURST", d.rate_burst)?,
         };
         Ok(Config {
             bind: var("TALLY_BIND").unwrap_or_else(|| "127.0.0.1:3001".into()),

@@ -121,6 +121,43 @@ pub fn try_http(
     })
 }
 
+fn start_server(
+    cfg: Config,
+    url: String,
+    clock: Arc<ManualClock>,
+) -> (
+    String,
+    actix_web::dev::ServerHandle,
+    std::thread::JoinHandle<()>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let running = tally::start(&cfg, &url, clock).expect("tally starts");
+            tx.send((running.addr, running.server.handle())).ok();
+            running.run().await.ok();
+        })
+    });
+    let (addr, server) = rx.recv().expect("server address");
+    (addr.to_string(), server, thread)
+}
+
+/// Another server on a [`TestApp`]'s Redis.
+pub struct Peer {
+    pub addr: String,
+    server: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            actix_web::rt::System::new().block_on(self.server.clone().stop(true));
+            t.join().ok();
+        }
+    }
+}
+
 pub struct Keys {
     pub id: String,
     pub write: String,
@@ -151,21 +188,22 @@ impl TestApp {
         let mut cfg = Config::for_tests(&redis.url());
         tweak(&mut cfg);
         let clock = ManualClock::new(NOW * 1000);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let url = redis.url();
-        let c = clock.clone();
-        let thread = std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let running = tally::start(&cfg, &url, c).expect("tally starts");
-                tx.send((running.addr, running.server.handle())).ok();
-                running.run().await.ok();
-            })
-        });
-        let (addr, server) = rx.recv().expect("server address");
+        let (addr, server, thread) = start_server(cfg, redis.url(), clock.clone());
         TestApp {
-            addr: addr.to_string(),
+            addr,
             redis,
             clock,
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    /// A second Tally process-equivalent (own committer, own pool) on the same Redis.
+    pub fn peer(&self) -> Peer {
+        let cfg = Config::for_tests(&self.redis.url());
+        let (addr, server, thread) = start_server(cfg, self.redis.url(), self.clock.clone());
+        Peer {
+            addr,
             server,
             thread: Some(thread),
         }

@@ -1,0 +1,179 @@
+//! Property tests of the request parser and the increment planner: no input makes them
+//! panic, and whatever they accept plans only well-formed writes. Bounded for CI
+//! (`PROPTEST_CASES`, default 256 per property).
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tally_collector::params::Params;
+use tally_collector::plan::{plan_item, Item};
+use tally_collector::request::WriteRequest;
+use tally_store::apps::App;
+use tally_store::commit::Batch;
+use tally_store::config::Limits;
+use tally_store::keys::AppId;
+
+const NOW: i64 = 1_729_593_000;
+
+fn app() -> Arc<App> {
+    Arc::new(App {
+        id: AppId::generate(),
+        name: "p".into(),
+        timezone: chrono_tz::Europe::Istanbul,
+        write_key: "w".into(),
+        read_key: "r".into(),
+        master_key: "m".into(),
+        public_read: false,
+        salt: None,
+        created: 0,
+    })
+}
+
+/// Small JSON values of any shape.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".{0,12}".prop_map(Value::from),
+        "[a.$ 1]{0,6}".prop_map(Value::from),
+        prop_oneof![
+            Just("$x.y"),
+            Just("5"),
+            Just("31"),
+            Just("a\u{0}b"),
+            Just(""),
+            Just("[CLY]_view")
+        ]
+        .prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,8}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Event lists close to what SDKs send, with hostile values mixed in.
+fn events() -> impl Strategy<Value = Value> {
+    let event = (
+        prop_oneof![
+            ".{0,20}".prop_map(Value::from),
+            "[a.$]{0,4}".prop_map(Value::from),
+            json_value()
+        ],
+        prop_oneof![(0i64..1000).prop_map(Value::from), json_value()],
+        json_value(),
+        prop::collection::btree_map("[a.$ 1]{0,4}|.{0,10}", json_value(), 0..5),
+        prop_oneof![
+            Just(Value::Null),
+            (946_684_800i64..NOW).prop_map(Value::from),
+            json_value()
+        ],
+    )
+        .prop_map(|(key, count, sum, seg, ts)| {
+            json!({"key": key, "count": count, "sum": sum,
+                "segmentation": Value::Object(seg.into_iter().collect()), "timestamp": ts})
+        });
+    prop_oneof![
+        prop::collection::vec(event, 0..8).prop_map(Value::Array),
+        json_value()
+    ]
+}
+
+fn check_plan(p: &Params) {
+    let limits = Limits::default();
+    let Ok(req) = WriteRequest::from_params(p, &limits, NOW, None) else {
+        return;
+    };
+    let app = app();
+    let tag = format!("{{{}}}:", app.id);
+    let item = Item::new(app, req, NOW);
+    let mut batch = Batch::default();
+    plan_item(&mut batch, &item, &limits);
+    for (key, field, value) in batch.increments() {
+        assert!(key.starts_with(&tag), "{key}");
+        // Countly's paths: at most 3 levels below the hash (`22.Android.t`, `w43.f.1`), no
+        // empty level, and a counter name (or a range under f, l, ds) at the end. A value
+        // with a dot left in it would break this.
+        let parts: Vec<&str> = field.split('.').collect();
+        assert!(
+            parts.len() <= 3 && parts.iter().all(|c| !c.is_empty()),
+            "{key} {field:?}"
+        );
+        let leaf = parts[parts.len() - 1];
+        let range = parts.len() >= 2
+            && ["f", "l", "ds"].contains(&parts[parts.len() - 2])
+            && leaf.parse::<u32>().is_ok();
+        assert!(
+            range || ["t", "n", "u", "e", "d", "c", "s", "dur"].contains(&leaf),
+            "{key} {field:?}"
+        );
+        let v: f64 = value.parse().unwrap_or(f64::NAN);
+        assert!(v.is_finite(), "{key} {field} {value}");
+    }
+}
+
+fn metric_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("_os".to_string()),
+        Just("_os_version".to_string()),
+        Just("_device".to_string()),
+        Just("_carrier".to_string()),
+        Just("_app_version".to_string()),
+        Just("_density".to_string()),
+        Just("_locale".to_string()),
+        ".{0,6}".prop_map(String::from),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_query_string_is_parsed_or_refused(raw in prop::collection::vec(any::<u8>(), 0..400)) {
+        let q = String::from_utf8_lossy(&raw).into_owned();
+        if let Ok(p) = Params::from_request(&q, "", b"", 16) {
+            check_plan(&p);
+        }
+        let _ = Params::from_request("", "application/json", &raw, 16);
+    }
+
+    #[test]
+    fn any_json_body_is_parsed_or_refused(body in json_value()) {
+        let bytes = body.to_string().into_bytes();
+        if let Ok(p) = Params::from_request("", "application/json", &bytes, 16) {
+            check_plan(&p);
+        }
+    }
+
+    #[test]
+    fn sdk_like_requests_plan_well_formed_writes(
+        events in events(),
+        metrics in prop::collection::btree_map(metric_name(), json_value(), 0..6),
+        begin in any::<bool>(),
+        end in any::<bool>(),
+        duration in prop_oneof![Just(Value::Null), any::<i32>().prop_map(Value::from), json_value()],
+        ts in prop_oneof![
+            Just(Value::Null),
+            (946_684_800i64..NOW + 100_000).prop_map(Value::from),
+            (946_684_800_000i64..NOW * 1000).prop_map(Value::from),
+            json_value()
+        ],
+        country in prop_oneof![Just(Value::Null), "[A-Za-z]{2}".prop_map(Value::from), json_value()],
+    ) {
+        let body = json!({
+            "app_key": "w", "device_id": "d", "events": events,
+            "metrics": Value::Object(metrics.into_iter().collect()),
+            "begin_session": begin, "end_session": end, "session_duration": duration,
+            "timestamp": ts, "country_code": country,
+        });
+        let p = Params::from_request("", "application/json", body.to_string().as_bytes(), 16);
+        prop_assert!(p.is_ok());
+        if let Ok(p) = p {
+            check_plan(&p);
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Least privilege, rate limits, erasure and deletion, and exactness across collectors.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::sync::Arc;
+
+#[test]
+fn keys_only_do_their_own_job() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    // The read key cannot write; the write key cannot read (tested in jsonp_and_public_reads).
+    let r = t.get(&format!(
+        "/i?app_key={}&device_id=d&begin_session=1",
+        k.read
+    ));
+    assert_eq!(
+        (r.status, r.json()["result"].clone()),
+        (400, json!("App does not exist"))
+    );
+    let r = t.get(&format!(
+        "/i?app_key={}&device_id=d&begin_session=1",
+        k.master
+    ));
+    assert_eq!(r.status, 400);
+    // The master key reads too (it administers the app).
+    let r = t.get(&format!(
+        "/o?app_key={}&api_key={}&method=sessions",
+        k.write, k.master
+    ));
+    assert_eq!(r.status, 200);
+    // Neither the read nor the write key administers.
+    for key in [&k.read, &k.write, &"x".to_string()] {
+        let body = json!({"project": k.id, "master_key": key}).to_string();
+        let r = http(
+            &t.addr,
+            "DELETE",
+            "/project/delete",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    let r = http(
+        &t.addr,
+        "DELETE",
+        &format!("/project/delete?project={}", k.id),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+    let r = http(
+        &t.addr,
+        "DELETE",
+        &format!("/project/delete?project={}", "a".repeat(24)),
+        &[("master_key", "x")],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn a_runaway_app_is_rate_limited() {
+    let t = TestApp::spawn_with(|c| {
+        c.limits.rate_limit = 1.0;
+        c.limits.rate_burst = 5.0;
+    });
+    let k = t.create_app("UTC");
+    let other = t.create_app("UTC");
+    for i in 0..5 {
+        t.ok(
+            &k,
+            &[p("device_id", format!("d{i}")), p("begin_session", 1)],
+        );
+    }
+    let before = t.key_count();
+    let r = t.i(&k, &[p("device_id", "x"), p("begin_session", 1)]);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.json()["result"].is_string());
+    assert_eq!(t.key_count(), before, "a limited request writes nothing");
+    // A bulk counts its requests (one larger than the burst passes only on a full bucket).
+    t.ok(&other, &[p("device_id", "first"), p("begin_session", 1)]);
+    let bulk = json!({"app_key": other.write, "requests": (0..6).map(|i| json!({"device_id": format!("b{i}")})).collect::<Vec<_>>()});
+    assert_eq!(
+        t.post("/i/bulk", "application/json", &bulk.to_string())
+            .status,
+        429
+    );
+    // Other apps are not affected.
+    t.ok(&other, &[p("device_id", "y"), p("begin_session", 1)]);
+    assert_eq!(at(&t.o(&k, "sessions", &[]), &["2024", "t"]), &json!(5));
+}
+
+#[test]
+fn forgetting_a_device_and_deleting_an_app() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let keep = t.create_app("UTC");
+    for i in 0..50 {
+        t.ok(
+            &k,
+            &[
+                p("device_id", format!("d{i}")),
+                p("begin_session", 1),
+                p(
+                    "events",
+                    json!([{"key": format!("e{}", i % 7), "segmentation": {"s": i}}]).to_string(),
+                ),
+            ],
+        );
+    }
+    t.ok(&keep, &[p("device_id", "d0"), p("begin_session", 1)]);
+    // Forget d0: its state goes, so it is a new user again; the counters keep what it did.
+    let forget = |device: &str| {
+        let body = json!({"project": k.id, "device_id": device}).to_string();
+        http(
+            &t.addr,
+            "DELETE",
+            "/project/device",
+            &[
+                ("master_key", &k.master),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+        .json()
+    };
+    assert_eq!(
+        forget("d0"),
+        json!({"result": "Success", "forgotten": true})
+    );
+    assert_eq!(
+        forget("d0"),
+        json!({"result": "Success", "forgotten": false})
+    );
+    t.ok(&k, &[p("device_id", "d0"), p("begin_session", 1)]);
+    assert_eq!(at(&t.o(&k, "sessions", &[]), &["2024", "n"]), &json!(51));
+    // Delete the app: every key of it goes, the other app stays.
+    let keep_keys = {
+        let mut cursor = 0u64;
+        let mut n = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = t.redis_cmd(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{{{}}}:*", keep.id)),
+            );
+            n += batch.len();
+            cursor = next;
+            if cursor == 0 {
+                break n;
+            }
+        }
+    };
+    let before = t.key_count();
+    let r = http(
+        &t.addr,
+        "DELETE",
+        &format!("/project/delete?project={}", k.id),
+        &[("master_key", &k.master)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deleted = r.json()["deleted_keys"].as_u64().unwrap_or(0) as usize;
+    assert!(deleted > 50, "{deleted}");
+    // Left: the other app's keys, its record and key, and the app set.
+    assert_eq!(t.key_count(), keep_keys + 3);
+    assert_eq!(before - deleted, t.key_count());
+    let r = t.i(&k, &[p("device_id", "d1"), p("begin_session", 1)]);
+    assert_eq!(
+        (r.status, r.json()["result"].clone()),
+        (400, json!("App does not exist"))
+    );
+    assert_eq!(
+        t.get(&format!(
+            "/o?app_key={}&api_key={}&method=sessions",
+            k.write, k.read
+        ))
+        .status,
+        401
+    );
+    assert_eq!(at(&t.o(&keep, "sessions", &[]), &["2024", "t"]), &json!(1));
+}
+
+#[test]
+fn two_collectors_stay_exact() {
+    let t = TestApp::spawn();
+    let peer = t.peer();
+    let k = t.create_app("UTC");
+    let addrs = Arc::new(vec![t.addr.clone(), peer.addr.clone()]);
+    // The same retried request arriving at both collectors at once counts once; sessions
+    // of many devices spread over both count exactly.
+    let dup = format!(
+        "/i?{}",
+        qs(&[
+            p("app_key", &k.write),
+            p("device_id", "same"),
+            p("timestamp", NOW),
+            p("events", json!([{"key": "dup"}]).to_string())
+        ])
+    );
+    let handles: Vec<_> = (0..24)
+        .map(|i| {
+            let (addrs, dup, key) = (addrs.clone(), dup.clone(), k.write.clone());
+            std::thread::spawn(move || {
+                let a = &addrs[i % 2];
+                let r = http(a, "GET", &dup, &[], b"");
+                assert_eq!(r.status, 200, "{}", r.body);
+                for j in 0..10 {
+                    let path = format!(
+                        "/i?{}",
+                        qs(&[
+                            p("app_key", &key),
+                            p("device_id", format!("dev{}", (i * 10 + j) % 100)),
+                            p("begin_session", 1),
+                            p("timestamp", NOW + (i * 10 + j) as i64)
+                        ])
+                    );
+                    let r = http(&addrs[(i + j) % 2], "GET", &path, &[], b"");
+                    assert_eq!(r.status, 200, "{}", r.body);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client thread");
+    }
+    assert_eq!(
+        at(&t.o(&k, "events", &[p("event", "dup")]), &["2024", "c"]),
+        &json!(1)
+    );
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(
+        (
+            at(&s, &["2024", "t"]),
+            at(&s, &["2024", "n"]),
+            at(&s, &["2024", "u"])
+        ),
+        (&json!(240), &json!(100), &json!(100))
+    );
+    assert_eq!(at(&s, &["2024", "10", "22", "10", "u"]), &json!(100));
+}
