@@ -3,7 +3,9 @@
 //! - [`period`]: which days an answer covers.
 //! - [`methods`]: which hashes each method reads (pipelined) and how the answer is built.
 //! - [`shape`]: Countly's nested time object and output escaping.
+//! - `dashboard`: the `/dashboard` page and its embedded assets.
 
+mod dashboard;
 pub mod methods;
 pub mod period;
 mod routes;
@@ -18,11 +20,12 @@ pub struct Reader {
     pub shared: Shared,
 }
 
-/// Mounts `/o` (GET and POST) and `/o/sdk`.
+/// Mounts `/o` (GET and POST), `/o/sdk` and `/dashboard`.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Reader>) {
     cfg.app_data(state)
         .route("/o", web::get().to(routes::read))
         .route("/o", web::post().to(routes::read))
         .route("/o/sdk", web::get().to(routes::sdk_config))
-        .route("/o/sdk", web::post().to(routes::sdk_config));
+        .route("/o/sdk", web::post().to(routes::sdk_config))
+        .configure(dashboard::configure);
 }

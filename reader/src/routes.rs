@@ -2,7 +2,7 @@
 
 use crate::methods::{self, Query, USERS_META};
 use crate::period;
-use crate::Reader;
+use crate::{shape, Reader};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::collections::HashMap;
@@ -26,6 +26,7 @@ const METHODS: &[&str] = &[
     "events",
     "get_events",
     "top_events",
+    "app",
 ];
 
 /// Longest accepted JSONP callback name.
@@ -121,6 +122,29 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
     let v = match method {
         "sessions" | "users" | "locations" => {
             methods::family(pool, &q, Family::users(), USERS_META).await?
+        }
+        "app" => {
+            // Tally's own: what a dashboard needs to count days in the app's timezone.
+            use chrono::{Offset, TimeZone};
+            let offset = app
+                .timezone
+                .offset_from_utc_datetime(
+                    &chrono::DateTime::from_timestamp(now, 0)
+                        .unwrap_or_default()
+                        .naive_utc(),
+                )
+                .fix()
+                .local_minus_utc()
+                / 60;
+            serde_json::json!({
+                "_id": app.id.as_str(),
+                "name": shape::escape(&app.name, q.escape),
+                "timezone": app.timezone.name(),
+                "utc_offset_minutes": offset,
+                "today": q.today.to_string(),
+                "now": shared.clock.now_ms(),
+            })
+            .to_string()
         }
         "get_events" => methods::get_events(pool, &app, &shared.limits, q.escape)
             .await?
