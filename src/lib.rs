@@ -36,6 +36,8 @@ pub struct Running {
     pub server: actix_web::dev::Server,
     pub stopper: Stopper,
     pub stats: Arc<CommitStats>,
+    /// The stream consumer, when this process runs one.
+    pub consumer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -44,14 +46,56 @@ impl Running {
     pub async fn run(self) -> std::io::Result<()> {
         let res = self.server.await;
         self.stopper.stop().await;
+        // A consumer stopped mid-batch leaves its entries pending, to be read again.
+        if let Some(c) = self.consumer {
+            c.abort();
+        }
         res
     }
 }
 
 /// `GET /metrics`: Prometheus text format.
-async fn metrics(stats: web::Data<CommitStats>) -> HttpResponse {
+async fn metrics(stats: web::Data<CommitStats>, agg: web::Data<Aggregator>) -> HttpResponse {
     use std::sync::atomic::Ordering::Relaxed;
+    let a = &agg.stats;
+    let gauges = [
+        (
+            "tally_aggregator_lag",
+            "Stream entries not yet delivered to an aggregator.",
+            &a.lag,
+        ),
+        (
+            "tally_aggregator_pending",
+            "Stream entries delivered but not yet rolled up.",
+            &a.pending,
+        ),
+    ];
     let rows = [
+        (
+            "tally_aggregator_processed_total",
+            "Stream entries rolled up.",
+            &a.processed,
+        ),
+        (
+            "tally_aggregator_batches_total",
+            "Rollup transactions committed.",
+            &a.batches,
+        ),
+        (
+            "tally_aggregator_aborted_total",
+            "Rollup transactions aborted after a takeover.",
+            &a.aborted,
+        ),
+        (
+            "tally_aggregator_claimed_total",
+            "Entries taken over from idle consumers.",
+            &a.claimed,
+        ),
+        (
+            "tally_aggregator_errors_total",
+            "Failed aggregator steps (their entries stay pending).",
+            &a.errors,
+        ),
         (
             "tally_commit_batches_total",
             "Group-commit flushes (each is 2 Redis round trips).",
@@ -89,6 +133,12 @@ async fn metrics(stats: web::Data<CommitStats>) -> HttpResponse {
         ),
     ];
     let mut out = String::new();
+    for (name, help, v) in gauges {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}\n",
+            v.load(Relaxed)
+        ));
+    }
     for (name, help, v) in rows {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
@@ -118,6 +168,7 @@ pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Runnin
         clock,
         limits: Arc::new(cfg.limits.clone()),
         admin_key: cfg.admin_key.clone(),
+        backlog: Arc::default(),
     };
     let geo = match &cfg.geoip_db {
         Some(path) => Some(Arc::new(
@@ -139,9 +190,25 @@ pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Runnin
     let reader = web::Data::new(Reader {
         shared: shared.clone(),
     });
-    let aggregator = web::Data::new(Aggregator {
-        shared: shared.clone(),
-    });
+    let aggregator = web::Data::new(Aggregator::new(shared.clone(), &cfg.aggregator));
+    let consumer = if cfg.aggregator.enabled {
+        let (url, agg, acfg) = (
+            redis_url.to_string(),
+            aggregator.clone(),
+            cfg.aggregator.clone(),
+        );
+        // bb8 connects lazily; the consumer retries while Redis is away.
+        Some(tokio::spawn(async move {
+            match tally_aggregator::start_consumer(&url, &agg, &acfg).await {
+                Ok(task) => {
+                    let _ = task.await;
+                }
+                Err(e) => tracing::error!(error = %e, "aggregator consumer could not start"),
+            }
+        }))
+    } else {
+        None
+    };
     let shared = web::Data::new(shared);
     let stats_data = web::Data::from(stats.clone());
     let origin = cfg.cors_origin.clone();
@@ -171,5 +238,6 @@ pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Runnin
         server,
         stopper,
         stats,
+        consumer,
     })
 }

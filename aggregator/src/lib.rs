@@ -1,16 +1,69 @@
 //! The rollup aggregator and the rest of the analytics API.
 //!
-//! So far it serves project administration (`/project/create`, `/project/delete`,
-//! `/project/device`), the part of the Rakam-style API the Countly layer needs. The raw event stream consumer, minute rollups and the
-//! bucket events / realtime APIs come with their own issue.
+//! - [`consumer`]: reads the apps' raw event streams (written by the collector in the same
+//!   transaction as the Countly counters) through a consumer group and keeps minute and
+//!   hour rollups, exactly once.
+//! - [`rollup`]: entries to rollup writes, plain functions.
+//! - `bucket`: the bucket events API over the streams and rollups.
+//! - [`project`]: project administration (`/project/create`, `/project/delete`,
+//!   `/project/device`).
 
+mod bucket;
+pub mod consumer;
 pub mod project;
+pub mod rollup;
 
 use actix_web::web;
+use std::sync::Arc;
+use tally_store::config::AggregatorConfig;
 use tally_store::http::Shared;
 
 pub struct Aggregator {
     pub shared: Shared,
+    pub stats: Arc<consumer::AggregatorStats>,
+    pub retention: rollup::Retention,
+    pub max_limit: usize,
+    pub max_scan: usize,
+}
+
+impl Aggregator {
+    pub fn new(shared: Shared, cfg: &AggregatorConfig) -> Aggregator {
+        Aggregator {
+            shared,
+            stats: Arc::default(),
+            retention: retention(cfg),
+            max_limit: cfg.max_limit,
+            max_scan: cfg.max_scan,
+        }
+    }
+}
+
+pub fn retention(cfg: &AggregatorConfig) -> rollup::Retention {
+    rollup::Retention {
+        minute_secs: cfg.minute_retention.as_secs() as i64,
+        hour_secs: cfg.hour_retention.as_secs() as i64,
+    }
+}
+
+/// Starts the stream consumer on the current runtime.
+pub async fn start_consumer(
+    redis_url: &str,
+    agg: &Aggregator,
+    cfg: &AggregatorConfig,
+) -> Result<tokio::task::JoinHandle<()>, redis::RedisError> {
+    let streams = consumer::stream_pool(redis_url, 2).await?;
+    let ccfg = consumer::ConsumerConfig {
+        batch: cfg.batch,
+        block: cfg.block,
+        claim_idle: cfg.claim_idle,
+        retention: retention(cfg),
+    };
+    Ok(tokio::spawn(consumer::run(
+        streams,
+        agg.shared.clone(),
+        ccfg,
+        agg.stats.clone(),
+    )))
 }
 
 /// Mounts the aggregator's routes.
@@ -20,5 +73,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Aggregator>) {
         .route("/project/delete", web::delete().to(project::delete))
         .route("/project/delete", web::post().to(project::delete))
         .route("/project/device", web::delete().to(project::forget_device))
-        .route("/project/device", web::post().to(project::forget_device));
+        .route("/project/device", web::post().to(project::forget_device))
+        .route(
+            "/api/bucket/{id}/data/events",
+            web::post().to(bucket::retrieve),
+        )
+        .route(
+            "/api/bucket/{id}/data/events/stats",
+            web::post().to(bucket::stats),
+        )
+        .route(
+            "/api/bucket/{id}/data/eventsKeysByApp",
+            web::get().to(bucket::keys_by_app),
+        )
+        .route(
+            "/api/bucket/{id}/data/events/delete_all",
+            web::delete().to(bucket::delete_all),
+        );
 }

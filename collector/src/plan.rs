@@ -265,6 +265,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
                 close_session(b, &users, &mut dev, &ranges("d-ranges"));
             }
             begin_session(b, it, &users, &mut dev, limits);
+            append(b, it, "b", None);
             requests += i64::from(dev.pending_requests);
             dev.pending_requests = 0;
         }
@@ -278,6 +279,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
     }
 
     if req.end_session && dev.session_open {
+        append(b, it, "x", None);
         close_session(b, &users, &mut dev, &ranges("d-ranges"));
         dev.session_open = false;
         dev.last_end = t;
@@ -286,7 +288,9 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
     users.add(b, &[Y, M, D, H], "e", requests);
 
     for e in &req.events {
-        plan_event(b, app, e, &at, limits);
+        if plan_event(b, app, e, &at, limits) {
+            append(b, it, "e", Some(e));
+        }
     }
 
     *b.device(&it.device_key) = dev;
@@ -379,11 +383,43 @@ fn count_value(
     target.add_unique(b, uniq, changed, &format!("{v}.u"));
 }
 
-fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits: &Limits) {
+/// Appends a session begin (`b`), end (`x`) or event (`e`) to the app's raw stream, in
+/// the same transaction as the counters. Times are milliseconds.
+fn append(b: &mut Batch, it: &Item, kind: &'static str, e: Option<&Event>) {
+    let mut f: Vec<(&'static str, String)> = vec![
+        ("t", kind.to_string()),
+        ("d", it.req.device_id.clone()),
+        ("rt", (it.received * 1000).to_string()),
+    ];
+    match e {
+        Some(e) => {
+            f.push(("ts", (e.time * 1000).to_string()));
+            f.push(("k", e.key.clone()));
+            f.push(("c", e.count.to_string()));
+            if let Some(s) = e.sum {
+                f.push(("s", s.to_string()));
+            }
+            if let Some(d) = e.dur {
+                f.push(("u", d.to_string()));
+            }
+            if !e.raw_segments.is_empty() {
+                f.push((
+                    "g",
+                    serde_json::Value::Object(e.raw_segments.clone()).to_string(),
+                ));
+            }
+        }
+        None => f.push(("ts", (it.req.time * 1000).to_string())),
+    }
+    b.append(&keys::stream(&it.app.id), f);
+}
+
+/// Plans one event; false when a limit keeps it out.
+fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits: &Limits) -> bool {
     if e.internal {
         b.add_member(&keys::meta(&app.id, "internal_events"), &e.key);
     } else if !b.admit(&keys::meta(&app.id, "events"), &e.key, limits.event_keys) {
-        return;
+        return false;
     }
     let own;
     let at = if e.time == 0 || Buckets::at(e.time, app.timezone) == *request_at {
@@ -424,6 +460,7 @@ fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits:
             seg.add_float(b, &[Y, M, D], &format!("{v}.dur"), d);
         }
     }
+    true
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub struct Event {
     pub dur: Option<f64>,
     /// Sanitized (segment key, segment value) pairs.
     pub segments: Vec<(String, String)>,
+    /// The segmentation as sent (scalar values as text), for the raw event stream.
+    pub raw_segments: serde_json::Map<String, Value>,
     /// UNIX seconds: the event's own timestamp, else the request's.
     pub time: i64,
 }
@@ -159,6 +161,7 @@ fn parse_event(
         _ => request_time,
     };
     let mut segments = Vec::new();
+    let mut raw_segments = serde_json::Map::new();
     match o.get("segmentation") {
         None | Some(Value::Null) => {}
         Some(Value::Object(seg)) => {
@@ -183,7 +186,8 @@ fn parse_event(
                         limits.max_value_length
                     )));
                 }
-                segments.push((k, sanitize::segment_value(&v)));
+                segments.push((k.clone(), sanitize::segment_value(&v)));
+                raw_segments.insert(k, Value::String(v));
             }
             segments.sort();
             segments.dedup_by(|a, b| a.0 == b.0);
@@ -197,6 +201,7 @@ fn parse_event(
         sum,
         dur,
         segments,
+        raw_segments,
         time,
     }))
 }

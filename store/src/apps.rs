@@ -236,7 +236,30 @@ const DELETE_BATCH: usize = 500;
 /// with UNLINK, a batch at a time, so Redis is never blocked (no KEYS, no huge DEL).
 /// Returns the number of keys removed.
 pub async fn delete(pool: &Pool, app: &App) -> Result<u64, StoreError> {
-    let pattern = keys::app_pattern(&app.id);
+    let deleted = unlink_matching(pool, &keys::app_pattern(&app.id)).await?;
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("UNLINK")
+        .arg(keys::app_record(&app.id))
+        .arg(keys::app_by_write_key(&app.write_key))
+        .ignore()
+        .srem(keys::APPS, app.id.as_str())
+        .ignore();
+    run::<()>(pool, &pipe).await?;
+    Ok(deleted + 2)
+}
+
+/// Deletes an app's raw event stream and its rollups, not its Countly counters.
+pub async fn delete_events(pool: &Pool, app: &AppId) -> Result<u64, StoreError> {
+    let rollups = unlink_matching(pool, &keys::rollup_pattern(app)).await?;
+    let mut pipe = redis::pipe();
+    pipe.cmd("UNLINK").arg(keys::stream(app));
+    let (n,): (u64,) = run(pool, &pipe).await?;
+    Ok(rollups + n)
+}
+
+/// UNLINKs every key matching `pattern`, found with SCAN a batch at a time.
+async fn unlink_matching(pool: &Pool, pattern: &str) -> Result<u64, StoreError> {
     let mut cursor: u64 = 0;
     let mut deleted: u64 = 0;
     loop {
@@ -244,7 +267,7 @@ pub async fn delete(pool: &Pool, app: &App) -> Result<u64, StoreError> {
         scan.cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(&pattern)
+            .arg(pattern)
             .arg("COUNT")
             .arg(DELETE_BATCH);
         let ((next, batch),): ((u64, Vec<String>),) = run(pool, &scan).await?;
@@ -259,16 +282,7 @@ pub async fn delete(pool: &Pool, app: &App) -> Result<u64, StoreError> {
             break;
         }
     }
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("UNLINK")
-        .arg(keys::app_record(&app.id))
-        .arg(keys::app_by_write_key(&app.write_key))
-        .ignore()
-        .srem(keys::APPS, app.id.as_str())
-        .ignore();
-    run::<()>(pool, &pipe).await?;
-    Ok(deleted + 2)
+    Ok(deleted)
 }
 
 /// Forgets one device: its state (first and last seen, session, activity windows, metric

@@ -100,6 +100,8 @@ pub struct Batch {
     devices: HashMap<String, DeviceSlot>,
     sets: HashMap<String, SetSlot>,
     incrs: HashMap<String, HashMap<String, Num>>,
+    /// Stream appends, in order: (stream key, fields).
+    appends: Vec<(String, Vec<(&'static str, String)>)>,
     corrupt_states: u64,
 }
 
@@ -196,6 +198,16 @@ impl Batch {
         }
     }
 
+    /// Appends an entry to a stream in the same transaction as everything else.
+    pub fn append(&mut self, stream: &str, fields: Vec<(&'static str, String)>) {
+        self.appends.push((stream.to_string(), fields));
+    }
+
+    /// The stream entries so far (for tests).
+    pub fn appended(&self) -> &[(String, Vec<(&'static str, String)>)] {
+        &self.appends
+    }
+
     /// Number of distinct counter fields so far.
     pub fn counter_fields(&self) -> usize {
         self.incrs.values().map(HashMap::len).sum()
@@ -216,6 +228,10 @@ pub struct CommitConfig {
     /// Committer tasks, each with its own connection: while one waits for Redis another
     /// plans. WATCH keeps concurrent batches exact (a conflicting batch is planned again).
     pub committers: usize,
+    /// Streams are capped at about this many entries (`XADD MAXLEN ~`).
+    pub stream_max_len: u64,
+    /// Entries older than this are trimmed (`XTRIM MINID ~`, once per stream per flush).
+    pub stream_max_age: Duration,
 }
 
 /// Counters for `/metrics` and the benchmark.
@@ -445,7 +461,7 @@ async fn flush(
         stats
             .counter_writes
             .fetch_add(batch.counter_fields() as u64, Ordering::Relaxed);
-        if write_phase(c, redis, batch).await? {
+        if write_phase(c, redis, cfg, batch).await? {
             return Ok(outcomes);
         }
         stats.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -549,6 +565,7 @@ async fn read_phase(
 async fn write_phase(
     c: &mut MultiplexedConnection,
     redis: &RedisConfig,
+    cfg: &CommitConfig,
     batch: Batch,
 ) -> Result<bool, StoreError> {
     let mut pipe = redis::pipe();
@@ -572,6 +589,32 @@ async fn write_phase(
                 Num::Int(v) => pipe.cmd("HINCRBY").arg(key).arg(field).arg(v).ignore(),
                 Num::Float(v) => pipe.cmd("HINCRBYFLOAT").arg(key).arg(field).arg(v).ignore(),
             };
+        }
+    }
+    let mut trimmed: HashSet<&str> = HashSet::default();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let min_id = now_ms.saturating_sub(cfg.stream_max_age.as_millis() as u64);
+    for (stream, fields) in &batch.appends {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(cfg.stream_max_len)
+            .arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(v);
+        }
+        pipe.add_command(cmd).ignore();
+        if trimmed.insert(stream) {
+            pipe.cmd("XTRIM")
+                .arg(stream)
+                .arg("MINID")
+                .arg("~")
+                .arg(min_id)
+                .ignore();
         }
     }
     if pipe.is_empty() {

@@ -74,6 +74,26 @@ impl Default for Limits {
     }
 }
 
+/// The rollup aggregator's settings.
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    /// Run the stream consumer in this process.
+    pub enabled: bool,
+    /// Entries read per batch.
+    pub batch: usize,
+    pub block: Duration,
+    /// Pending entries idle this long are taken over from their consumer.
+    pub claim_idle: Duration,
+    /// How long minute rollups (and active-device estimates) are kept.
+    pub minute_retention: Duration,
+    /// How long hour rollups are kept.
+    pub hour_retention: Duration,
+    /// Most raw events one bucket API call returns.
+    pub max_limit: usize,
+    /// Most stream entries one raw-events call reads while filtering.
+    pub max_scan: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: String,
@@ -92,6 +112,22 @@ pub struct Config {
     pub cors_origin: String,
     /// A MaxMind-format IP-to-country database, for requests without `country_code`.
     pub geoip_db: Option<PathBuf>,
+    pub aggregator: AggregatorConfig,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        AggregatorConfig {
+            enabled: true,
+            batch: 500,
+            block: Duration::from_millis(1000),
+            claim_idle: Duration::from_secs(30),
+            minute_retention: Duration::from_secs(48 * 3600),
+            hour_retention: Duration::from_secs(35 * 86_400),
+            max_limit: 1000,
+            max_scan: 100_000,
+        }
+    }
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -157,6 +193,11 @@ impl Config {
                 queue: parse("TALLY_WRITE_QUEUE", 50_000)?,
                 max_retries: parse("TALLY_FLUSH_MAX_RETRIES", 16)?,
                 committers: parse("TALLY_COMMITTERS", 1)?,
+                stream_max_len: parse("TALLY_STREAM_MAX_LEN", 1_000_000)?,
+                stream_max_age: Duration::from_secs(parse(
+                    "TALLY_STREAM_MAX_AGE_SECS",
+                    7 * 86_400,
+                )?),
             },
             limits,
             workers: parse(
@@ -166,6 +207,25 @@ impl Config {
             log_json: var("TALLY_LOG_FORMAT").as_deref() == Some("json"),
             cors_origin: var("TALLY_CORS_ORIGIN").unwrap_or_else(|| "*".into()),
             geoip_db: var("TALLY_GEOIP_DB").map(PathBuf::from),
+            aggregator: {
+                let d = AggregatorConfig::default();
+                AggregatorConfig {
+                    enabled: parse("TALLY_AGGREGATOR", 1u8)? == 1,
+                    batch: parse("TALLY_AGG_BATCH", d.batch)?,
+                    block: Duration::from_millis(parse("TALLY_AGG_BLOCK_MS", 1000)?),
+                    claim_idle: Duration::from_millis(parse("TALLY_AGG_CLAIM_IDLE_MS", 30_000)?),
+                    minute_retention: Duration::from_secs(parse(
+                        "TALLY_ROLLUP_MINUTE_SECS",
+                        48 * 3600,
+                    )?),
+                    hour_retention: Duration::from_secs(parse(
+                        "TALLY_ROLLUP_HOUR_SECS",
+                        35 * 86_400,
+                    )?),
+                    max_limit: parse("TALLY_BUCKET_MAX_LIMIT", d.max_limit)?,
+                    max_scan: parse("TALLY_BUCKET_MAX_SCAN", d.max_scan)?,
+                }
+            },
         })
     }
 
@@ -185,12 +245,21 @@ impl Config {
                 queue: 50_000,
                 max_retries: 16,
                 committers: 2,
+                stream_max_len: 1_000_000,
+                stream_max_age: Duration::from_secs(7 * 86_400),
             },
             limits: Limits::default(),
             workers: 2,
             log_json: false,
             cors_origin: "*".into(),
             geoip_db: None,
+            // Off unless a test wants it: the consumer creates stream keys on its own
+            // schedule, which would blur tests that count keys.
+            aggregator: AggregatorConfig {
+                enabled: false,
+                block: Duration::from_millis(100),
+                ..AggregatorConfig::default()
+            },
         }
     }
 

@@ -19,6 +19,9 @@ pub struct Shared {
     pub limits: Arc<Limits>,
     /// `TALLY_ADMIN_KEY`: creating apps needs it; unset means nobody can.
     pub admin_key: Option<String>,
+    /// Raw stream entries not yet rolled up (undelivered + unacknowledged), as the
+    /// aggregator last measured them; `/ready` reports it.
+    pub backlog: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Reads a request body, refusing (413) more than `limit` bytes without buffering them.
@@ -98,7 +101,10 @@ pub async fn ready(st: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
     let mut pipe = ::redis::pipe();
     pipe.cmd("PING");
     let _: (String,) = crate::redis::run(&st.pool, &pipe).await?;
-    Ok(json(r#"{"status":"ready"}"#.into()))
+    let backlog = st.backlog.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(json(
+        serde_json::json!({"status": "ready", "aggregator_backlog": backlog}).to_string(),
+    ))
 }
 
 /// `/ping`, `/health` (process alive) and `/ready` (Redis reachable).

@@ -11,6 +11,11 @@
 //! | `{id}:c:{family}:{Y}:{M}:{D}:h` | hash | the day's hour counters (`H.field`) |
 //! | `{id}:m:{list}` | set | capped meta lists: countries, os, devices, ..., event keys |
 //! | `{id}:m:segs:{e}` / `{id}:m:segv:{e}:{s}` | set | segment keys of an event / values of a segment |
+//! | `{id}:stream` | stream | the raw events and session begins/ends, for the aggregator |
+//! | `{id}:r:m:{minute}` / `{id}:r:h:{hour}` | hash | minute (UTC) / hour (app-local) rollups |
+//! | `{id}:r:u:{minute}` | HyperLogLog | active devices of a minute |
+//! | `{id}:r:apps` / `{id}:r:keys:{app_name}` | set | `app_name` values / event keys per `app_name` |
+//! | `{id}:r:epoch` | string | bumped when an aggregator takes over another's entries |
 //!
 //! Counter families are `users` (sessions, users, locations), the metric families
 //! (`devices`, `carriers`, `device_details`, `density`, `langs`, ...), `e:{e}` for an event
@@ -143,6 +148,46 @@ pub fn segment_values(app: &AppId, event: &str, segment: &str) -> String {
         hash64(event),
         hash64(segment)
     )
+}
+
+/// The app's raw event stream.
+pub fn stream(app: &AppId) -> String {
+    format!("{{{app}}}:stream")
+}
+
+/// Minute rollup of an app: `minute` = UNIX minutes.
+pub fn rollup_minute(app: &AppId, minute: i64) -> String {
+    format!("{{{app}}}:r:m:{minute}")
+}
+
+/// Hour rollup of an app: `hour` = app-local wall-clock hours since 1970.
+pub fn rollup_hour(app: &AppId, hour: i64) -> String {
+    format!("{{{app}}}:r:h:{hour}")
+}
+
+/// Active devices (HyperLogLog) of one minute.
+pub fn active_minute(app: &AppId, minute: i64) -> String {
+    format!("{{{app}}}:r:u:{minute}")
+}
+
+/// The `app_name` segmentation values seen in events.
+pub fn rollup_app_names(app: &AppId) -> String {
+    format!("{{{app}}}:r:apps")
+}
+
+/// The event keys seen with one `app_name`.
+pub fn rollup_keys_by_app(app: &AppId, app_name: &str) -> String {
+    format!("{{{app}}}:r:keys:{:016x}", hash64(app_name))
+}
+
+/// Bumped whenever an aggregator claims another's pending entries of this app.
+pub fn aggregator_epoch(app: &AppId) -> String {
+    format!("{{{app}}}:r:epoch")
+}
+
+/// Every rollup key of an app (not the stream, not the Countly counters).
+pub fn rollup_pattern(app: &AppId) -> String {
+    format!("{{{app}}}:r:*")
 }
 
 /// The glob that matches every key of an app (for SCAN-based deletion).

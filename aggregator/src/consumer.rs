@@ -1,0 +1,383 @@
+//! The stream consumer: reads every app's raw stream through one consumer group, writes
+//! rollups, and acknowledges.
+//!
+//! # Exactly once
+//!
+//! For each batch the rollup increments and the `XACK` of the batch's entries go in one
+//! `MULTI`/`EXEC` (one app's keys share a slot, so this holds on a cluster too). A crash
+//! before `EXEC` leaves the entries pending, and they are read again (by this consumer
+//! after a restart, reading its own pending entries first, or by another after
+//! `TALLY_AGG_CLAIM_IDLE_MS`, with `XAUTOCLAIM`); a crash after it leaves them acknowledged.
+//! Either way an entry counts once. An aggregator that takes over entries bumps the app's
+//! epoch key, which every consumer WATCHes before it reads: a consumer that was only slow,
+//! not dead, then fails its `EXEC` and writes nothing for entries that are no longer its.
+//!
+//! Blocking reads run on dedicated connections from a bb8 pool, never on a multiplexed
+//! connection shared with requests.
+
+use crate::rollup::{rollup, Entry, Retention, Writes};
+use redis::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tally_store::apps::{self, App};
+use tally_store::http::Shared;
+use tally_store::keys::{self, AppId};
+use tally_store::redis::Pool;
+
+/// The consumer group every aggregator shares.
+pub const GROUP: &str = "tally-aggregator";
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Entries read per batch.
+    pub batch: usize,
+    /// How long a read blocks waiting for new entries.
+    pub block: Duration,
+    /// Pending entries idle this long are taken over from their (presumed dead) consumer.
+    pub claim_idle: Duration,
+    pub retention: Retention,
+}
+
+/// What `/metrics` and `/ready` show.
+#[derive(Default, Debug)]
+pub struct AggregatorStats {
+    pub processed: AtomicU64,
+    pub batches: AtomicU64,
+    pub aborted: AtomicU64,
+    pub claimed: AtomicU64,
+    pub errors: AtomicU64,
+    /// Entries not yet delivered to any consumer, over all apps.
+    pub lag: AtomicU64,
+    /// Entries delivered but not yet acknowledged.
+    pub pending: AtomicU64,
+}
+
+pub type StreamPool = bb8::Pool<redis::Client>;
+
+/// A bb8 pool of dedicated connections for blocking stream reads.
+pub async fn stream_pool(url: &str, size: u32) -> Result<StreamPool, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    bb8::Pool::builder().max_size(size).build(client).await
+}
+
+fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tally".into());
+    format!("{host}-{}-{}", std::process::id(), keys::random_hex(3))
+}
+
+/// Runs the consumer until the task is dropped.
+pub async fn run(
+    streams: StreamPool,
+    shared: Shared,
+    cfg: ConsumerConfig,
+    stats: Arc<AggregatorStats>,
+) {
+    let pool = shared.pool.clone();
+    let me = consumer_name();
+    let mut apps: HashMap<AppId, Arc<App>> = HashMap::new();
+    let mut last_refresh: Option<Instant> = None;
+    let mut last_claim = Instant::now();
+    let mut recovering = true;
+    loop {
+        if last_refresh.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
+            match refresh(&streams, &pool, &mut apps, &stats, &shared).await {
+                Ok(()) => last_refresh = Some(Instant::now()),
+                Err(e) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "aggregator: listing apps failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
+        if apps.is_empty() {
+            tokio::time::sleep(cfg.block.min(Duration::from_millis(500))).await;
+            continue;
+        }
+        if last_claim.elapsed() > cfg.claim_idle / 2 {
+            last_claim = Instant::now();
+            match claim(&streams, &apps, &me, &cfg, &stats).await {
+                Ok(n) if n > 0 => recovering = true,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "aggregator: claiming idle entries failed"),
+            }
+        }
+        match step(
+            &streams,
+            &apps,
+            &me,
+            &cfg,
+            recovering,
+            shared.clock.now_secs(),
+        )
+        .await
+        {
+            Ok(Step::Idle) => recovering = false,
+            Ok(Step::Done(n)) => {
+                stats.processed.fetch_add(n as u64, Ordering::Relaxed);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Step::Aborted) => {
+                stats.aborted.fetch_add(1, Ordering::Relaxed);
+                recovering = true;
+            }
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "aggregator: batch failed; its entries stay pending");
+                // A deleted stream loses its group: find the apps again.
+                last_refresh = None;
+                recovering = true;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+enum Step {
+    Idle,
+    Done(usize),
+    Aborted,
+}
+
+type BoxErr = Box<dyn std::error::Error + Send + Sync>;
+
+/// Finds the apps, makes sure each stream has the group, and reads the lag.
+async fn refresh(
+    streams: &StreamPool,
+    pool: &Pool,
+    apps: &mut HashMap<AppId, Arc<App>>,
+    stats: &AggregatorStats,
+    shared: &Shared,
+) -> Result<(), BoxErr> {
+    let ids = apps::list(pool).await?;
+    apps.retain(|id, _| ids.contains(id));
+    for id in ids {
+        if let std::collections::hash_map::Entry::Vacant(slot) = apps.entry(id) {
+            if let Some(app) = apps::by_id(pool, slot.key()).await? {
+                slot.insert(Arc::new(app));
+            }
+        }
+    }
+    let mut conn = streams.get().await?;
+    let (mut lag, mut pending) = (0u64, 0u64);
+    for id in apps.keys() {
+        let stream = keys::stream(id);
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut *conn)
+            .await;
+        if let Err(e) = created {
+            if e.code() != Some("BUSYGROUP") {
+                return Err(e.into());
+            }
+        }
+        let groups: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .query_async(&mut *conn)
+            .await?;
+        for g in groups
+            .iter()
+            .filter(|g| g.get("name").and_then(text).as_deref() == Some(GROUP))
+        {
+            lag += g.get("lag").and_then(int).unwrap_or(0);
+            pending += g.get("pending").and_then(int).unwrap_or(0);
+        }
+    }
+    stats.lag.store(lag, Ordering::Relaxed);
+    stats.pending.store(pending, Ordering::Relaxed);
+    shared.backlog.store(lag + pending, Ordering::Relaxed);
+    Ok(())
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Takes over entries another consumer left pending too long; bumps the app's epoch so
+/// that consumer, if it was only slow, cannot acknowledge them as well.
+async fn claim(
+    streams: &StreamPool,
+    apps: &HashMap<AppId, Arc<App>>,
+    me: &str,
+    cfg: &ConsumerConfig,
+    stats: &AggregatorStats,
+) -> Result<usize, BoxErr> {
+    let mut conn = streams.get().await?;
+    let mut total = 0;
+    for id in apps.keys() {
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(keys::stream(id))
+            .arg(GROUP)
+            .arg(me)
+            .arg(cfg.claim_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(cfg.batch)
+            .arg("JUSTID")
+            .query_async(&mut *conn)
+            .await?;
+        let n = match &reply {
+            Value::Array(parts) => match parts.get(1) {
+                Some(Value::Array(ids)) => ids.len(),
+                _ => 0,
+            },
+            _ => 0,
+        };
+        if n > 0 {
+            let _: i64 = redis::cmd("INCR")
+                .arg(keys::aggregator_epoch(id))
+                .query_async(&mut *conn)
+                .await?;
+            stats.claimed.fetch_add(n as u64, Ordering::Relaxed);
+            total += n;
+        }
+    }
+    Ok(total)
+}
+
+/// Reads one batch (this consumer's pending entries when `recovering`, else new ones),
+/// rolls it up and writes it with its acknowledgements in one transaction.
+async fn step(
+    streams: &StreamPool,
+    apps: &HashMap<AppId, Arc<App>>,
+    me: &str,
+    cfg: &ConsumerConfig,
+    recovering: bool,
+    now: i64,
+) -> Result<Step, BoxErr> {
+    let mut conn = streams.get().await?;
+    let ids: Vec<&AppId> = apps.keys().collect();
+    let mut watch = redis::cmd("WATCH");
+    for id in &ids {
+        watch.arg(keys::aggregator_epoch(id));
+    }
+    let _: () = watch.query_async(&mut *conn).await?;
+    let mut read = redis::cmd("XREADGROUP");
+    read.arg("GROUP")
+        .arg(GROUP)
+        .arg(me)
+        .arg("COUNT")
+        .arg(cfg.batch);
+    if !recovering {
+        read.arg("BLOCK").arg(cfg.block.as_millis() as u64);
+    }
+    read.arg("STREAMS");
+    for id in &ids {
+        read.arg(keys::stream(id));
+    }
+    for _ in &ids {
+        read.arg(if recovering { "0" } else { ">" });
+    }
+    let reply: Value = read.query_async(&mut *conn).await?;
+    let by_stream = parse_read(&reply);
+    let total: usize = by_stream.values().map(|(ids, _)| ids.len()).sum();
+    if total == 0 {
+        let _: () = redis::cmd("UNWATCH").query_async(&mut *conn).await?;
+        return Ok(Step::Idle);
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for app in apps.values() {
+        let stream = keys::stream(&app.id);
+        let Some((entry_ids, entries)) = by_stream.get(&stream) else {
+            continue;
+        };
+        write(
+            &mut pipe,
+            &rollup(&app.id, app.timezone, entries, cfg.retention, now),
+        );
+        pipe.cmd("XACK")
+            .arg(&stream)
+            .arg(GROUP)
+            .arg(entry_ids)
+            .ignore();
+    }
+    let done: Option<Value> = pipe.query_async(&mut *conn).await?;
+    Ok(match done {
+        Some(_) => Step::Done(total),
+        None => Step::Aborted,
+    })
+}
+
+/// Stream key -> (every entry id, the entries this version understands).
+fn parse_read(reply: &Value) -> HashMap<String, (Vec<String>, Vec<Entry>)> {
+    let mut out = HashMap::new();
+    let streams: Vec<(Value, Value)> = match reply {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|s| match s {
+                Value::Array(kv) if kv.len() == 2 => Some((kv[0].clone(), kv[1].clone())),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs.clone(),
+        _ => Vec::new(),
+    };
+    for (name, list) in streams {
+        let Some(name) = text(&name) else { continue };
+        let (ids, entries): &mut (Vec<String>, Vec<Entry>) = out.entry(name).or_default();
+        let Value::Array(list) = list else { continue };
+        for item in list {
+            let Value::Array(parts) = item else { continue };
+            let Some(id) = parts.first().and_then(text) else {
+                continue;
+            };
+            let fields: Vec<(String, String)> = match parts.get(1) {
+                Some(Value::Array(f)) => f
+                    .chunks_exact(2)
+                    .filter_map(|kv| Some((text(&kv[0])?, text(&kv[1])?)))
+                    .collect(),
+                // A pending entry that was trimmed away meanwhile: acknowledge it.
+                _ => Vec::new(),
+            };
+            if let Some(e) = Entry::parse(&id, &fields) {
+                entries.push(e);
+            }
+            ids.push(id);
+        }
+    }
+    out
+}
+
+fn write(pipe: &mut redis::Pipeline, w: &Writes) {
+    for ((k, f), v) in &w.ints {
+        pipe.cmd("HINCRBY").arg(k).arg(f).arg(*v).ignore();
+    }
+    for ((k, f), v) in &w.floats {
+        pipe.cmd("HINCRBYFLOAT").arg(k).arg(f).arg(*v).ignore();
+    }
+    for (k, devices) in &w.devices {
+        pipe.cmd("PFADD")
+            .arg(k)
+            .arg(devices.iter().collect::<Vec<_>>())
+            .ignore();
+    }
+    for (k, members) in &w.members {
+        pipe.cmd("SADD")
+            .arg(k)
+            .arg(members.iter().collect::<Vec<_>>())
+            .ignore();
+    }
+    for (k, secs) in &w.expire_in {
+        pipe.cmd("EXPIRE").arg(k).arg(*secs).ignore();
+    }
+}

@@ -1,0 +1,294 @@
+//! From raw stream entries to rollup writes: plain functions, no I/O.
+//!
+//! Minute rollups are keyed by UNIX minute (a minute is the same minute in every
+//! timezone); hour rollups by the app's local wall-clock hour, so hour and day histograms
+//! follow the app's timezone, DST included. A rollup field is
+//! `{measure}\x1f{event}\x1f{app_name}\x1f{server_name}`, where an empty name means "any":
+//! every event adds to the field without filters and to the ones for its `app_name` and
+//! `server_name` segmentation values, which the bucket API filters by.
+
+use chrono_tz::Tz;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use tally_store::keys::{self, AppId};
+use tally_store::time::Buckets;
+
+/// One raw stream entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub id: String,
+    /// `e` event, `b` session begin, `x` session end.
+    pub kind: String,
+    pub device: String,
+    pub key: String,
+    pub count: i64,
+    pub sum: Option<f64>,
+    pub dur: Option<f64>,
+    pub segmentation: Map<String, Value>,
+    /// Event time, ms.
+    pub ts: i64,
+    /// Receive time, ms.
+    pub received: i64,
+}
+
+impl Entry {
+    /// Reads a stream entry; `None` for anything this version does not know (acknowledged
+    /// and skipped rather than blocking the stream).
+    pub fn parse(id: &str, fields: &[(String, String)]) -> Option<Entry> {
+        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+        let kind = get("t")?.to_string();
+        if !matches!(kind.as_str(), "e" | "b" | "x") {
+            return None;
+        }
+        Some(Entry {
+            id: id.to_string(),
+            device: get("d").unwrap_or_default().to_string(),
+            key: get("k").unwrap_or_default().to_string(),
+            count: get("c").and_then(|c| c.parse().ok()).unwrap_or(1),
+            sum: get("s").and_then(|s| s.parse().ok()),
+            dur: get("u").and_then(|s| s.parse().ok()),
+            segmentation: get("g")
+                .and_then(|g| serde_json::from_str::<Value>(g).ok())
+                .and_then(|v| match v {
+                    Value::Object(m) => Some(m),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            ts: get("ts")?.parse().ok()?,
+            received: get("rt").and_then(|r| r.parse().ok()).unwrap_or(0),
+            kind,
+        })
+    }
+
+    pub fn seg(&self, name: &str) -> Option<&str> {
+        self.segmentation.get(name).and_then(Value::as_str)
+    }
+
+    /// As the bucket events API returns it.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "event_name": self.key,
+            "app_name": self.seg("app_name"),
+            "server_name": self.seg("server_name"),
+            "device_id": self.device,
+            "count": self.count,
+            "sum": self.sum,
+            "dur": self.dur,
+            "segmentation": self.segmentation,
+            "timestamp": self.ts,
+            "received": self.received,
+        })
+    }
+}
+
+/// The rollup field of `measure` for an event, optionally narrowed to an `app_name` and a
+/// `server_name`.
+pub fn field(
+    measure: &str,
+    event: &str,
+    app_name: Option<&str>,
+    server_name: Option<&str>,
+) -> String {
+    let clean = |s: &str| s.replace('\u{1f}', "");
+    format!(
+        "{measure}\u{1f}{}\u{1f}{}\u{1f}{}",
+        clean(event),
+        clean(app_name.unwrap_or("")),
+        clean(server_name.unwrap_or(""))
+    )
+}
+
+/// How long rollups are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub minute_secs: i64,
+    pub hour_secs: i64,
+}
+
+/// The writes for a batch of entries of one app, merged.
+#[derive(Debug, Default, PartialEq)]
+pub struct Writes {
+    /// (key, field) -> increment; sums and durations are floats.
+    pub ints: BTreeMap<(String, String), i64>,
+    pub floats: BTreeMap<(String, String), f64>,
+    /// HyperLogLog key -> devices.
+    pub devices: BTreeMap<String, BTreeSet<String>>,
+    /// Key -> seconds it has left to live (relative, so a test clock works too).
+    pub expire_in: BTreeMap<String, i64>,
+    /// Set key -> members.
+    pub members: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Rolls a batch of one app's entries up. Entries older than a retention add nothing to
+/// the rollups of that size (they would expire at once).
+pub fn rollup(app: &AppId, tz: Tz, entries: &[Entry], keep: Retention, now_secs: i64) -> Writes {
+    let mut w = Writes::default();
+    for e in entries {
+        let secs = e.ts.div_euclid(1000);
+        let minute = secs.div_euclid(60);
+        let hour = i64::from(Buckets::at(secs, tz).hour_index);
+        let mut targets = Vec::new();
+        let m_expire = minute * 60 + 60 + keep.minute_secs;
+        if m_expire > now_secs {
+            let k = keys::rollup_minute(app, minute);
+            w.expire_in.insert(k.clone(), m_expire - now_secs);
+            let hll = keys::active_minute(app, minute);
+            w.expire_in.insert(hll.clone(), m_expire - now_secs);
+            w.devices.entry(hll).or_default().insert(e.device.clone());
+            targets.push(k);
+        }
+        // The hour's start in UTC seconds is within a day of `hour * 3600`.
+        let h_expire = hour * 3600 + 3600 + 86_400 + keep.hour_secs;
+        if h_expire > now_secs {
+            let k = keys::rollup_hour(app, hour);
+            w.expire_in.insert(k.clone(), h_expire - now_secs);
+            targets.push(k);
+        }
+        for key in &targets {
+            match e.kind.as_str() {
+                "b" => *w.ints.entry((key.clone(), "sb".into())).or_default() += 1,
+                "x" => *w.ints.entry((key.clone(), "se".into())).or_default() += 1,
+                _ => {
+                    let (a, s) = (e.seg("app_name"), e.seg("server_name"));
+                    let mut scopes = vec![(None, None)];
+                    if a.is_some() {
+                        scopes.push((a, None));
+                    }
+                    if s.is_some() {
+                        scopes.push((None, s));
+                    }
+                    if a.is_some() && s.is_some() {
+                        scopes.push((a, s));
+                    }
+                    for (a, s) in scopes {
+                        *w.ints
+                            .entry((key.clone(), field("c", &e.key, a, s)))
+                            .or_default() += e.count;
+                    }
+                    if let Some(sum) = e.sum {
+                        *w.floats
+                            .entry((key.clone(), field("s", &e.key, None, None)))
+                            .or_default() += sum;
+                    }
+                    if let Some(dur) = e.dur {
+                        *w.floats
+                            .entry((key.clone(), field("u", &e.key, None, None)))
+                            .or_default() += dur;
+                    }
+                }
+            }
+        }
+        if e.kind == "e" {
+            let a = e.seg("app_name").unwrap_or("");
+            w.members
+                .entry(keys::rollup_app_names(app))
+                .or_default()
+                .insert(a.to_string());
+            w.members
+                .entry(keys::rollup_keys_by_app(app, a))
+                .or_default()
+                .insert(e.key.clone());
+        }
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(key: &str, ts: i64, seg: Value) -> Entry {
+        Entry {
+            id: "1-0".into(),
+            kind: "e".into(),
+            device: "d".into(),
+            key: key.into(),
+            count: 2,
+            sum: Some(1.5),
+            dur: None,
+            segmentation: match seg {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            },
+            ts,
+            received: ts,
+        }
+    }
+
+    #[test]
+    fn events_roll_into_minutes_and_local_hours() {
+        let app = AppId::generate();
+        let keep = Retention {
+            minute_secs: 172_800,
+            hour_secs: 3_024_000,
+        };
+        let now = 1_729_600_000;
+        let ts = 1_729_599_990_000; // 2024-10-22T12:26:30Z, 15:26 in Istanbul
+        let w = rollup(
+            &app,
+            chrono_tz::Europe::Istanbul,
+            &[ev("buy", ts, serde_json::json!({"app_name": "web"}))],
+            keep,
+            now,
+        );
+        let minute = keys::rollup_minute(&app, ts / 60_000);
+        let local_hour = (ts / 1000 + 3 * 3600) / 3600;
+        let hour = keys::rollup_hour(&app, local_hour);
+        assert_eq!(
+            w.ints.get(&(minute.clone(), field("c", "buy", None, None))),
+            Some(&2)
+        );
+        assert_eq!(
+            w.ints
+                .get(&(minute.clone(), field("c", "buy", Some("web"), None))),
+            Some(&2)
+        );
+        assert_eq!(
+            w.ints
+                .get(&(hour.clone(), field("c", "buy", Some("web"), None))),
+            Some(&2)
+        );
+        assert_eq!(
+            w.floats.get(&(hour, field("s", "buy", None, None))),
+            Some(&1.5)
+        );
+        assert_eq!(w.ints.len(), 4);
+        // Too old for the minute rollups: hours only.
+        let old = rollup(
+            &app,
+            chrono_tz::UTC,
+            &[ev("buy", (now - 200_000) * 1000, Value::Null)],
+            keep,
+            now,
+        );
+        assert!(old.ints.keys().all(|(k, _)| k.contains(":r:h:")));
+    }
+
+    #[test]
+    fn entries_parse_or_are_skipped() {
+        let f = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let e = Entry::parse(
+            "5-0",
+            &f(&[
+                ("t", "e"),
+                ("d", "x"),
+                ("k", "buy"),
+                ("c", "3"),
+                ("ts", "1000"),
+                ("g", r#"{"app_name":"web"}"#),
+            ]),
+        );
+        assert_eq!(
+            e.as_ref().map(|e| (e.count, e.seg("app_name"))),
+            Some((3, Some("web")))
+        );
+        assert!(Entry::parse("5-1", &f(&[("t", "?"), ("ts", "1")])).is_none());
+        assert!(Entry::parse("5-2", &f(&[("t", "e")])).is_none());
+    }
+}

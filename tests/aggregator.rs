@@ -1,0 +1,402 @@
+//! The raw event stream, the rollup consumer and the bucket events API, end to end.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tally_store::embedded::free_port;
+
+fn bucket(t: &TestApp, k: &Keys, method: &str, path: &str, key: &str, body: Value) -> Resp {
+    let auth = format!("Bearer {key}");
+    http(
+        &t.addr,
+        method,
+        &format!("/api/bucket/{}{path}", k.id),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
+
+fn stats(t: &TestApp, k: &Keys, body: Value) -> Vec<(i64, i64)> {
+    let r = bucket(t, k, "POST", "/data/events/stats", &k.read, body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| (p[0].as_i64().unwrap_or(-1), p[1].as_i64().unwrap_or(-1)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the aggregator has rolled everything up.
+fn settle(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let r = try_http(addr, "GET", "/ready", &[], b"");
+        if r.is_ok_and(|r| r.status == 200 && r.json()["aggregator_backlog"] == json!(0)) {
+            // The backlog is measured every 2 s: wait for one more measurement.
+            std::thread::sleep(Duration::from_millis(2200));
+            if try_http(addr, "GET", "/ready", &[], b"")
+                .is_ok_and(|r| r.json()["aggregator_backlog"] == json!(0))
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the aggregator did not catch up");
+    }
+}
+
+#[test]
+fn bucket_api_over_events_sent_to_i() {
+    let t = TestApp::spawn_with(|c| c.aggregator.enabled = true);
+    // NOW is 16:00 in Kolkata (UTC+5:30): local hours start at :30 UTC.
+    let k = t.create_app("Asia/Kolkata");
+    let send = |dev: &str, ts: i64, key: &str, app: &str, server: &str| {
+        let e = json!([{"key": key, "count": 1, "sum": 2, "segmentation": {"app_name": app, "server_name": server, "n": 5}}]);
+        t.ok(
+            &k,
+            &[
+                p("device_id", dev),
+                p("timestamp", ts),
+                p("events", e.to_string()),
+            ],
+        );
+    };
+    send("a", NOW - 1200, "buy", "web", "s1"); // 15:40 local
+    send("b", NOW - 600, "buy", "api", "s1"); // 15:50
+    send("c", NOW - 600, "buy", "web", "s2"); // 15:50
+    send("d", NOW - 3600, "buy", "web", "s1"); // 15:00
+    send("e", NOW - 16 * 3600, "buy", "web", "s1"); // 00:00 on the 22nd
+    send("f", NOW - 16 * 3600 - 60, "buy", "web", "s1"); // 23:59 on the 21st
+    send("g", NOW - 60, "view", "web", "s1");
+    t.ok(&k, &[p("device_id", "a"), p("begin_session", 1)]);
+    settle(&t.addr);
+
+    // Raw events, newest first, filtered and paged.
+    let get = |body: Value| {
+        let r = bucket(&t, &k, "POST", "/data/events", &k.read, body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json().as_array().cloned().unwrap_or_default()
+    };
+    let all = get(json!({"event_name": "buy"}));
+    let devices: Vec<&str> = all.iter().filter_map(|e| e["device_id"].as_str()).collect();
+    assert_eq!(
+        devices,
+        ["f", "e", "d", "c", "b", "a"],
+        "newest first (by arrival)"
+    );
+    assert_eq!(
+        all[0]["segmentation"],
+        json!({"app_name": "web", "server_name": "s1", "n": "5"})
+    );
+    assert_eq!(
+        (all[0]["count"].clone(), all[0]["sum"].clone()),
+        (json!(1), json!(2.0))
+    );
+    assert_eq!(all[0]["timestamp"], json!((NOW - 16 * 3600 - 60) * 1000));
+    let web = get(json!({"event_name": "buy", "app_name": "web"}));
+    assert_eq!(web.len(), 5);
+    let page = get(
+        json!({"event_name": "buy", "app_name": "web", "server_name": "s1", "limit": 2, "offset": 1}),
+    );
+    let devices: Vec<&str> = page
+        .iter()
+        .filter_map(|e| e["device_id"].as_str())
+        .collect();
+    assert_eq!(devices, ["e", "d"]);
+
+    // Minute histogram over a day: 1440 points, zero-filled, UTC minutes.
+    let minutes = stats(&t, &k, json!({"event_name": "buy", "days": 1}));
+    assert_eq!(minutes.len(), 1440);
+    assert_eq!(minutes.last().map(|p| p.0), Some(NOW / 60 * 60_000));
+    let at_min = |secs: i64| {
+        minutes
+            .iter()
+            .find(|p| p.0 == secs / 60 * 60_000)
+            .map(|p| p.1)
+    };
+    assert_eq!(at_min(NOW - 600), Some(2));
+    assert_eq!(at_min(NOW - 1200), Some(1));
+    assert_eq!(minutes.iter().map(|p| p.1).sum::<i64>(), 6);
+    assert_eq!(minutes.iter().filter(|p| p.1 == 0).count(), 1440 - 5);
+    // Hours over two days: local hours, so each starts at :30 UTC.
+    let hours = stats(
+        &t,
+        &k,
+        json!({"event_name": "buy", "days": 2, "interval": "hour"}),
+    );
+    assert_eq!(hours.len(), 48);
+    assert!(
+        hours.iter().all(|p| p.0 % 3_600_000 == 1_800_000),
+        "{hours:?}"
+    );
+    let at_hour = |ts: i64| hours.iter().find(|p| p.0 == ts).map(|p| p.1);
+    // 15:00-16:00 local is 09:30-10:30 UTC.
+    assert_eq!(at_hour((NOW - 3600) * 1000), Some(4));
+    // Midnight local (18:30 UTC on the 21st): one event; the hour before it: one.
+    assert_eq!(at_hour((NOW - 16 * 3600) * 1000), Some(1));
+    assert_eq!(at_hour((NOW - 17 * 3600) * 1000), Some(1));
+    // Days: the 21st and the 22nd, starting at local midnight.
+    let days = stats(
+        &t,
+        &k,
+        json!({"event_name": "buy", "days": 2, "interval": "day"}),
+    );
+    assert_eq!(
+        days,
+        vec![
+            ((NOW - 16 * 3600 - 86_400) * 1000, 1),
+            ((NOW - 16 * 3600) * 1000, 5)
+        ]
+    );
+    // Filters narrow the histograms too.
+    let api = stats(
+        &t,
+        &k,
+        json!({"event_name": "buy", "days": 2, "interval": "day", "app_name": "api"}),
+    );
+    assert_eq!(api.iter().map(|p| p.1).sum::<i64>(), 1);
+    let s2 = stats(
+        &t,
+        &k,
+        json!({"event_name": "buy", "days": 2, "interval": "day", "server_name": "s2", "app_name": "web"}),
+    );
+    assert_eq!(s2.iter().map(|p| p.1).sum::<i64>(), 1);
+
+    let r = http(
+        &t.addr,
+        "GET",
+        &format!("/api/bucket/{}/data/eventsKeysByApp", k.id),
+        &[("Authorization", &format!("Bearer {}", k.read))],
+        b"",
+    );
+    let mut groups = r.json().as_array().cloned().unwrap_or_default();
+    groups.sort_by_key(|g| g["app_name"].as_str().unwrap_or("").to_string());
+    assert_eq!(
+        groups,
+        vec![
+            json!({"app_name": "api", "events": ["buy"]}),
+            json!({"app_name": "web", "events": ["buy", "view"]})
+        ]
+    );
+
+    // Errors: parameters 400, keys 401/403, each with a JSON body.
+    for (body, status) in [
+        (json!({}), 400),
+        (json!({"event_name": "buy", "limit": 0}), 400),
+        (json!({"event_name": "buy", "limit": 100000}), 400),
+        (json!({"event_name": "buy", "offset": -1}), 400),
+    ] {
+        let r = bucket(&t, &k, "POST", "/data/events", &k.read, body);
+        assert_eq!(r.status, status, "{}", r.body);
+        assert!(r.json()["result"].is_string());
+    }
+    for body in [
+        json!({"event_name": "buy", "interval": "week"}),
+        json!({"event_name": "buy", "days": 3}),
+        json!({"event_name": "buy", "days": 0, "interval": "hour"}),
+    ] {
+        assert_eq!(
+            bucket(&t, &k, "POST", "/data/events/stats", &k.read, body).status,
+            400
+        );
+    }
+    assert_eq!(
+        bucket(
+            &t,
+            &k,
+            "POST",
+            "/data/events",
+            &k.write,
+            json!({"event_name": "buy"})
+        )
+        .status,
+        403
+    );
+    let r = http(
+        &t.addr,
+        "POST",
+        &format!("/api/bucket/{}/data/events", k.id),
+        &[],
+        b"{}",
+    );
+    assert_eq!(r.status, 401);
+
+    // delete_all: master key only; raw events and rollups go, Countly counters stay.
+    assert_eq!(
+        bucket(
+            &t,
+            &k,
+            "DELETE",
+            "/data/events/delete_all",
+            &k.read,
+            json!({})
+        )
+        .status,
+        403
+    );
+    let r = bucket(
+        &t,
+        &k,
+        "DELETE",
+        "/data/events/delete_all",
+        &k.master,
+        json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(get(json!({"event_name": "buy"})), Vec::<Value>::new());
+    assert_eq!(
+        stats(
+            &t,
+            &k,
+            json!({"event_name": "buy", "days": 2, "interval": "day"})
+        )
+        .iter()
+        .map(|p| p.1)
+        .sum::<i64>(),
+        0
+    );
+    let range = format!("[{},{}]", (NOW - 2 * DAY) * 1000, NOW * 1000);
+    assert_eq!(
+        at(
+            &t.o(&k, "events", &[p("event", "buy"), p("period", range)]),
+            &["2024", "c"]
+        ),
+        &json!(6)
+    );
+    // New events after the deletion are rolled up again (the consumer group comes back).
+    send("h", NOW - 30, "buy", "web", "s1");
+    settle(&t.addr);
+    assert_eq!(get(json!({"event_name": "buy"})).len(), 1);
+}
+
+fn spawn_tally(redis_url: &str, bind: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+        .env("REDIS_URL", redis_url)
+        .env("TALLY_BIND", bind)
+        .env("TALLY_ADMIN_KEY", "test-admin-key")
+        .env("TALLY_AGG_CLAIM_IDLE_MS", "1000")
+        .env("TALLY_AGG_BLOCK_MS", "100")
+        .env("TALLY_AGG_BATCH", "50")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tally")
+}
+
+fn wait_up(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !try_http(addr, "GET", "/ping", &[], b"").is_ok_and(|r| r.status == 200) {
+        assert!(Instant::now() < deadline, "tally did not start");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+#[test]
+fn a_killed_aggregator_neither_loses_nor_double_counts() {
+    let redis = start_redis("agg-kill");
+    let (a_addr, b_addr) = (
+        format!("127.0.0.1:{}", free_port().expect("port")),
+        format!("127.0.0.1:{}", free_port().expect("port")),
+    );
+    let mut a = spawn_tally(&redis.url(), &a_addr);
+    wait_up(&a_addr);
+    let body =
+        json!({"name": "k", "timezone": "Europe/Berlin", "lock_key": "test-admin-key"}).to_string();
+    let v = http(
+        &a_addr,
+        "POST",
+        "/project/create",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .json();
+    let (id, wk, rk) = (
+        v["project"].as_str().unwrap_or_default().to_string(),
+        v["write_key"].as_str().unwrap_or_default().to_string(),
+        v["read_key"].as_str().unwrap_or_default().to_string(),
+    );
+    // Load through A, which also aggregates; kill it in the middle of it.
+    let sender = {
+        let (addr, wk) = (a_addr.clone(), wk.clone());
+        std::thread::spawn(move || {
+            let mut sent = 0;
+            for i in 0..3000 {
+                let e = json!([{"key": "k", "count": 1 + i % 3}]).to_string();
+                let path = format!(
+                    "/i?{}",
+                    qs(&[
+                        p("app_key", &wk),
+                        p("device_id", format!("d{}", i % 50)),
+                        p("events", e)
+                    ])
+                );
+                if try_http(&addr, "GET", &path, &[], b"").is_ok_and(|r| r.status == 200) {
+                    sent += 1;
+                } else {
+                    break;
+                }
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .arg(a.id().to_string())
+        .status();
+    a.wait().ok();
+    let acked = sender.join().unwrap_or(0);
+    assert!(acked > 50, "load ran: {acked}");
+    // B takes over A's pending entries and everything not yet read.
+    let mut b = spawn_tally(&redis.url(), &b_addr);
+    wait_up(&b_addr);
+    settle(&b_addr);
+    let o = http(
+        &b_addr,
+        "GET",
+        &format!("/o?app_id={id}&api_key={rk}&method=events&event=k"),
+        &[],
+        b"",
+    )
+    .json();
+    let year = o
+        .as_object()
+        .and_then(|m| m.keys().find(|k| k.len() == 4).cloned())
+        .unwrap_or_default();
+    let counted = at(&o, &[&year, "c"]).as_i64().unwrap_or(0);
+    let auth = format!("Bearer {rk}");
+    let r = http(
+        &b_addr,
+        "POST",
+        &format!("/api/bucket/{id}/data/events/stats"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"event_name":"k","days":2,"interval":"hour"}"#,
+    );
+    let rolled: i64 = r
+        .json()
+        .as_array()
+        .map(|a| a.iter().map(|p| p[1].as_i64().unwrap_or(0)).sum())
+        .unwrap_or(-1);
+    let metrics = http(&b_addr, "GET", "/metrics", &[], b"").body;
+    b.kill().ok();
+    b.wait().ok();
+    // The rollups hold exactly what the counters hold: nothing lost, nothing twice.
+    assert!(counted > 0);
+    assert_eq!(
+        rolled, counted,
+        "rollups {rolled} vs Countly counters {counted}\n{metrics}"
+    );
+    assert!(metrics.contains("tally_aggregator_lag 0"), "{metrics}");
+}
