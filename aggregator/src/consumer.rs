@@ -15,6 +15,7 @@
 //! Blocking reads run on dedicated connections from a bb8 pool, never on a multiplexed
 //! connection shared with requests.
 
+use crate::realtime;
 use crate::rollup::{rollup, Entry, Retention, Writes};
 use redis::Value;
 use std::collections::HashMap;
@@ -142,6 +143,9 @@ enum Step {
 }
 
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;
+
+/// Each app's realtime reports, with parsed filters.
+type Reports = HashMap<AppId, Vec<(realtime::Report, Option<crate::filter::Expr>)>>;
 
 /// Finds the apps, makes sure each stream has the group, and reads the lag.
 async fn refresh(
@@ -294,6 +298,30 @@ async fn step(
         let _: () = redis::cmd("UNWATCH").query_async(&mut *conn).await?;
         return Ok(Step::Idle);
     }
+    // Report definitions are read after the entries: a report created before an entry
+    // arrived is then always seen, so reports count from the moment they are created.
+    let with_entries: Vec<&Arc<App>> = apps
+        .values()
+        .filter(|a| {
+            by_stream
+                .get(&keys::stream(&a.id))
+                .is_some_and(|(_, e)| !e.is_empty())
+        })
+        .collect();
+    let mut reports: Reports = HashMap::new();
+    if !with_entries.is_empty() {
+        let mut defs = redis::pipe();
+        for app in &with_entries {
+            defs.cmd("HVALS").arg(keys::realtime_defs(&app.id));
+        }
+        let found: Vec<Vec<String>> = defs.query_async(&mut *conn).await?;
+        for (app, d) in with_entries.iter().zip(found) {
+            let r = realtime::parse_defs(&d);
+            if !r.is_empty() {
+                reports.insert(app.id.clone(), r);
+            }
+        }
+    }
     let mut pipe = redis::pipe();
     pipe.atomic();
     for app in apps.values() {
@@ -305,6 +333,12 @@ async fn step(
             &mut pipe,
             &rollup(&app.id, app.timezone, entries, cfg.retention, now),
         );
+        if let Some(r) = reports.get(&app.id) {
+            realtime::write(
+                &mut pipe,
+                &realtime::contribute(&app.id, r, entries, cfg.retention, now),
+            );
+        }
         pipe.cmd("XACK")
             .arg(&stream)
             .arg(GROUP)

@@ -5,12 +5,15 @@
 //!   hour rollups, exactly once.
 //! - [`rollup`]: entries to rollup writes, plain functions.
 //! - `bucket`: the bucket events API over the streams and rollups.
+//! - [`realtime`]: realtime reports, maintained by the consumer; [`filter`]: their filters.
 //! - [`project`]: project administration (`/project/create`, `/project/delete`,
 //!   `/project/device`).
 
 mod bucket;
 pub mod consumer;
+pub mod filter;
 pub mod project;
+pub mod realtime;
 pub mod rollup;
 
 use actix_web::web;
@@ -89,5 +92,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Aggregator>) {
         .route(
             "/api/bucket/{id}/data/events/delete_all",
             web::delete().to(bucket::delete_all),
-        );
+        )
+        .route("/realtime/create", web::post().to(realtime::create))
+        .route("/realtime/get", web::post().to(realtime::get))
+        .route("/realtime/list", web::post().to(realtime::list))
+        .route("/realtime/delete", web::post().to(realtime::delete));
 }

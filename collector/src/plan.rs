@@ -165,16 +165,19 @@ pub struct Item {
     pub req: WriteRequest,
     /// Server time of arrival (UNIX seconds): the clock of the duplicate window.
     pub received: i64,
+    /// The same in milliseconds, for the raw stream.
+    pub received_ms: i64,
     pub device_key: String,
 }
 
 impl Item {
-    pub fn new(app: Arc<App>, req: WriteRequest, received: i64) -> Item {
+    pub fn new(app: Arc<App>, req: WriteRequest, received_ms: i64) -> Item {
         let device_key = keys::device(&app.id, &req.device_id);
         Item {
             app,
             req,
-            received,
+            received: received_ms.div_euclid(1000),
+            received_ms,
             device_key,
         }
     }
@@ -389,7 +392,7 @@ fn append(b: &mut Batch, it: &Item, kind: &'static str, e: Option<&Event>) {
     let mut f: Vec<(&'static str, String)> = vec![
         ("t", kind.to_string()),
         ("d", it.req.device_id.clone()),
-        ("rt", (it.received * 1000).to_string()),
+        ("rt", it.received_ms.to_string()),
     ];
     match e {
         Some(e) => {

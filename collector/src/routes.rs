@@ -146,7 +146,7 @@ pub async fn ingest(
     let country = client_country(&req, &inc.params, &st);
     let wr = WriteRequest::from_params(&inc.params, &st.shared.limits, now, country)?;
     let work = Ingest {
-        items: vec![Item::new(app, wr, now)],
+        items: vec![Item::new(app, wr, st.shared.clock.now_ms())],
         limits: st.shared.limits.clone(),
     };
     let outcomes = st.committer.submit(Box::new(work), 1).await?;
@@ -190,7 +190,8 @@ pub async fn bulk(
             verify_checksum(&inc, salt)?;
         }
     }
-    let now = st.shared.clock.now_secs();
+    let now_ms = st.shared.clock.now_ms();
+    let now = now_ms.div_euclid(1000);
     let mut apps: HashMap<String, Arc<App>> = HashMap::new();
     let mut items = Vec::new();
     let mut rejected = Vec::new();
@@ -229,7 +230,7 @@ pub async fn bulk(
         };
         let country = client_country(&req, &p, &st);
         match WriteRequest::from_params(&p, &limits, now, country) {
-            Ok(wr) => items.push((index, Item::new(app, wr, now))),
+            Ok(wr) => items.push((index, Item::new(app, wr, st.shared.clock.now_ms()))),
             Err(e) => rejected.push(json!({"index": index, "result": e.to_string()})),
         }
     }

@@ -92,7 +92,7 @@ fn check_plan(p: &Params) {
     };
     let app = app();
     let tag = format!("{{{}}}:", app.id);
-    let item = Item::new(app, req, NOW);
+    let item = Item::new(app, req, NOW * 1000);
     let mut batch = Batch::default();
     plan_item(&mut batch, &item, &limits);
     for (key, field, value) in batch.increments() {

@@ -90,6 +90,10 @@ pub async fn create(pool: &Pool, new: NewApp, now_secs: i64) -> Result<App, Stor
         .ignore()
         .set(keys::app_by_write_key(&app.write_key), app.id.as_str())
         .ignore()
+        .set(keys::app_by_other_key(&app.read_key), app.id.as_str())
+        .ignore()
+        .set(keys::app_by_other_key(&app.master_key), app.id.as_str())
+        .ignore()
         .sadd(keys::APPS, app.id.as_str())
         .ignore();
     run::<()>(pool, &pipe).await?;
@@ -117,6 +121,17 @@ pub async fn by_id(pool: &Pool, id: &AppId) -> Result<Option<App>, StoreError> {
 pub async fn by_write_key(pool: &Pool, write_key: &str) -> Result<Option<App>, StoreError> {
     let mut pipe = redis::pipe();
     pipe.get(keys::app_by_write_key(write_key));
+    let (id,): (Option<String>,) = run(pool, &pipe).await?;
+    match id.as_deref().and_then(AppId::parse) {
+        Some(id) => by_id(pool, &id).await,
+        None => Ok(None),
+    }
+}
+
+/// The app a read or master key belongs to.
+pub async fn by_other_key(pool: &Pool, key: &str) -> Result<Option<App>, StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.get(keys::app_by_other_key(key));
     let (id,): (Option<String>,) = run(pool, &pipe).await?;
     match id.as_deref().and_then(AppId::parse) {
         Some(id) => by_id(pool, &id).await,
@@ -242,11 +257,13 @@ pub async fn delete(pool: &Pool, app: &App) -> Result<u64, StoreError> {
         .cmd("UNLINK")
         .arg(keys::app_record(&app.id))
         .arg(keys::app_by_write_key(&app.write_key))
+        .arg(keys::app_by_other_key(&app.read_key))
+        .arg(keys::app_by_other_key(&app.master_key))
         .ignore()
         .srem(keys::APPS, app.id.as_str())
         .ignore();
     run::<()>(pool, &pipe).await?;
-    Ok(deleted + 2)
+    Ok(deleted + 4)
 }
 
 /// Deletes an app's raw event stream and its rollups, not its Countly counters.
@@ -259,7 +276,7 @@ pub async fn delete_events(pool: &Pool, app: &AppId) -> Result<u64, StoreError> 
 }
 
 /// UNLINKs every key matching `pattern`, found with SCAN a batch at a time.
-async fn unlink_matching(pool: &Pool, pattern: &str) -> Result<u64, StoreError> {
+pub async fn unlink_matching(pool: &Pool, pattern: &str) -> Result<u64, StoreError> {
     let mut cursor: u64 = 0;
     let mut deleted: u64 = 0;
     loop {

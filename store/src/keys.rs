@@ -16,6 +16,9 @@
 //! | `{id}:r:u:{minute}` | HyperLogLog | active devices of a minute |
 //! | `{id}:r:apps` / `{id}:r:keys:{app_name}` | set | `app_name` values / event keys per `app_name` |
 //! | `{id}:r:epoch` | string | bumped when an aggregator takes over another's entries |
+//! | `{id}:rtdef` | hash | realtime report definitions |
+//! | `{id}:r:rt:{t}:{minute}[...]` | hash, set, HyperLogLog | realtime report data per minute |
+//! | `appkey2:{key}` | string | app id for a read or master key |
 //!
 //! Counter families are `users` (sessions, users, locations), the metric families
 //! (`devices`, `carriers`, `device_details`, `density`, `langs`, ...), `e:{e}` for an event
@@ -203,6 +206,40 @@ pub fn app_record(app: &AppId) -> String {
 
 pub fn app_by_write_key(write_key: &str) -> String {
     format!("appkey:{write_key}")
+}
+
+/// App id for a read or master key (the Rakam-style routes send only a key).
+pub fn app_by_other_key(key: &str) -> String {
+    format!("appkey2:{key}")
+}
+
+/// The app's realtime report definitions: table name -> JSON.
+pub fn realtime_defs(app: &AppId) -> String {
+    format!("{{{app}}}:rtdef")
+}
+
+/// One realtime report's sums, counts, minima and maxima of one minute.
+pub fn realtime_minute(app: &AppId, table: &str, minute: i64) -> String {
+    format!("{{{app}}}:r:rt:{:016x}:{minute}", hash64(table))
+}
+
+/// Exact distinct values of one measure of a report in one minute.
+pub fn realtime_unique(app: &AppId, table: &str, minute: i64, measure: usize) -> String {
+    format!("{{{app}}}:r:rt:{:016x}:{minute}:u{measure}", hash64(table))
+}
+
+/// Approximate distinct values (HyperLogLog) of one measure, minute and dimension values.
+pub fn realtime_hll(app: &AppId, table: &str, minute: i64, measure: usize, combo: &str) -> String {
+    format!(
+        "{{{app}}}:r:rt:{:016x}:{minute}:h{measure}:{:016x}",
+        hash64(table),
+        hash64(combo)
+    )
+}
+
+/// Every data key of one realtime report.
+pub fn realtime_pattern(app: &AppId, table: &str) -> String {
+    format!("{{{app}}}:r:rt:{:016x}:*", hash64(table))
 }
 
 #[cfg(test)]
