@@ -126,13 +126,39 @@ fn forgetting_a_device_and_deleting_an_app() {
         )
         .json()
     };
+    // Its raw events (in the app's stream, read here through the bucket API) go too.
+    let raw = |device: &str| {
+        let auth = format!("Bearer {}", k.read);
+        let body = json!({"event_name": "e0", "limit": 1000}).to_string();
+        let r = http(
+            &t.addr,
+            "POST",
+            &format!("/api/bucket/{}/data/events", k.id),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        );
+        r.json()
+            .as_array()
+            .map(|a| a.iter().filter(|e| e["device_id"] == json!(device)).count())
+            .unwrap_or(0)
+    };
+    assert_eq!((raw("d0"), raw("d7")), (1, 1));
+    // Two raw entries: its session begin and its event.
     assert_eq!(
         forget("d0"),
-        json!({"result": "Success", "forgotten": true})
+        json!({"result": "Success", "forgotten": true, "raw_events_deleted": 2})
     );
     assert_eq!(
         forget("d0"),
-        json!({"result": "Success", "forgotten": false})
+        json!({"result": "Success", "forgotten": false, "raw_events_deleted": 0})
+    );
+    assert_eq!(
+        (raw("d0"), raw("d7")),
+        (0, 1),
+        "other devices' raw events stay"
     );
     t.ok(&k, &[p("device_id", "d0"), p("begin_session", 1)]);
     assert_eq!(at(&t.o(&k, "sessions", &[]), &["2024", "n"]), &json!(51));

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tally_store::apps::{self, keys_equal, App};
-use tally_store::counters::Reads;
+use tally_store::counters::{Reads, StreamPage};
 use tally_store::http::{json as json_response, read_body};
 use tally_store::keys::{self, AppId};
 use tally_store::time::{local_date, local_day_start, Buckets};
@@ -18,9 +18,6 @@ use tally_store::ApiError;
 
 /// Stream entries read per page while filtering raw events.
 const PAGE: usize = 1000;
-
-/// An `XREVRANGE` page: (entry id, fields).
-type StreamPage = Vec<(String, Vec<(String, String)>)>;
 
 async fn bucket(
     req: &HttpRequest,

@@ -302,12 +302,48 @@ pub async fn unlink_matching(pool: &Pool, pattern: &str) -> Result<u64, StoreErr
     Ok(deleted)
 }
 
+/// Stream entries read per page while looking for a device's raw events.
+const STREAM_PAGE: usize = 1000;
+
 /// Forgets one device: its state (first and last seen, session, activity windows, metric
-/// snapshots, recent request fingerprints). Pre-aggregated counters are sums over many
-/// devices and keep what the device contributed. Returns whether there was a state.
-pub async fn forget_device(pool: &Pool, app: &AppId, device_id: &str) -> Result<bool, StoreError> {
+/// snapshots, recent request fingerprints) and its raw events in the app's stream.
+/// Pre-aggregated counters and rollups are sums over many devices and keep what the
+/// device contributed. Returns whether there was a state, and how many raw events went.
+pub async fn forget_device(
+    pool: &Pool,
+    app: &AppId,
+    device_id: &str,
+) -> Result<(bool, u64), StoreError> {
     let mut pipe = redis::pipe();
     pipe.cmd("UNLINK").arg(keys::device(app, device_id));
     let (n,): (u64,) = run(pool, &pipe).await?;
-    Ok(n > 0)
+    let stream = keys::stream(app);
+    let mut start = "-".to_string();
+    let mut removed = 0u64;
+    loop {
+        let mut page = redis::pipe();
+        page.cmd("XRANGE")
+            .arg(&stream)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(STREAM_PAGE);
+        let (entries,): (crate::counters::StreamPage,) = run(pool, &page).await?;
+        let mine: Vec<&String> = entries
+            .iter()
+            .filter(|(_, f)| f.iter().any(|(k, v)| k == "d" && v == device_id))
+            .map(|(id, _)| id)
+            .collect();
+        if !mine.is_empty() {
+            let mut del = redis::pipe();
+            del.cmd("XDEL").arg(&stream).arg(&mine);
+            let (d,): (u64,) = run(pool, &del).await?;
+            removed += d;
+        }
+        match entries.last() {
+            Some((last, _)) if entries.len() == STREAM_PAGE => start = format!("({last}"),
+            _ => break,
+        }
+    }
+    Ok((n > 0, removed))
 }

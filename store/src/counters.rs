@@ -5,6 +5,9 @@ use crate::error::StoreError;
 use crate::redis::{run, Pool};
 use redis::Value;
 
+/// An `XRANGE`/`XREVRANGE` page: (entry id, fields).
+pub type StreamPage = Vec<(String, Vec<(String, String)>)>;
+
 /// A batch of reads, answered together.
 #[derive(Default)]
 pub struct Reads {
