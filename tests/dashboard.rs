@@ -45,7 +45,7 @@ fn dashboard_shows_what_the_api_answers() {
         eprintln!("SKIPPED dashboard test: {why}");
         return;
     }
-    let t = TestApp::spawn();
+    let t = TestApp::spawn_with(|c| c.aggregator.enabled = true);
     let k = t.create_app("Europe/Istanbul"); // NOW is 13:30 on 2024-10-22 there
     let empty = t.create_app("UTC");
     let sess = |dev: String, ts: i64, os: &str, cc: &str| {
@@ -108,6 +108,18 @@ fn dashboard_shows_what_the_api_answers() {
         json!([{"key": "purchase", "count": 2, "sum": 5, "segmentation": {"plan": "free"}}]),
     );
 
+    // Let the aggregator roll everything up before the page reads the live section.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        if t.get("/ready").json()["aggregator_backlog"] == json!(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the aggregator did not catch up"
+        );
+    }
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&out).ok();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/dashboard.js");
@@ -143,7 +155,16 @@ fn dashboard_shows_what_the_api_answers() {
     assert_eq!(d["newUsers"], json!(day_sum(&s_today, &today, "n")));
     assert_eq!(d["unique"], json!(day_sum(&s_today, &today, "u")));
     assert_eq!(d["avg"], json!("1m 0s"));
-    assert!(d["charts"].as_u64().unwrap_or(0) >= 2, "{d}");
+    assert!(d["charts"].as_u64().unwrap_or(0) >= 3, "{d}");
+    // Live: the last 30 minutes of the aggregator's rollups, as /o?method=live answers.
+    let live = t.o(&k, "live", &[]);
+    assert_eq!(d["liveSessions"], live["sessions"]);
+    assert_eq!(d["liveEvents"], live["events"]);
+    // Sessions that began 10-25 minutes ago (a0..a3); 5 purchases and 4 x 2 levels.
+    assert_eq!(
+        (live["sessions"].clone(), live["events"].clone()),
+        (json!(4), json!(13))
+    );
     let purchase_today = t.o(&k, "events", &[p("event", "purchase"), p("period", "hour")]);
     assert_eq!(
         d["event"],

@@ -152,6 +152,11 @@
   const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
   // Tick labels in the app's calendar (the x values are its dates at UTC midnight).
   function label(kind, ts) {
+    if (kind === 'minute') {
+      // Minutes are UTC instants: show them on the app's clock.
+      const local = new Date(ts * 1000 + state.app.utc_offset_minutes * 60000);
+      return String(local.getUTCHours()).padStart(2, '0') + ':' + String(local.getUTCMinutes()).padStart(2, '0');
+    }
     const d = new Date(ts * 1000);
     if (kind === 'hour') return String(d.getUTCHours()).padStart(2, '0') + ':00';
     if (kind === 'day') return (d.getUTCMonth() + 1) + '/' + d.getUTCDate();
@@ -277,6 +282,20 @@
     }
   }
 
+  // The aggregator's minute rollups: session starts, event occurrences, active devices.
+  async function renderLive() {
+    const live = await o({ method: 'live' });
+    const points = live.points || [];
+    $('live-sessions').textContent = fmt(live.sessions || 0);
+    $('live-events').textContent = fmt(live.events || 0);
+    $('live-devices').textContent = fmt(points.reduce((a, p) => Math.max(a, p[3]), 0));
+    chart($('live-chart'), 'minute', points.map((p) => p[0] / 1000), [
+      { label: 'Sessions', color: '--s1', data: points.map((p) => p[1]) },
+      { label: 'Events', color: '--s2', data: points.map((p) => p[2]) },
+      { label: 'Active devices (est.)', color: '--s3', data: points.map((p) => p[3]) },
+    ]);
+  }
+
   async function renderBreakdowns(spec) {
     const methods = [...new Set(BREAKDOWNS.map((b) => b[1]))];
     const answers = {};
@@ -344,6 +363,7 @@
         showEmpty();
       } else {
         $('content').hidden = false;
+        await renderLive();
         await renderSessions(spec);
         await renderEvents(spec);
         await renderBreakdowns(spec);

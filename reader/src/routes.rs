@@ -27,6 +27,7 @@ const METHODS: &[&str] = &[
     "get_events",
     "top_events",
     "app",
+    "live",
 ];
 
 /// Longest accepted JSONP callback name.
@@ -123,6 +124,7 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
         "sessions" | "users" | "locations" => {
             methods::family(pool, &q, Family::users(), USERS_META).await?
         }
+        "live" => methods::live(pool, &app, now).await?,
         "app" => {
             // Tally's own: what a dashboard needs to count days in the app's timezone.
             use chrono::{Offset, TimeZone};

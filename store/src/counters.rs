@@ -36,6 +36,12 @@ impl Reads {
         self.push()
     }
 
+    /// The estimated cardinality of a HyperLogLog.
+    pub fn pfcount(&mut self, key: &str) -> Slot {
+        self.pipe.cmd("PFCOUNT").arg(key);
+        self.push()
+    }
+
     fn push(&mut self) -> Slot {
         self.n += 1;
         Slot(self.n - 1)
@@ -98,6 +104,15 @@ impl Answers {
                 .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
                 .collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// An integer answer (0 when absent).
+    pub fn int(&self, slot: Slot) -> i64 {
+        match self.0.get(slot.0) {
+            Some(Value::Int(i)) => *i,
+            Some(v) => text(v).and_then(|t| t.parse().ok()).unwrap_or(0),
+            None => 0,
         }
     }
 

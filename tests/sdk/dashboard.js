@@ -28,6 +28,8 @@ async function readings(page) {
       eventCount: Number(text("event-count")),
       eventSum: Number(text("event-sum")),
       charts: document.querySelectorAll(".uplot canvas").length,
+      liveSessions: Number(text("live-sessions")),
+      liveEvents: Number(text("live-events")),
       os: rows("os"),
       countries: rows("countries"),
       segments: Array.from(document.querySelectorAll("#segment-table tbody tr")).map((tr) => [tr.dataset.value, Number(tr.dataset.count)]),
