@@ -52,19 +52,6 @@ enum AppsCommand {
 /// Where a running embedded Redis leaves its address, so `tally apps` finds it.
 const URL_FILE: &str = "redis.url";
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn main() {
     let cli = Cli::parse();
     let cfg = match Config::from_env() {
@@ -74,7 +61,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    init_logging(cfg.log_json);
+    tally_store::http::init_logging(cfg.log_json);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cfg),
         Command::Apps { command } => apps(cfg, command),

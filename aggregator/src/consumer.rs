@@ -415,3 +415,59 @@ fn write(pipe: &mut redis::Pipeline, w: &Writes) {
         pipe.cmd("EXPIRE").arg(k).arg(*secs).ignore();
     }
 }
+
+impl tally_store::http::Metrics for AggregatorStats {
+    fn render(&self, out: &mut String) {
+        use tally_store::http::metric;
+        let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        metric(
+            out,
+            "gauge",
+            "tally_aggregator_lag",
+            "Stream entries not yet delivered to an aggregator.",
+            c(&self.lag),
+        );
+        metric(
+            out,
+            "gauge",
+            "tally_aggregator_pending",
+            "Stream entries delivered but not yet rolled up.",
+            c(&self.pending),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_aggregator_processed_total",
+            "Stream entries rolled up.",
+            c(&self.processed),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_aggregator_batches_total",
+            "Rollup transactions committed.",
+            c(&self.batches),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_aggregator_aborted_total",
+            "Rollup transactions aborted after a takeover.",
+            c(&self.aborted),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_aggregator_claimed_total",
+            "Entries taken over from idle consumers.",
+            c(&self.claimed),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_aggregator_errors_total",
+            "Failed aggregator steps (their entries stay pending).",
+            c(&self.errors),
+        );
+    }
+}

@@ -26,6 +26,30 @@ pub struct Collector {
     pub limiter: ratelimit::RateLimiter,
 }
 
+/// The collector's state: the committer (its stopper flushes on shutdown), GeoIP and the
+/// rate limiter. The error says why the GeoIP database cannot be used.
+pub fn build(
+    cfg: &tally_store::config::Config,
+    redis_url: &str,
+    shared: Shared,
+) -> Result<(Collector, tally_store::commit::Stopper), String> {
+    let geo = match &cfg.geoip_db {
+        Some(path) => Some(std::sync::Arc::new(geo::Geo::open(path)?)),
+        None => None,
+    };
+    let (committer, stopper) = Committer::start(cfg.redis(redis_url), cfg.commit.clone());
+    let limiter = ratelimit::RateLimiter::new(cfg.limits.rate_limit, cfg.limits.rate_burst);
+    Ok((
+        Collector {
+            shared,
+            committer,
+            geo,
+            limiter,
+        },
+        stopper,
+    ))
+}
+
 /// Mounts `/i` and `/i/bulk` (GET and POST, as Countly accepts both everywhere).
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Collector>) {
     cfg.app_data(state)

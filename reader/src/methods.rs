@@ -404,21 +404,6 @@ pub async fn top_events(
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::refresh_unique;
-
-    #[test]
-    fn refresh_keeps_year_and_this_months_uniques() {
-        for keep in ["u", "Android.u", "11.u", "11.Android.u"] {
-            assert!(refresh_unique(keep, "11"), "{keep}");
-        }
-        for drop in ["t", "10.u", "w47.u", "11.t", "f.0", "10.Android.u"] {
-            assert!(!refresh_unique(drop, "11"), "{drop}");
-        }
-    }
-}
-
 /// Minutes `method=live` covers.
 pub const LIVE_MINUTES: i64 = 30;
 
@@ -459,4 +444,19 @@ pub async fn live(pool: &Pool, app: &App, now_secs: i64) -> Result<String, Store
         "columns": ["minute_ms", "sessions", "events", "active_devices_estimate"],
     })
     .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refresh_unique;
+
+    #[test]
+    fn refresh_keeps_year_and_this_months_uniques() {
+        for keep in ["u", "Android.u", "11.u", "11.Android.u"] {
+            assert!(refresh_unique(keep, "11"), "{keep}");
+        }
+        for drop in ["t", "10.u", "w47.u", "11.t", "f.0", "10.Android.u"] {
+            assert!(!refresh_unique(drop, "11"), "{drop}");
+        }
+    }
 }

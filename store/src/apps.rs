@@ -231,19 +231,6 @@ impl AppCache {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_comparison() {
-        assert!(keys_equal("abc", "abc"));
-        assert!(!keys_equal("abd", "abc"));
-        assert!(!keys_equal("ab", "abc"));
-        assert!(!keys_equal("", ""));
-    }
-}
-
 /// How many keys one SCAN step returns and one UNLINK removes.
 const DELETE_BATCH: usize = 500;
 
@@ -346,4 +333,17 @@ pub async fn forget_device(
         }
     }
     Ok((n > 0, removed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_comparison() {
+        assert!(keys_equal("abc", "abc"));
+        assert!(!keys_equal("abd", "abc"));
+        assert!(!keys_equal("ab", "abc"));
+        assert!(!keys_equal("", ""));
+    }
 }

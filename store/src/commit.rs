@@ -625,3 +625,59 @@ async fn write_phase(
     let res: Option<Vec<Value>> = with_timeout(redis, pipe.query_async(c)).await?;
     Ok(res.is_some())
 }
+
+impl crate::http::Metrics for CommitStats {
+    fn render(&self, out: &mut String) {
+        use crate::http::metric;
+        let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        metric(
+            out,
+            "counter",
+            "tally_commit_batches_total",
+            "Group-commit flushes (each is 2 Redis round trips).",
+            c(&self.batches),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_commit_requests_total",
+            "Requests written by group commit.",
+            c(&self.requests),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_commit_conflicts_total",
+            "Flushes planned again after a WATCH conflict.",
+            c(&self.conflicts),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_commit_failures_total",
+            "Flushes that failed (their requests got 503).",
+            c(&self.failures),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_commit_counter_writes_total",
+            "Distinct counter fields incremented.",
+            c(&self.counter_writes),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_commit_corrupt_states_total",
+            "Device states that could not be decoded.",
+            c(&self.corrupt_states),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_commit_flush_microseconds_total",
+            "Time spent flushing.",
+            c(&self.flush_micros),
+        );
+    }
+}

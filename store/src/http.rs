@@ -135,3 +135,200 @@ pub fn cors(origin: &str) -> actix_web::middleware::DefaultHeaders {
 pub async fn preflight() -> HttpResponse {
     HttpResponse::Ok().finish()
 }
+
+/// Something `/metrics` shows, in Prometheus text format.
+pub trait Metrics: Send + Sync {
+    fn render(&self, out: &mut String);
+}
+
+/// Writes one counter or gauge with its help line.
+pub fn metric(out: &mut String, kind: &str, name: &str, help: &str, value: u64) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    );
+}
+
+/// Latency bucket bounds of the request histogram, in seconds.
+const BOUNDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Default)]
+struct RouteStats {
+    count: u64,
+    sum: f64,
+    buckets: [u64; BOUNDS.len()],
+}
+
+/// Requests by route pattern and status, with a latency histogram.
+#[derive(Default)]
+pub struct HttpMetrics {
+    routes: std::sync::Mutex<std::collections::BTreeMap<(String, u16), RouteStats>>,
+}
+
+impl HttpMetrics {
+    pub fn observe(&self, route: &str, status: u16, secs: f64) {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let s = routes.entry((route.to_string(), status)).or_default();
+        s.count += 1;
+        s.sum += secs;
+        for (b, bound) in s.buckets.iter_mut().zip(BOUNDS) {
+            if secs <= bound {
+                *b += 1;
+            }
+        }
+    }
+}
+
+impl Metrics for HttpMetrics {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        out.push_str("# HELP tally_http_requests_total Requests by route and status.\n# TYPE tally_http_requests_total counter\n");
+        for ((route, status), s) in routes.iter() {
+            let _ = writeln!(
+                out,
+                "tally_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {}",
+                s.count
+            );
+        }
+        out.push_str("# HELP tally_http_request_duration_seconds Request latency by route.\n# TYPE tally_http_request_duration_seconds histogram\n");
+        for ((route, status), s) in routes.iter() {
+            let labels = format!("route=\"{route}\",status=\"{status}\"");
+            for (b, bound) in s.buckets.iter().zip(BOUNDS) {
+                let _ = writeln!(
+                    out,
+                    "tally_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {b}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "tally_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "tally_http_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum
+            );
+            let _ = writeln!(
+                out,
+                "tally_http_request_duration_seconds_count{{{labels}}} {}",
+                s.count
+            );
+        }
+    }
+}
+
+/// What `/metrics` of one process shows.
+#[derive(Clone)]
+pub struct MetricsSources(pub Vec<Arc<dyn Metrics>>);
+
+async fn metrics_route(sources: web::Data<MetricsSources>) -> HttpResponse {
+    let mut out = String::new();
+    for s in &sources.0 {
+        s.render(&mut out);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}
+
+/// Unknown routes: a JSON 404; preflights: 200 (the CORS headers come from [`cors`]).
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    if req.method() == actix_web::http::Method::OPTIONS {
+        return HttpResponse::Ok().finish();
+    }
+    HttpResponse::NotFound()
+        .content_type("application/json; charset=utf-8")
+        .body(r#"{"result":"Not found"}"#)
+}
+
+impl Shared {
+    /// The state every service builds first: the request-path pool, the app cache, limits.
+    pub fn new(
+        cfg: &crate::config::Config,
+        redis_url: &str,
+        clock: SharedClock,
+    ) -> Result<Shared, crate::StoreError> {
+        Ok(Shared {
+            pool: crate::redis::pool(&cfg.redis(redis_url))?,
+            apps: Arc::new(AppCache::new(cfg.app_cache_ttl, 10_000)),
+            clock,
+            limits: Arc::new(cfg.limits.clone()),
+            admin_key: cfg.admin_key.clone(),
+            backlog: Arc::default(),
+        })
+    }
+}
+
+/// An HTTP server for one set of routes, the way every Tally binary runs one: CORS, request
+/// metrics, `/ping` `/health` `/ready`, `/metrics`, JSON 404s, graceful shutdown on
+/// SIGINT/SIGTERM. `routes` mounts the service's own routes.
+pub fn server<F>(
+    cfg: &crate::config::Config,
+    shared: Shared,
+    mut sources: Vec<Arc<dyn Metrics>>,
+    routes: F,
+) -> std::io::Result<(std::net::SocketAddr, actix_web::dev::Server)>
+where
+    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+{
+    use actix_web::dev::Service;
+    let http = Arc::new(HttpMetrics::default());
+    sources.push(http.clone());
+    let sources = web::Data::new(MetricsSources(sources));
+    let shared = web::Data::new(shared);
+    let origin = cfg.cors_origin.clone();
+    let listener = std::net::TcpListener::bind(&cfg.bind)?;
+    let addr = listener.local_addr()?;
+    let server = actix_web::HttpServer::new(move || {
+        let http = http.clone();
+        actix_web::App::new()
+            .wrap_fn(move |req, srv| {
+                let started = std::time::Instant::now();
+                let http = http.clone();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".into());
+                    http.observe(
+                        &route,
+                        res.status().as_u16(),
+                        started.elapsed().as_secs_f64(),
+                    );
+                    Ok(res)
+                }
+            })
+            .wrap(cors(&origin))
+            .configure(|c| configure_health(c, shared.clone()))
+            .app_data(sources.clone())
+            .route("/metrics", web::get().to(metrics_route))
+            .configure(routes.clone())
+            .default_service(web::to(not_found))
+    })
+    .workers(cfg.workers.max(1))
+    .shutdown_timeout(10)
+    .listen(listener)?
+    .run();
+    Ok((addr, server))
+}
+
+/// Logs to stderr, as text or (`TALLY_LOG_FORMAT=json`) JSON; `RUST_LOG` sets the level.
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}

@@ -1,0 +1,36 @@
+//! The `aggregator` service alone: the stream consumer (several share one consumer group)
+//! and the rest of the API (projects, bucket events, realtime reports). `REDIS_URL` is
+//! required.
+
+use std::sync::Arc;
+use tally_store::clock::SystemClock;
+use tally_store::config::Config;
+use tally_store::http::{init_logging, server, Metrics, Shared};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = Config::from_env()?;
+    init_logging(cfg.log_json);
+    let url = cfg
+        .redis_url
+        .clone()
+        .ok_or("REDIS_URL is required for the split services")?;
+    actix_web::rt::System::new().block_on(async move {
+        let shared = Shared::new(&cfg, &url, Arc::new(SystemClock))?;
+        let agg = actix_web::web::Data::new(tally_aggregator::Aggregator::new(
+            shared.clone(),
+            &cfg.aggregator,
+        ));
+        let consumer = tally_aggregator::spawn_consumer(&cfg, &url, agg.clone());
+        let sources: Vec<Arc<dyn Metrics>> = vec![agg.stats.clone()];
+        let data = agg.clone();
+        let (addr, srv) = server(&cfg, shared, sources, move |c| {
+            tally_aggregator::configure(c, data.clone())
+        })?;
+        tracing::info!(%addr, "aggregator listening");
+        srv.await?;
+        if let Some(c) = consumer {
+            c.abort();
+        }
+        Ok(())
+    })
+}
