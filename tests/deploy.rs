@@ -1,0 +1,226 @@
+//! What in deploy/ can run here, runs: redis.conf loads into a real redis-server, and
+//! nginx.conf routes real traffic to the split services.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tally_store::embedded::free_port;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// nginx stops with its workers on SIGTERM (SIGKILL would orphan the workers).
+struct Nginx(Child);
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_http(addr: &str, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !try_http(addr, "GET", path, &[], b"").is_ok_and(|r| r.status == 200) {
+        assert!(Instant::now() < deadline, "{addr}{path} did not answer");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+/// The production redis.conf, with only the port and directory of this test.
+fn redis_with_deploy_conf() -> (Proc, String) {
+    let dir = temp_dir("deploy-redis");
+    std::fs::create_dir_all(&dir).ok();
+    let port = free_port().expect("port");
+    let child = Command::new("redis-server")
+        .arg(root().join("deploy/redis.conf"))
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let url = format!("redis://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+        if ok.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis with deploy/redis.conf did not start"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    (Proc(child), url)
+}
+
+fn spawn(name: &str, url: &str) -> (Proc, String) {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_tally")).with_file_name(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace (deploy/test does)",
+        bin.display()
+    );
+    let addr = format!("127.0.0.1:{}", free_port().expect("port"));
+    let child = Command::new(bin)
+        .env("REDIS_URL", url)
+        .env("TALLY_BIND", &addr)
+        .env("TALLY_ADMIN_KEY", "test-admin-key")
+        .env("TALLY_WORKERS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    wait_http(&addr, "/ping");
+    (Proc(child), addr)
+}
+
+#[test]
+fn redis_conf_loads_with_the_documented_settings() {
+    let (_redis, url) = redis_with_deploy_conf();
+    let mut c = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let get = |c: &mut redis::Connection, k: &str| -> String {
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(k)
+            .query(c)
+            .unwrap_or_default();
+        v.get(1).cloned().unwrap_or_default()
+    };
+    assert_eq!(get(&mut c, "appendonly"), "yes");
+    assert_eq!(get(&mut c, "appendfsync"), "everysec");
+    assert_eq!(get(&mut c, "maxmemory-policy"), "noeviction");
+}
+
+#[test]
+fn nginx_conf_routes_to_the_split_services() {
+    let Ok(out) = Command::new("nginx").arg("-v").output() else {
+        panic!("nginx is not installed (deploy/test installs it)");
+    };
+    assert!(out.status.success());
+    let (_redis, url) = redis_with_deploy_conf();
+    let (_c, collector) = spawn("collector", &url);
+    let (_r, reader) = spawn("reader", &url);
+    let (_a, aggregator) = spawn("aggregator", &url);
+    let dir = temp_dir("nginx");
+    std::fs::create_dir_all(&dir).ok();
+    let front = format!("127.0.0.1:{}", free_port().expect("port"));
+    let conf = std::fs::read_to_string(root().join("deploy/nginx.conf"))
+        .expect("deploy/nginx.conf")
+        .replace("server collector:3001;", &format!("server {collector};"))
+        .replace("server reader:3001;", &format!("server {reader};"))
+        .replace("server aggregator:3001;", &format!("server {aggregator};"))
+        .replace("listen 8080;", &format!("listen {front};"))
+        .replace(
+            "pid /tmp/tally-nginx.pid;",
+            &format!("pid {}/nginx.pid;", dir.display()),
+        );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write conf");
+    let _nginx = Nginx(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while try_http(&front, "GET", "/ping", &[], b"").is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Everything through the one front address.
+    let body =
+        json!({"name": "via nginx", "timezone": "UTC", "lock_key": "test-admin-key"}).to_string();
+    let v = http(
+        &front,
+        "POST",
+        "/project/create",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .json();
+    let (wk, rk) = (
+        v["write_key"].as_str().unwrap_or_default().to_string(),
+        v["read_key"].as_str().unwrap_or_default().to_string(),
+    );
+    let r = http(
+        &front,
+        "GET",
+        &format!("/i?app_key={wk}&device_id=n1&begin_session=1"),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.json()["result"].clone()),
+        (200, json!("Success")),
+        "{}",
+        r.body
+    );
+    let bulk =
+        json!({"app_key": wk, "requests": [{"device_id": "n2", "begin_session": 1}]}).to_string();
+    assert_eq!(
+        http(
+            &front,
+            "POST",
+            "/i/bulk",
+            &[("Content-Type", "application/json")],
+            bulk.as_bytes()
+        )
+        .status,
+        200
+    );
+    let s = http(
+        &front,
+        "GET",
+        &format!("/o?app_key={wk}&api_key={rk}&method=sessions&action=refresh"),
+        &[],
+        b"",
+    )
+    .json();
+    let year = s
+        .as_object()
+        .and_then(|m| m.keys().find(|k| k.len() == 4).cloned())
+        .unwrap_or_default();
+    assert_eq!(s[&year]["u"], json!(2), "{s}");
+    assert!(http(&front, "GET", "/dashboard", &[], b"")
+        .body
+        .contains("Tally dashboard"));
+    // Each request reached the service that owns its path.
+    let count = |addr: &str, route: &str| {
+        let m = http(addr, "GET", "/metrics", &[], b"").body;
+        m.lines()
+            .filter(|l| l.starts_with(&format!("tally_http_requests_total{{route=\"{route}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert_eq!(count(&collector, "/i"), 1);
+    assert_eq!(count(&collector, "/i/bulk"), 1);
+    assert_eq!(count(&reader, "/o"), 1);
+    assert_eq!(count(&aggregator, "/project/create"), 1);
+}
