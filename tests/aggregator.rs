@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tally_store::embedded::free_port;
 
@@ -277,28 +277,12 @@ fn bucket_api_over_events_sent_to_i() {
     assert_eq!(get(json!({"event_name": "buy"})).len(), 1);
 }
 
-fn spawn_tally(redis_url: &str, bind: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tally"))
-        .env("REDIS_URL", redis_url)
-        .env("TALLY_BIND", bind)
-        .env("TALLY_ADMIN_KEY", "test-admin-key")
-        .env("TALLY_AGG_CLAIM_IDLE_MS", "1000")
-        .env("TALLY_AGG_BLOCK_MS", "100")
-        .env("TALLY_AGG_BATCH", "50")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tally")
-}
-
-fn wait_up(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !try_http(addr, "GET", "/ping", &[], b"").is_ok_and(|r| r.status == 200) {
-        assert!(Instant::now() < deadline, "tally did not start");
-        std::thread::sleep(Duration::from_millis(30));
-    }
-}
+/// Fast takeovers and small batches, so a kill lands in the middle of the work.
+const AGG_ENV: [(&str, &str); 3] = [
+    ("TALLY_AGG_CLAIM_IDLE_MS", "1000"),
+    ("TALLY_AGG_BLOCK_MS", "100"),
+    ("TALLY_AGG_BATCH", "50"),
+];
 
 #[test]
 fn a_killed_aggregator_neither_loses_nor_double_counts() {
@@ -307,8 +291,8 @@ fn a_killed_aggregator_neither_loses_nor_double_counts() {
         format!("127.0.0.1:{}", free_port().expect("port")),
         format!("127.0.0.1:{}", free_port().expect("port")),
     );
-    let mut a = spawn_tally(&redis.url(), &a_addr);
-    wait_up(&a_addr);
+    let mut a = start_binary("tally", &redis.url(), &a_addr, &AGG_ENV);
+    wait_http(&a_addr, "/ping");
     let body =
         json!({"name": "k", "timezone": "Europe/Berlin", "lock_key": "test-admin-key"}).to_string();
     let v = http(
@@ -357,8 +341,8 @@ fn a_killed_aggregator_neither_loses_nor_double_counts() {
     let acked = sender.join().unwrap_or(0);
     assert!(acked > 50, "load ran: {acked}");
     // B takes over A's pending entries and everything not yet read.
-    let mut b = spawn_tally(&redis.url(), &b_addr);
-    wait_up(&b_addr);
+    let mut b = start_binary("tally", &redis.url(), &b_addr, &AGG_ENV);
+    wait_http(&b_addr, "/ping");
     settle(&b_addr);
     let o = http(
         &b_addr,

@@ -4,21 +4,13 @@
 mod common;
 use common::*;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tally_store::embedded::free_port;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// nginx stops with its workers on SIGTERM (SIGKILL would orphan the workers).
@@ -30,14 +22,6 @@ impl Drop for Nginx {
             .arg(self.0.id().to_string())
             .status();
         let _ = self.0.wait();
-    }
-}
-
-fn wait_http(addr: &str, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !try_http(addr, "GET", path, &[], b"").is_ok_and(|r| r.status == 200) {
-        assert!(Instant::now() < deadline, "{addr}{path} did not answer");
-        std::thread::sleep(Duration::from_millis(30));
     }
 }
 
@@ -71,28 +55,6 @@ fn redis_with_deploy_conf() -> (Proc, String) {
     (Proc(child), url)
 }
 
-fn spawn(name: &str, url: &str) -> (Proc, String) {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_tally")).with_file_name(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build the workspace (deploy/test does)",
-        bin.display()
-    );
-    let addr = format!("127.0.0.1:{}", free_port().expect("port"));
-    let child = Command::new(bin)
-        .env("REDIS_URL", url)
-        .env("TALLY_BIND", &addr)
-        .env("TALLY_ADMIN_KEY", "test-admin-key")
-        .env("TALLY_WORKERS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
-    wait_http(&addr, "/ping");
-    (Proc(child), addr)
-}
-
 #[test]
 fn redis_conf_loads_with_the_documented_settings() {
     let (_redis, url) = redis_with_deploy_conf();
@@ -119,9 +81,10 @@ fn nginx_conf_routes_to_the_split_services() {
     };
     assert!(out.status.success());
     let (_redis, url) = redis_with_deploy_conf();
-    let (_c, collector) = spawn("collector", &url);
-    let (_r, reader) = spawn("reader", &url);
-    let (_a, aggregator) = spawn("aggregator", &url);
+    let env = [("TALLY_WORKERS", "1")];
+    let (_c, collector) = spawn_binary("collector", &url, &env);
+    let (_r, reader) = spawn_binary("reader", &url, &env);
+    let (_a, aggregator) = spawn_binary("aggregator", &url, &env);
     let dir = temp_dir("nginx");
     std::fs::create_dir_all(&dir).ok();
     let front = format!("127.0.0.1:{}", free_port().expect("port"));

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -177,36 +177,13 @@ fn acknowledged_writes_survive_a_redis_crash() {
     );
 }
 
-fn spawn_tally(redis_url: &str, bind: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tally"))
-        .env("REDIS_URL", redis_url)
-        .env("TALLY_BIND", bind)
-        .env("TALLY_ADMIN_KEY", "test-admin-key")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tally")
-}
-
-fn wait_up(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if try_http(addr, "GET", "/ping", &[], b"").is_ok_and(|r| r.status == 200) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    panic!("tally did not start on {addr}");
-}
-
 /// Runs load against a real `tally` process, stops it with `signal`, starts it again and
 /// checks that every acknowledged request is counted.
 fn process_stop_loses_nothing(signal: &str) {
     let redis = start_redis("proc");
     let bind = format!("127.0.0.1:{}", free_port().expect("port"));
-    let mut child = spawn_tally(&redis.url(), &bind);
-    wait_up(&bind);
+    let mut child = start_binary("tally", &redis.url(), &bind, &[]);
+    wait_http(&bind, "/ping");
     let body = json!({"name": "p", "timezone": "UTC", "lock_key": "test-admin-key"}).to_string();
     let v = http(
         &bind,
@@ -241,8 +218,8 @@ fn process_stop_loses_nothing(signal: &str) {
     for w in workers {
         w.join().ok();
     }
-    let mut again = spawn_tally(&redis.url(), &bind);
-    wait_up(&bind);
+    let mut again = start_binary("tally", &redis.url(), &bind, &[]);
+    wait_http(&bind, "/ping");
     let (sent, acked) = (
         tally.sent.load(Ordering::SeqCst),
         tally.acked.load(Ordering::SeqCst),

@@ -5,63 +5,18 @@
 mod common;
 use common::*;
 use serde_json::json;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tally_store::embedded::free_port;
-
-fn binary(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_tally"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace (cargo test --workspace, as deploy/test does)",
-        path.display()
-    );
-    path
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(name: &str, redis: &str) -> (Proc, String) {
-    let addr = format!("127.0.0.1:{}", free_port().expect("port"));
-    let child = Command::new(binary(name))
-        .env("REDIS_URL", redis)
-        .env("TALLY_BIND", &addr)
-        .env("TALLY_ADMIN_KEY", "test-admin-key")
-        .env("TALLY_AGG_BLOCK_MS", "100")
-        .env("TALLY_WORKERS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !try_http(&addr, "GET", "/ping", &[], b"").is_ok_and(|r| r.status == 200) {
-        assert!(Instant::now() < deadline, "{name} did not start");
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    (Proc(child), addr)
-}
 
 #[test]
 fn split_services_stay_exact() {
     let redis = start_redis("split");
     let url = redis.url();
-    let (_c1, c1) = spawn("collector", &url);
-    let (_c2, c2) = spawn("collector", &url);
-    let (_r, r) = spawn("reader", &url);
-    let (_a1, a1) = spawn("aggregator", &url);
-    let (_a2, a2) = spawn("aggregator", &url);
+    let env = [("TALLY_AGG_BLOCK_MS", "100"), ("TALLY_WORKERS", "1")];
+    let (_c1, c1) = spawn_binary("collector", &url, &env);
+    let (_c2, c2) = spawn_binary("collector", &url, &env);
+    let (_r, r) = spawn_binary("reader", &url, &env);
+    let (_a1, a1) = spawn_binary("aggregator", &url, &env);
+    let (_a2, a2) = spawn_binary("aggregator", &url, &env);
     // Each serves only its own routes.
     assert_eq!(http(&c1, "GET", "/o?method=sessions", &[], b"").status, 404);
     assert_eq!(http(&r, "GET", "/i", &[], b"").status, 404);

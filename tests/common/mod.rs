@@ -307,3 +307,68 @@ pub fn p(k: &'static str, v: impl ToString) -> (&'static str, String) {
 pub fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
     path.iter().fold(v, |v, k| &v[*k])
 }
+
+/// A child process killed (and reaped) when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One of the project's binaries (`tally`, `collector`, `reader`, `aggregator`).
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let path = std::path::PathBuf::from(env!("CARGO_BIN_EXE_tally")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (cargo test --workspace, as deploy/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Waits until `addr` answers `path` with 200.
+pub fn wait_http(addr: &str, path: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !try_http(addr, "GET", path, &[], b"").is_ok_and(|r| r.status == 200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr}{path} did not answer"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+/// Starts binary `name` on `bind` against `redis_url` with the test admin key and `env`,
+/// without waiting for it.
+pub fn start_binary(
+    name: &str,
+    redis_url: &str,
+    bind: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(binary(name));
+    cmd.env("REDIS_URL", redis_url)
+        .env("TALLY_BIND", bind)
+        .env("TALLY_ADMIN_KEY", "test-admin-key")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start the binary")
+}
+
+/// Starts binary `name` on a free port and waits until it answers `/ping`.
+pub fn spawn_binary(name: &str, redis_url: &str, env: &[(&str, &str)]) -> (Proc, String) {
+    let addr = format!(
+        "127.0.0.1:{}",
+        tally_store::embedded::free_port().expect("port")
+    );
+    let child = Proc(start_binary(name, redis_url, &addr, env));
+    wait_http(&addr, "/ping");
+    (child, addr)
+}
