@@ -146,14 +146,14 @@ fn forgetting_a_device_and_deleting_an_app() {
             .unwrap_or(0)
     };
     assert_eq!((raw("d0"), raw("d7")), (1, 1));
-    // Two raw entries: its session begin and its event.
+    // One raw stream entry: its request (session begin and event together).
     assert_eq!(
         forget("d0"),
-        json!({"result": "Success", "forgotten": true, "raw_events_deleted": 2})
+        json!({"result": "Success", "forgotten": true, "raw_entries_deleted": 1})
     );
     assert_eq!(
         forget("d0"),
-        json!({"result": "Success", "forgotten": false, "raw_events_deleted": 0})
+        json!({"result": "Success", "forgotten": false, "raw_entries_deleted": 0})
     );
     assert_eq!(
         (raw("d0"), raw("d7")),

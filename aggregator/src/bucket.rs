@@ -120,10 +120,11 @@ pub async fn retrieve(
         let (page,): (StreamPage,) = tally_store::redis::run(&st.shared.pool, &pipe).await?;
         let n = page.len();
         scanned += n;
-        for (id, fields) in &page {
-            let Some(e) = Entry::parse(id, fields) else {
-                continue;
-            };
+        // Newest first: a request's events in reverse too.
+        for e in page
+            .iter()
+            .flat_map(|(id, fields)| Entry::parse_all(id, fields).into_iter().rev())
+        {
             let wanted = e.kind == "e"
                 && e.key == event
                 && p.app_name

@@ -383,9 +383,7 @@ fn parse_read(reply: &Value) -> HashMap<String, (Vec<String>, Vec<Entry>)> {
                 // A pending entry that was trimmed away meanwhile: acknowledge it.
                 _ => Vec::new(),
             };
-            if let Some(e) = Entry::parse(&id, &fields) {
-                entries.push(e);
-            }
+            entries.extend(Entry::parse_all(&id, &fields));
             ids.push(id);
         }
     }

@@ -165,9 +165,9 @@ pub async fn forget_device(
         .and_then(|v| v.as_str())
         .filter(|d| !d.is_empty())
         .ok_or_else(|| ApiError::bad("Missing parameter \"device_id\""))?;
-    let (forgotten, raw_events) = apps::forget_device(&st.shared.pool, &app.id, device).await?;
+    let (forgotten, raw_entries) = apps::forget_device(&st.shared.pool, &app.id, device).await?;
     Ok(json_response(
-        json!({"result": "Success", "forgotten": forgotten, "raw_events_deleted": raw_events})
+        json!({"result": "Success", "forgotten": forgotten, "raw_entries_deleted": raw_entries})
             .to_string(),
     ))
 }

@@ -32,8 +32,66 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Reads a stream entry; `None` for anything this version does not know (acknowledged
-    /// and skipped rather than blocking the stream).
+    /// Reads one stream entry: a request (`t` = `r`) becomes its session begin, its events
+    /// and its session end. Anything this version does not know yields nothing (it is
+    /// acknowledged and skipped rather than blocking the stream).
+    pub fn parse_all(id: &str, fields: &[(String, String)]) -> Vec<Entry> {
+        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+        if get("t") != Some("r") {
+            return Entry::parse(id, fields).into_iter().collect();
+        }
+        let device = get("d").unwrap_or_default().to_string();
+        let received = get("rt").and_then(|r| r.parse().ok()).unwrap_or(0);
+        let Some(ts) = get("ts").and_then(|t| t.parse::<i64>().ok()) else {
+            return Vec::new();
+        };
+        let session = |kind: &str| Entry {
+            id: id.to_string(),
+            kind: kind.into(),
+            device: device.clone(),
+            key: String::new(),
+            count: 1,
+            sum: None,
+            dur: None,
+            segmentation: Map::new(),
+            ts,
+            received,
+        };
+        let mut out = Vec::new();
+        if get("b") == Some("1") {
+            out.push(session("b"));
+        }
+        let events: Vec<Value> = get("ev")
+            .and_then(|e| serde_json::from_str(e).ok())
+            .unwrap_or_default();
+        for e in events {
+            let Some(key) = e.get("k").and_then(Value::as_str) else {
+                continue;
+            };
+            out.push(Entry {
+                id: id.to_string(),
+                kind: "e".into(),
+                device: device.clone(),
+                key: key.to_string(),
+                count: e.get("c").and_then(Value::as_i64).unwrap_or(1),
+                sum: e.get("s").and_then(Value::as_f64),
+                dur: e.get("u").and_then(Value::as_f64),
+                segmentation: e
+                    .get("g")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default(),
+                ts: e.get("ts").and_then(Value::as_i64).unwrap_or(ts),
+                received,
+            });
+        }
+        if get("x") == Some("1") {
+            out.push(session("x"));
+        }
+        out
+    }
+
+    /// Reads a single-event stream entry (`t` = `e`, `b` or `x`).
     pub fn parse(id: &str, fields: &[(String, String)]) -> Option<Entry> {
         let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
         let kind = get("t")?.to_string();
@@ -263,6 +321,27 @@ mod tests {
             now,
         );
         assert!(old.ints.keys().all(|(k, _)| k.contains(":r:h:")));
+    }
+
+    #[test]
+    fn a_request_entry_expands_into_begin_events_end() {
+        let f: Vec<(String, String)> = [("t", "r"), ("d", "x"), ("rt", "5"), ("ts", "1000"), ("b", "1"), ("x", "1"),
+            ("ev", r#"[{"k":"buy","c":2,"s":1.5,"g":{"app_name":"web"},"ts":900},{"k":"view"},{"c":3}]"#)]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let all = Entry::parse_all("7-0", &f);
+        let kinds: Vec<(&str, &str)> = all
+            .iter()
+            .map(|e| (e.kind.as_str(), e.key.as_str()))
+            .collect();
+        assert_eq!(kinds, [("b", ""), ("e", "buy"), ("e", "view"), ("x", "")]);
+        assert_eq!(
+            (all[1].count, all[1].sum, all[1].ts, all[1].seg("app_name")),
+            (2, Some(1.5), 900, Some("web"))
+        );
+        assert_eq!((all[2].count, all[2].ts), (1, 1000));
+        assert!(Entry::parse_all("7-1", &[("t".to_string(), "r".to_string())]).is_empty());
     }
 
     #[test]

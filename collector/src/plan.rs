@@ -243,6 +243,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
     let ranges = |name: &str| keys::meta(&app.id, name);
 
     let mut requests: i64 = 0;
+    let (mut began, mut ended) = (false, false);
     if dev.first_seen != 0 || req.begin_session {
         requests = 1;
     } else {
@@ -268,7 +269,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
                 close_session(b, &users, &mut dev, &ranges("d-ranges"));
             }
             begin_session(b, it, &users, &mut dev, limits);
-            append(b, it, "b", None);
+            began = true;
             requests += i64::from(dev.pending_requests);
             dev.pending_requests = 0;
         }
@@ -282,7 +283,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
     }
 
     if req.end_session && dev.session_open {
-        append(b, it, "x", None);
+        ended = true;
         close_session(b, &users, &mut dev, &ranges("d-ranges"));
         dev.session_open = false;
         dev.last_end = t;
@@ -290,10 +291,14 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
 
     users.add(b, &[Y, M, D, H], "e", requests);
 
+    let mut events = Vec::new();
     for e in &req.events {
         if plan_event(b, app, e, &at, limits) {
-            append(b, it, "e", Some(e));
+            events.push(raw_event(e));
         }
+    }
+    if began || ended || !events.is_empty() {
+        append(b, it, began, ended, events);
     }
 
     *b.device(&it.device_key) = dev;
@@ -386,33 +391,46 @@ fn count_value(
     target.add_unique(b, uniq, changed, &format!("{v}.u"));
 }
 
-/// Appends a session begin (`b`), end (`x`) or event (`e`) to the app's raw stream, in
-/// the same transaction as the counters. Times are milliseconds.
-fn append(b: &mut Batch, it: &Item, kind: &'static str, e: Option<&Event>) {
+/// An event as the raw stream keeps it: key, count, sum, duration, segmentation as sent,
+/// time (ms).
+fn raw_event(e: &Event) -> serde_json::Value {
+    let mut o = serde_json::Map::new();
+    o.insert("k".into(), e.key.clone().into());
+    o.insert("c".into(), e.count.into());
+    if let Some(s) = e.sum {
+        o.insert("s".into(), s.into());
+    }
+    if let Some(d) = e.dur {
+        o.insert("u".into(), d.into());
+    }
+    if !e.raw_segments.is_empty() {
+        o.insert(
+            "g".into(),
+            serde_json::Value::Object(e.raw_segments.clone()),
+        );
+    }
+    o.insert("ts".into(), (e.time * 1000).into());
+    serde_json::Value::Object(o)
+}
+
+/// Appends the request to the app's raw stream, in the same transaction as its counters:
+/// one entry a request (`t` = `r`), with its session begin (`b`) and end (`x`) and its
+/// events (`ev`, a JSON array), so a request costs one XADD however many events it has.
+fn append(b: &mut Batch, it: &Item, began: bool, ended: bool, events: Vec<serde_json::Value>) {
     let mut f: Vec<(&'static str, String)> = vec![
-        ("t", kind.to_string()),
+        ("t", "r".to_string()),
         ("d", it.req.device_id.clone()),
         ("rt", it.received_ms.to_string()),
+        ("ts", (it.req.time * 1000).to_string()),
     ];
-    match e {
-        Some(e) => {
-            f.push(("ts", (e.time * 1000).to_string()));
-            f.push(("k", e.key.clone()));
-            f.push(("c", e.count.to_string()));
-            if let Some(s) = e.sum {
-                f.push(("s", s.to_string()));
-            }
-            if let Some(d) = e.dur {
-                f.push(("u", d.to_string()));
-            }
-            if !e.raw_segments.is_empty() {
-                f.push((
-                    "g",
-                    serde_json::Value::Object(e.raw_segments.clone()).to_string(),
-                ));
-            }
-        }
-        None => f.push(("ts", (it.req.time * 1000).to_string())),
+    if began {
+        f.push(("b", "1".into()));
+    }
+    if ended {
+        f.push(("x", "1".into()));
+    }
+    if !events.is_empty() {
+        f.push(("ev", serde_json::Value::Array(events).to_string()));
     }
     b.append(&keys::stream(&it.app.id), f);
 }

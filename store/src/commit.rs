@@ -443,8 +443,30 @@ async fn flush(
         if conn.is_none() {
             *conn = Some(dedicated(redis).await?);
         }
+        let mut batch = match read_phase(
+            conn.as_mut().ok_or(StoreError::Closed)?,
+            redis,
+            &devices,
+            &sets,
+        )
+        .await
+        {
+            Ok(b) => b,
+            // A connection that went stale while idle (Redis restarted) fails on its first
+            // command. Nothing has been written yet (no MULTI was sent): reconnect once.
+            Err(StoreError::Redis(e)) if is_transport_error(&e) => {
+                *conn = Some(dedicated(redis).await?);
+                read_phase(
+                    conn.as_mut().ok_or(StoreError::Closed)?,
+                    redis,
+                    &devices,
+                    &sets,
+                )
+                .await?
+            }
+            Err(e) => return Err(e),
+        };
         let c = conn.as_mut().ok_or(StoreError::Closed)?;
-        let mut batch = read_phase(c, redis, &devices, &sets).await?;
         // A bug in planning must fail this batch, not stop the committer for good.
         let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             items
