@@ -70,11 +70,28 @@ async fn body<T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(raw).map_err(|e| ApiError::bad(format!("Invalid parameters: {e}")))
 }
 
+/// Which events a call is about: a key, optionally narrowed by `app_name` and
+/// `server_name` segmentation values.
 #[derive(Deserialize)]
-struct Retrieve {
+struct Selection {
     event_name: Option<String>,
     app_name: Option<String>,
     server_name: Option<String>,
+}
+
+impl Selection {
+    fn event(&self) -> Result<&str, ApiError> {
+        self.event_name
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| ApiError::bad("Missing parameter \"event_name\""))
+    }
+}
+
+#[derive(Deserialize)]
+struct Retrieve {
+    #[serde(flatten)]
+    sel: Selection,
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -88,10 +105,7 @@ pub async fn retrieve(
 ) -> Result<HttpResponse, ApiError> {
     let app = bucket(&req, &st, &path, false).await?;
     let p: Retrieve = body(payload, &st).await?;
-    let event = p
-        .event_name
-        .filter(|e| !e.is_empty())
-        .ok_or_else(|| ApiError::bad("Missing parameter \"event_name\""))?;
+    let event = p.sel.event()?.to_string();
     let max = st.max_limit as i64;
     let limit = p.limit.unwrap_or(100);
     let offset = p.offset.unwrap_or(0);
@@ -127,10 +141,12 @@ pub async fn retrieve(
         {
             let wanted = e.kind == "e"
                 && e.key == event
-                && p.app_name
+                && p.sel
+                    .app_name
                     .as_deref()
                     .is_none_or(|a| e.seg("app_name") == Some(a))
-                && p.server_name
+                && p.sel
+                    .server_name
                     .as_deref()
                     .is_none_or(|s| e.seg("server_name") == Some(s));
             if !wanted {
@@ -155,9 +171,8 @@ pub async fn retrieve(
 
 #[derive(Deserialize)]
 struct Stats {
-    event_name: Option<String>,
-    app_name: Option<String>,
-    server_name: Option<String>,
+    #[serde(flatten)]
+    sel: Selection,
     days: Option<i64>,
     interval: Option<String>,
 }
@@ -172,10 +187,7 @@ pub async fn stats(
 ) -> Result<HttpResponse, ApiError> {
     let app = bucket(&req, &st, &path, false).await?;
     let p: Stats = body(payload, &st).await?;
-    let event = p
-        .event_name
-        .filter(|e| !e.is_empty())
-        .ok_or_else(|| ApiError::bad("Missing parameter \"event_name\""))?;
+    let event = p.sel.event()?.to_string();
     let days = p.days.unwrap_or(2);
     let interval = p.interval.as_deref().unwrap_or("minute");
     let keep_days = |secs: i64| (secs / 86_400).max(1);
@@ -193,7 +205,12 @@ pub async fn stats(
             "Invalid parameter \"days\": 1 to {max_days} for interval {interval}"
         )));
     }
-    let f = field("c", &event, p.app_name.as_deref(), p.server_name.as_deref());
+    let f = field(
+        "c",
+        &event,
+        p.sel.app_name.as_deref(),
+        p.sel.server_name.as_deref(),
+    );
     let now = st.shared.clock.now_secs();
     let tz = app.timezone;
     // (timestamp ms, rollup keys summed into the point)
