@@ -31,7 +31,6 @@ pub struct Running {
     pub addr: SocketAddr,
     pub server: actix_web::dev::Server,
     pub stopper: Stopper,
-    pub stats: Arc<CommitStats>,
     /// The stream consumer, when this process runs one.
     pub consumer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -55,14 +54,14 @@ pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Runnin
     let shared = Shared::new(cfg, redis_url, clock)?;
     let (collector, stopper) =
         tally_collector::build(cfg, redis_url, shared.clone()).map_err(StartError::Geo)?;
-    let stats = collector.committer.stats.clone();
+    let stats: Arc<CommitStats> = collector.committer.stats.clone();
     let collector = web::Data::new(collector);
     let reader = web::Data::new(Reader {
         shared: shared.clone(),
     });
     let aggregator = web::Data::new(Aggregator::new(shared.clone(), &cfg.aggregator));
     let consumer = tally_aggregator::spawn_consumer(cfg, redis_url, aggregator.clone());
-    let sources: Vec<Arc<dyn Metrics>> = vec![stats.clone(), aggregator.stats.clone()];
+    let sources: Vec<Arc<dyn Metrics>> = vec![stats, aggregator.stats.clone()];
     let (addr, server) = tally_store::http::server(cfg, shared, sources, move |c| {
         tally_collector::configure(c, collector.clone());
         tally_reader::configure(c, reader.clone());
@@ -73,7 +72,6 @@ pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Runnin
         addr,
         server,
         stopper,
-        stats,
         consumer,
     })
 }

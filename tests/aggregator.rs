@@ -357,22 +357,7 @@ fn a_killed_aggregator_neither_loses_nor_double_counts() {
         .and_then(|m| m.keys().find(|k| k.len() == 4).cloned())
         .unwrap_or_default();
     let counted = at(&o, &[&year, "c"]).as_i64().unwrap_or(0);
-    let auth = format!("Bearer {rk}");
-    let r = http(
-        &b_addr,
-        "POST",
-        &format!("/api/bucket/{id}/data/events/stats"),
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        br#"{"event_name":"k","days":2,"interval":"hour"}"#,
-    );
-    let rolled: i64 = r
-        .json()
-        .as_array()
-        .map(|a| a.iter().map(|p| p[1].as_i64().unwrap_or(0)).sum())
-        .unwrap_or(-1);
+    let rolled = rolled_up(&b_addr, &id, &rk, "k", 2);
     let metrics = http(&b_addr, "GET", "/metrics", &[], b"").body;
     b.kill().ok();
     b.wait().ok();

@@ -102,22 +102,7 @@ fn split_services_stay_exact() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let rolled = loop {
         std::thread::sleep(Duration::from_millis(500));
-        let auth = format!("Bearer {rk}");
-        let st = http(
-            &a2,
-            "POST",
-            &format!("/api/bucket/{id}/data/events/stats"),
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            br#"{"event_name":"tap","days":1,"interval":"hour"}"#,
-        );
-        let sum: i64 = st
-            .json()
-            .as_array()
-            .map(|a| a.iter().map(|p| p[1].as_i64().unwrap_or(0)).sum())
-            .unwrap_or(0);
+        let sum = rolled_up(&a2, &id, &rk, "tap", 1);
         if sum >= 640 || Instant::now() > deadline {
             break sum;
         }

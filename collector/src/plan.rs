@@ -44,17 +44,19 @@ use Level::*;
 struct Target<'a> {
     year: String,
     month: String,
-    hours: String,
+    /// Only families with hour counters (sessions, events) have one.
+    hours: Option<String>,
     prefixes: [String; 5],
     at: &'a Buckets,
 }
 
 impl<'a> Target<'a> {
+    /// A family without hour counters (metrics, segments).
     fn new(app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
         Target {
             year: keys::counters(&app.id, family, Period::Year(at.year)),
             month: keys::counters(&app.id, family, Period::Month(at.year, at.month)),
-            hours: keys::counters(&app.id, family, Period::Hours(at.year, at.month, at.day)),
+            hours: None,
             prefixes: [
                 String::new(),
                 format!("{}.", at.month),
@@ -66,40 +68,48 @@ impl<'a> Target<'a> {
         }
     }
 
-    /// The hash and the field name (written into `buf`) of `field` at `level`.
-    fn key_field<'t>(
-        &'t self,
-        level: Level,
-        field: &str,
-        buf: &'t mut String,
-    ) -> (&'t str, &'t str) {
-        let (key, prefix) = match level {
-            Y => (&self.year, &self.prefixes[0]),
-            M => (&self.year, &self.prefixes[1]),
-            W => (&self.year, &self.prefixes[2]),
-            D => (&self.month, &self.prefixes[3]),
-            H => (&self.hours, &self.prefixes[4]),
-        };
-        buf.clear();
-        buf.push_str(prefix);
-        buf.push_str(field);
-        (key, buf)
+    /// A family with hour counters (sessions, events).
+    fn hourly(app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
+        let mut t = Target::new(app, family, at);
+        t.hours = Some(keys::counters(
+            &app.id,
+            family,
+            Period::Hours(at.year, at.month, at.day),
+        ));
+        t
+    }
+
+    /// Calls `write` with the hash and field name of `field` at each level. An hour level
+    /// on a family without hours is a bug in the caller: skipped, never misplaced.
+    fn each(&self, levels: &[Level], field: &str, mut write: impl FnMut(&str, &str)) {
+        let mut buf = String::with_capacity(48);
+        for &level in levels {
+            let (key, prefix) = match level {
+                Y => (&self.year, &self.prefixes[0]),
+                M => (&self.year, &self.prefixes[1]),
+                W => (&self.year, &self.prefixes[2]),
+                D => (&self.month, &self.prefixes[3]),
+                H => match &self.hours {
+                    Some(h) => (h, &self.prefixes[4]),
+                    None => {
+                        debug_assert!(false, "hour level on a family without hours");
+                        continue;
+                    }
+                },
+            };
+            buf.clear();
+            buf.push_str(prefix);
+            buf.push_str(field);
+            write(key, &buf);
+        }
     }
 
     fn add(&self, b: &mut Batch, levels: &[Level], field: &str, by: i64) {
-        let mut buf = String::with_capacity(48);
-        for &l in levels {
-            let (k, f) = self.key_field(l, field, &mut buf);
-            b.incr(k, f, by);
-        }
+        self.each(levels, field, |k, f| b.incr(k, f, by));
     }
 
     fn add_float(&self, b: &mut Batch, levels: &[Level], field: &str, by: f64) {
-        let mut buf = String::with_capacity(48);
-        for &l in levels {
-            let (k, f) = self.key_field(l, field, &mut buf);
-            b.incr_float(k, f, by);
-        }
+        self.each(levels, field, |k, f| b.incr_float(k, f, by));
     }
 
     /// `field` at Y M W D where the device is unique (or `always`), as for `u`.
@@ -238,7 +248,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
     }
 
     let at = Buckets::at(req.time, app.timezone);
-    let users = Target::new(app, &Family::users(), &at);
+    let users = Target::hourly(app, &Family::users(), &at);
     let t = req.time.max(0) as u32;
     let ranges = |name: &str| keys::meta(&app.id, name);
 
@@ -259,7 +269,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
             // The session that just ended goes on: take back the duration range its end
             // recorded; its end will be recorded again, with the whole length.
             let ended = Buckets::at(i64::from(dev.last_end), app.timezone);
-            let prev = Target::new(app, &Family::users(), &ended);
+            let prev = Target::hourly(app, &Family::users(), &ended);
             let r = duration_range(dev.session_secs);
             prev.add(b, &[Y, M, W, D], &format!("ds.{r}"), -1);
             dev.session_open = true;
@@ -449,7 +459,7 @@ fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits:
         own = Buckets::at(e.time, app.timezone);
         &own
     };
-    let target = Target::new(app, &Family::event(&e.key), at);
+    let target = Target::hourly(app, &Family::event(&e.key), at);
     target.add(b, &[Y, M, D, H], "c", e.count);
     if let Some(s) = e.sum {
         target.add_float(b, &[Y, M, D, H], "s", s);

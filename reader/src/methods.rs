@@ -359,7 +359,7 @@ pub async fn top_events(
     for (e, ms) in list.iter().zip(slots) {
         let (mut c, mut s, mut dur) = (0i64, 0f64, 0f64);
         for (y, m, slot) in ms {
-            for (f, v) in a.hash(slot) {
+            for (f, v) in a.hash_pairs(slot) {
                 // Day totals only: `D.c`, not `D.H.c`.
                 let mut parts = f.split('.');
                 let (Some(day), Some(name), None) = (parts.next(), parts.next(), parts.next())

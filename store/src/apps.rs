@@ -100,14 +100,6 @@ pub async fn create(pool: &Pool, new: NewApp, now_secs: i64) -> Result<App, Stor
     Ok(app)
 }
 
-/// Sets or clears an app's checksum salt.
-pub async fn set_salt(pool: &Pool, app: &AppId, salt: Option<&str>) -> Result<(), StoreError> {
-    let mut pipe = redis::pipe();
-    pipe.hset(keys::app_record(app), "salt", salt.unwrap_or(""))
-        .ignore();
-    run(pool, &pipe).await
-}
-
 pub async fn by_id(pool: &Pool, id: &AppId) -> Result<Option<App>, StoreError> {
     let mut pipe = redis::pipe();
     pipe.hgetall(keys::app_record(id));

@@ -203,11 +203,6 @@ impl Batch {
         self.appends.push((stream.to_string(), fields));
     }
 
-    /// The stream entries so far (for tests).
-    pub fn appended(&self) -> &[(String, Vec<(&'static str, String)>)] {
-        &self.appends
-    }
-
     /// Number of distinct counter fields so far.
     pub fn counter_fields(&self) -> usize {
         self.incrs.values().map(HashMap::len).sum()
@@ -415,6 +410,7 @@ fn clone_err(e: &StoreError) -> StoreError {
         StoreError::Closed => StoreError::Closed,
         StoreError::Overloaded => StoreError::Overloaded,
         StoreError::Bug(m) => StoreError::Bug(m.clone()),
+        StoreError::Contention => StoreError::Contention,
         other => StoreError::Pool(other.to_string()),
     }
 }
@@ -488,9 +484,7 @@ async fn flush(
         }
         stats.conflicts.fetch_add(1, Ordering::Relaxed);
     }
-    Err(StoreError::Pool(
-        "too many concurrent changes to the same devices; retry".into(),
-    ))
+    Err(StoreError::Contention)
 }
 
 fn dedup(mut v: Vec<String>) -> Vec<String> {

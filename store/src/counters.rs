@@ -92,21 +92,6 @@ impl Answers {
         }
     }
 
-    /// The (field, value) pairs of a hash read; empty when the hash does not exist.
-    pub fn hash(&self, slot: Slot) -> Vec<(String, String)> {
-        match self.0.get(slot.0) {
-            Some(Value::Array(items)) => items
-                .chunks_exact(2)
-                .filter_map(|kv| Some((text(&kv[0])?, text(&kv[1])?)))
-                .collect(),
-            Some(Value::Map(pairs)) => pairs
-                .iter()
-                .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-
     /// An integer answer (0 when absent).
     pub fn int(&self, slot: Slot) -> i64 {
         match self.0.get(slot.0) {

@@ -84,6 +84,9 @@ pub enum StoreError {
     Closed,
     #[error("the write queue is full")]
     Overloaded,
+    /// Other writers kept changing the same device states; the batch gave up (503, retry).
+    #[error("too many concurrent changes to the same devices")]
+    Contention,
     /// A bug in Tally (a panic while planning writes); nothing of the batch was written.
     #[error("internal error: {0}")]
     Bug(String),

@@ -372,3 +372,23 @@ pub fn spawn_binary(name: &str, redis_url: &str, env: &[(&str, &str)]) -> (Proc,
     wait_http(&addr, "/ping");
     (child, addr)
 }
+
+/// The sum of an event's hour histogram over `days` (bucket events API, read key).
+pub fn rolled_up(addr: &str, project: &str, read_key: &str, event: &str, days: u32) -> i64 {
+    let auth = format!("Bearer {read_key}");
+    let body = json!({"event_name": event, "days": days, "interval": "hour"}).to_string();
+    let r = http(
+        addr,
+        "POST",
+        &format!("/api/bucket/{project}/data/events/stats"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    );
+    r.json()
+        .as_array()
+        .map(|a| a.iter().map(|p| p[1].as_i64().unwrap_or(0)).sum())
+        .unwrap_or(-1)
+}
