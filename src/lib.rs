@@ -53,14 +53,14 @@ impl Running {
 pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Running, StartError> {
     let shared = Shared::new(cfg, redis_url, clock)?;
     let (collector, stopper) =
-        tally_collector::build(cfg, redis_url, shared.clone()).map_err(StartError::Geo)?;
+        tally_collector::build(cfg, shared.clone()).map_err(StartError::Geo)?;
     let stats: Arc<CommitStats> = collector.committer.stats.clone();
     let collector = web::Data::new(collector);
     let reader = web::Data::new(Reader {
         shared: shared.clone(),
     });
     let aggregator = web::Data::new(Aggregator::new(shared.clone(), &cfg.aggregator));
-    let consumer = tally_aggregator::spawn_consumer(cfg, redis_url, aggregator.clone());
+    let consumer = tally_aggregator::spawn_consumer(cfg, aggregator.clone());
     let sources: Vec<Arc<dyn Metrics>> = vec![stats, aggregator.stats.clone()];
     let (addr, server) = tally_store::http::server(cfg, shared, sources, move |c| {
         tally_collector::configure(c, collector.clone());

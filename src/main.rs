@@ -76,8 +76,8 @@ type Res = Result<(), Box<dyn std::error::Error>>;
 
 fn serve(cfg: Config) -> Res {
     let mut embedded = None;
-    let url = match &cfg.redis_url {
-        Some(u) => u.clone(),
+    let url = match cfg.external_redis() {
+        Some(u) => u,
         None => {
             let redis = EmbeddedRedis::start(EmbeddedOptions::new(&cfg.data_dir))?;
             tracing::info!(port = redis.port, dir = %cfg.data_dir.display(), "started embedded redis-server (AOF on)");
@@ -106,8 +106,8 @@ fn serve(cfg: Config) -> Res {
 fn admin_redis(
     cfg: &Config,
 ) -> Result<(String, Option<EmbeddedRedis>), Box<dyn std::error::Error>> {
-    if let Some(u) = &cfg.redis_url {
-        return Ok((u.clone(), None));
+    if let Some(u) = cfg.external_redis() {
+        return Ok((u, None));
     }
     if let Ok(u) = std::fs::read_to_string(Path::new(&cfg.data_dir).join(URL_FILE)) {
         let u = u.trim().to_string();

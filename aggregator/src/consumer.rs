@@ -12,8 +12,11 @@
 //! epoch key, which every consumer WATCHes before it reads: a consumer that was only slow,
 //! not dead, then fails its `EXEC` and writes nothing for entries that are no longer its.
 //!
-//! Blocking reads run on dedicated connections from a bb8 pool, never on a multiplexed
-//! connection shared with requests.
+//! Every step runs on a connection checked out of the pool for that step alone, so its
+//! `WATCH` and blocking read are never shared with requests. On standalone Redis one step
+//! reads every app's stream at once (blocking until entries arrive). On a Redis Cluster a
+//! command may not span slots, so each app's stream is read by its own step on its own
+//! node, without blocking, and an idle round waits `TALLY_AGG_BLOCK_MS` (at most 250 ms).
 
 use crate::realtime;
 use crate::rollup::{rollup, Entry, Retention, Writes};
@@ -25,7 +28,8 @@ use std::time::{Duration, Instant};
 use tally_store::apps::{self, App};
 use tally_store::http::Shared;
 use tally_store::keys::{self, AppId};
-use tally_store::redis::Pool;
+use tally_store::redis::{has_code, run as query, Pool};
+use tally_store::StoreError;
 
 /// The consumer group every aggregator shares.
 pub const GROUP: &str = "tally-aggregator";
@@ -55,35 +59,24 @@ pub struct AggregatorStats {
     pub pending: AtomicU64,
 }
 
-pub type StreamPool = bb8::Pool<redis::Client>;
-
-/// A bb8 pool of dedicated connections for blocking stream reads.
-pub async fn stream_pool(url: &str, size: u32) -> Result<StreamPool, redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    bb8::Pool::builder().max_size(size).build(client).await
-}
-
 fn consumer_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tally".into());
     format!("{host}-{}-{}", std::process::id(), keys::random_hex(3))
 }
 
 /// Runs the consumer until the task is dropped.
-pub async fn run(
-    streams: StreamPool,
-    shared: Shared,
-    cfg: ConsumerConfig,
-    stats: Arc<AggregatorStats>,
-) {
+pub async fn run(shared: Shared, cfg: ConsumerConfig, stats: Arc<AggregatorStats>) {
     let pool = shared.pool.clone();
     let me = consumer_name();
+    // A blocking read must end well before the connection's own response timeout.
+    let block = cfg.block.min(pool.timeout() / 4);
     let mut apps: HashMap<AppId, Arc<App>> = HashMap::new();
     let mut last_refresh: Option<Instant> = None;
     let mut last_claim = Instant::now();
     let mut recovering = true;
     loop {
         if last_refresh.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
-            match refresh(&streams, &pool, &mut apps, &stats, &shared).await {
+            match refresh(&pool, &mut apps, &stats, &shared).await {
                 Ok(()) => last_refresh = Some(Instant::now()),
                 Err(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -94,43 +87,67 @@ pub async fn run(
             }
         }
         if apps.is_empty() {
-            tokio::time::sleep(cfg.block.min(Duration::from_millis(500))).await;
+            tokio::time::sleep(block.min(Duration::from_millis(500))).await;
             continue;
         }
         if last_claim.elapsed() > cfg.claim_idle / 2 {
             last_claim = Instant::now();
-            match claim(&streams, &apps, &me, &cfg, &stats).await {
+            match claim(&pool, &apps, &me, &cfg, &stats).await {
                 Ok(n) if n > 0 => recovering = true,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "aggregator: claiming idle entries failed"),
             }
         }
-        match step(
-            &streams,
-            &apps,
-            &me,
-            &cfg,
-            recovering,
-            shared.clock.now_secs(),
-        )
-        .await
-        {
-            Ok(Step::Idle) => recovering = false,
-            Ok(Step::Done(n)) => {
-                stats.processed.fetch_add(n as u64, Ordering::Relaxed);
-                stats.batches.fetch_add(1, Ordering::Relaxed);
+        // One step over every app, or on a cluster one non-blocking step per app.
+        let all: Vec<&Arc<App>> = apps.values().collect();
+        let groups: Vec<Vec<&Arc<App>>> = if pool.is_cluster() {
+            all.into_iter().map(|a| vec![a]).collect()
+        } else {
+            vec![all]
+        };
+        let blocking = !recovering && !pool.is_cluster();
+        let mut idle = true;
+        let mut failed = false;
+        let now = shared.clock.now_secs();
+        for group in &groups {
+            match step(
+                &pool,
+                group,
+                &me,
+                &cfg,
+                recovering,
+                blocking.then_some(block),
+                now,
+            )
+            .await
+            {
+                Ok(Step::Idle) => {}
+                Ok(Step::Done(n)) => {
+                    idle = false;
+                    stats.processed.fetch_add(n as u64, Ordering::Relaxed);
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Step::Aborted) => {
+                    idle = false;
+                    failed = true;
+                    stats.aborted.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    failed = true;
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "aggregator: batch failed; its entries stay pending");
+                }
             }
-            Ok(Step::Aborted) => {
-                stats.aborted.fetch_add(1, Ordering::Relaxed);
-                recovering = true;
-            }
-            Err(e) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "aggregator: batch failed; its entries stay pending");
-                // A deleted stream loses its group: find the apps again.
-                last_refresh = None;
-                recovering = true;
-                tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if failed {
+            // A deleted stream loses its group: find the apps again.
+            last_refresh = None;
+            recovering = true;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else if idle {
+            recovering = false;
+            if !blocking {
+                tokio::time::sleep(block.min(Duration::from_millis(250))).await;
             }
         }
     }
@@ -149,7 +166,6 @@ type Reports = HashMap<AppId, Vec<(realtime::Report, Option<crate::filter::Expr>
 
 /// Finds the apps, makes sure each stream has the group, and reads the lag.
 async fn refresh(
-    streams: &StreamPool,
     pool: &Pool,
     apps: &mut HashMap<AppId, Arc<App>>,
     stats: &AggregatorStats,
@@ -164,28 +180,25 @@ async fn refresh(
             }
         }
     }
-    let mut conn = streams.get().await?;
     let (mut lag, mut pending) = (0u64, 0u64);
     for id in apps.keys() {
         let stream = keys::stream(id);
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        let mut create = redis::pipe();
+        create
+            .cmd("XGROUP")
             .arg("CREATE")
             .arg(&stream)
             .arg(GROUP)
             .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut *conn)
-            .await;
-        if let Err(e) = created {
-            if e.code() != Some("BUSYGROUP") {
-                return Err(e.into());
-            }
+            .arg("MKSTREAM");
+        match query::<()>(pool, &create).await {
+            Ok(()) => {}
+            Err(StoreError::Redis(e)) if has_code(&e, "BUSYGROUP") => {}
+            Err(e) => return Err(e.into()),
         }
-        let groups: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&stream)
-            .query_async(&mut *conn)
-            .await?;
+        let mut info = redis::pipe();
+        info.cmd("XINFO").arg("GROUPS").arg(&stream);
+        let (groups,): (Vec<HashMap<String, Value>>,) = query(pool, &info).await?;
         for g in groups
             .iter()
             .filter(|g| g.get("name").and_then(text).as_deref() == Some(GROUP))
@@ -219,16 +232,16 @@ fn int(v: &Value) -> Option<u64> {
 /// Takes over entries another consumer left pending too long; bumps the app's epoch so
 /// that consumer, if it was only slow, cannot acknowledge them as well.
 async fn claim(
-    streams: &StreamPool,
+    pool: &Pool,
     apps: &HashMap<AppId, Arc<App>>,
     me: &str,
     cfg: &ConsumerConfig,
     stats: &AggregatorStats,
 ) -> Result<usize, BoxErr> {
-    let mut conn = streams.get().await?;
     let mut total = 0;
     for id in apps.keys() {
-        let reply: Value = redis::cmd("XAUTOCLAIM")
+        let mut take = redis::pipe();
+        take.cmd("XAUTOCLAIM")
             .arg(keys::stream(id))
             .arg(GROUP)
             .arg(me)
@@ -236,9 +249,8 @@ async fn claim(
             .arg("0-0")
             .arg("COUNT")
             .arg(cfg.batch)
-            .arg("JUSTID")
-            .query_async(&mut *conn)
-            .await?;
+            .arg("JUSTID");
+        let (reply,): (Value,) = query(pool, &take).await?;
         let n = match &reply {
             Value::Array(parts) => match parts.get(1) {
                 Some(Value::Array(ids)) => ids.len(),
@@ -247,10 +259,9 @@ async fn claim(
             _ => 0,
         };
         if n > 0 {
-            let _: i64 = redis::cmd("INCR")
-                .arg(keys::aggregator_epoch(id))
-                .query_async(&mut *conn)
-                .await?;
+            let mut bump = redis::pipe();
+            bump.cmd("INCR").arg(keys::aggregator_epoch(id));
+            let (_,): (i64,) = query(pool, &bump).await?;
             stats.claimed.fetch_add(n as u64, Ordering::Relaxed);
             total += n;
         }
@@ -258,50 +269,79 @@ async fn claim(
     Ok(total)
 }
 
-/// Reads one batch (this consumer's pending entries when `recovering`, else new ones),
-/// rolls it up and writes it with its acknowledgements in one transaction.
+/// Reads one batch of `apps` (this consumer's pending entries when `recovering`, else new
+/// ones, waiting up to `block` for them), rolls it up and writes it with its
+/// acknowledgements in one transaction. On a cluster `apps` is one app.
 async fn step(
-    streams: &StreamPool,
-    apps: &HashMap<AppId, Arc<App>>,
+    pool: &Pool,
+    apps: &[&Arc<App>],
     me: &str,
     cfg: &ConsumerConfig,
     recovering: bool,
+    block: Option<Duration>,
     now: i64,
 ) -> Result<Step, BoxErr> {
-    let mut conn = streams.get().await?;
-    let ids: Vec<&AppId> = apps.keys().collect();
-    let mut watch = redis::cmd("WATCH");
-    for id in &ids {
-        watch.arg(keys::aggregator_epoch(id));
+    let Some(first) = apps.first() else {
+        return Ok(Step::Idle);
+    };
+    let route = keys::stream(&first.id);
+    let mut conn = pool.conn(Some(route.as_bytes())).await?;
+    match step_on(&mut conn, apps, me, cfg, recovering, block, now).await {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            // The connection may still hold a WATCH or a late answer: never reuse it.
+            match e.downcast_ref::<redis::RedisError>() {
+                Some(re) => {
+                    pool.failed(conn, re);
+                }
+                None => Pool::discard(conn),
+            }
+            Err(e)
+        }
     }
-    let _: () = watch.query_async(&mut *conn).await?;
+}
+
+async fn step_on(
+    conn: &mut redis::aio::MultiplexedConnection,
+    apps: &[&Arc<App>],
+    me: &str,
+    cfg: &ConsumerConfig,
+    recovering: bool,
+    block: Option<Duration>,
+    now: i64,
+) -> Result<Step, BoxErr> {
+    let mut watch = redis::cmd("WATCH");
+    for app in apps {
+        watch.arg(keys::aggregator_epoch(&app.id));
+    }
+    let _: () = watch.query_async(conn).await?;
     let mut read = redis::cmd("XREADGROUP");
     read.arg("GROUP")
         .arg(GROUP)
         .arg(me)
         .arg("COUNT")
         .arg(cfg.batch);
-    if !recovering {
-        read.arg("BLOCK").arg(cfg.block.as_millis() as u64);
+    if let Some(b) = block.filter(|_| !recovering) {
+        read.arg("BLOCK").arg(b.as_millis().max(1) as u64);
     }
     read.arg("STREAMS");
-    for id in &ids {
-        read.arg(keys::stream(id));
+    for app in apps {
+        read.arg(keys::stream(&app.id));
     }
-    for _ in &ids {
+    for _ in apps {
         read.arg(if recovering { "0" } else { ">" });
     }
-    let reply: Value = read.query_async(&mut *conn).await?;
+    let reply: Value = read.query_async(conn).await?;
     let by_stream = parse_read(&reply);
     let total: usize = by_stream.values().map(|(ids, _)| ids.len()).sum();
     if total == 0 {
-        let _: () = redis::cmd("UNWATCH").query_async(&mut *conn).await?;
+        let _: () = redis::cmd("UNWATCH").query_async(conn).await?;
         return Ok(Step::Idle);
     }
     // Report definitions are read after the entries: a report created before an entry
     // arrived is then always seen, so reports count from the moment they are created.
-    let with_entries: Vec<&Arc<App>> = apps
-        .values()
+    let with_entries: Vec<&&Arc<App>> = apps
+        .iter()
         .filter(|a| {
             by_stream
                 .get(&keys::stream(&a.id))
@@ -314,7 +354,7 @@ async fn step(
         for app in &with_entries {
             defs.cmd("HVALS").arg(keys::realtime_defs(&app.id));
         }
-        let found: Vec<Vec<String>> = defs.query_async(&mut *conn).await?;
+        let found: Vec<Vec<String>> = defs.query_async(conn).await?;
         for (app, d) in with_entries.iter().zip(found) {
             let r = realtime::parse_defs(&d);
             if !r.is_empty() {
@@ -324,7 +364,7 @@ async fn step(
     }
     let mut pipe = redis::pipe();
     pipe.atomic();
-    for app in apps.values() {
+    for app in apps {
         let stream = keys::stream(&app.id);
         let Some((entry_ids, entries)) = by_stream.get(&stream) else {
             continue;
@@ -345,7 +385,7 @@ async fn step(
             .arg(entry_ids)
             .ignore();
     }
-    let done: Option<Value> = pipe.query_async(&mut *conn).await?;
+    let done: Option<Value> = pipe.query_async(conn).await?;
     Ok(match done {
         Some(_) => Step::Done(total),
         None => Step::Aborted,

@@ -49,41 +49,22 @@ pub fn retention(cfg: &AggregatorConfig) -> rollup::Retention {
 }
 
 /// Starts the stream consumer on the current runtime when the configuration asks for it;
-/// it connects lazily and retries while Redis is away.
+/// it uses the service's pool, connects lazily and retries while Redis is away.
 pub fn spawn_consumer(
     cfg: &tally_store::config::Config,
-    redis_url: &str,
     agg: web::Data<Aggregator>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if !cfg.aggregator.enabled {
         return None;
     }
-    let (url, acfg) = (redis_url.to_string(), cfg.aggregator.clone());
-    Some(tokio::spawn(async move {
-        match start_consumer(&url, &agg, &acfg).await {
-            Ok(task) => {
-                let _ = task.await;
-            }
-            Err(e) => tracing::error!(error = %e, "aggregator consumer could not start"),
-        }
-    }))
-}
-
-/// Starts the stream consumer on the current runtime.
-pub async fn start_consumer(
-    redis_url: &str,
-    agg: &Aggregator,
-    cfg: &AggregatorConfig,
-) -> Result<tokio::task::JoinHandle<()>, redis::RedisError> {
-    let streams = consumer::stream_pool(redis_url, 2).await?;
+    let acfg = &cfg.aggregator;
     let ccfg = consumer::ConsumerConfig {
-        batch: cfg.batch,
-        block: cfg.block,
-        claim_idle: cfg.claim_idle,
-        retention: retention(cfg),
+        batch: acfg.batch,
+        block: acfg.block,
+        claim_idle: acfg.claim_idle,
+        retention: retention(acfg),
     };
-    Ok(tokio::spawn(consumer::run(
-        streams,
+    Some(tokio::spawn(consumer::run(
         agg.shared.clone(),
         ccfg,
         agg.stats.clone(),

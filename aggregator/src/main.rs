@@ -1,6 +1,6 @@
 //! The `aggregator` service alone: the stream consumer (several share one consumer group)
-//! and the rest of the API (projects, bucket events, realtime reports). `REDIS_URL` is
-//! required.
+//! and the rest of the API (projects, bucket events, realtime reports). `REDIS_URL` or
+//! `REDIS_CLUSTER_URLS` is required.
 
 use std::sync::Arc;
 use tally_store::clock::SystemClock;
@@ -11,16 +11,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = Config::from_env()?;
     init_logging(cfg.log_json);
     let url = cfg
-        .redis_url
-        .clone()
-        .ok_or("REDIS_URL is required for the split services")?;
+        .external_redis()
+        .ok_or("REDIS_URL or REDIS_CLUSTER_URLS is required for the split services")?;
     actix_web::rt::System::new().block_on(async move {
         let shared = Shared::new(&cfg, &url, Arc::new(SystemClock))?;
         let agg = actix_web::web::Data::new(tally_aggregator::Aggregator::new(
             shared.clone(),
             &cfg.aggregator,
         ));
-        let consumer = tally_aggregator::spawn_consumer(&cfg, &url, agg.clone());
+        let consumer = tally_aggregator::spawn_consumer(&cfg, agg.clone());
         let sources: Vec<Arc<dyn Metrics>> = vec![agg.stats.clone()];
         let data = agg.clone();
         let (addr, srv) = server(&cfg, shared, sources, move |c| {

@@ -30,14 +30,13 @@ pub struct Collector {
 /// rate limiter. The error says why the GeoIP database cannot be used.
 pub fn build(
     cfg: &tally_store::config::Config,
-    redis_url: &str,
     shared: Shared,
 ) -> Result<(Collector, tally_store::commit::Stopper), String> {
     let geo = match &cfg.geoip_db {
         Some(path) => Some(std::sync::Arc::new(geo::Geo::open(path)?)),
         None => None,
     };
-    let (committer, stopper) = Committer::start(cfg.redis(redis_url), cfg.commit.clone());
+    let (committer, stopper) = Committer::start(shared.pool.clone(), cfg.commit.clone());
     let limiter = ratelimit::RateLimiter::new(cfg.limits.rate_limit, cfg.limits.rate_burst);
     Ok((
         Collector {

@@ -193,13 +193,21 @@ impl Item {
     }
 }
 
-/// A request, or all the valid requests of a bulk, as one unit of group-commit work.
+/// A request, or the valid requests of a bulk for one app, as one unit of group-commit
+/// work. All items belong to one app: on a cluster the unit commits in its app's slot.
 pub struct Ingest {
     pub items: Vec<Item>,
     pub limits: Arc<Limits>,
 }
 
 impl Work for Ingest {
+    fn route(&self) -> &[u8] {
+        self.items
+            .first()
+            .map(|it| it.device_key.as_bytes())
+            .unwrap_or_default()
+    }
+
     fn reads(&self, r: &mut ReadSet) {
         for it in &self.items {
             let app = &it.app.id;

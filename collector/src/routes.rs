@@ -247,11 +247,25 @@ pub async fn bulk(
         return Err(ApiError::bad(format!("{msg}: {}", Value::Array(rejected))));
     }
     let n = items.len();
-    let work = Ingest {
-        items: items.into_iter().map(|(_, it)| it).collect(),
-        limits,
-    };
-    let outcomes = st.committer.submit(Box::new(work), n).await?;
+    // One unit per app (in order of first appearance): a unit commits in its app's slot.
+    let mut units: Vec<Ingest> = Vec::new();
+    for (_, it) in items {
+        match units.iter_mut().find(|u| u.items[0].app.id == it.app.id) {
+            Some(u) => u.items.push(it),
+            None => units.push(Ingest {
+                items: vec![it],
+                limits: limits.clone(),
+            }),
+        }
+    }
+    let units = units
+        .into_iter()
+        .map(|u| {
+            let w = u.items.len();
+            (Box::new(u) as Box<dyn tally_store::commit::Work>, w)
+        })
+        .collect();
+    let outcomes = st.committer.submit_all(units).await?;
     let duplicates = outcomes
         .iter()
         .filter(|o| **o == Outcome::Duplicate)

@@ -7,7 +7,7 @@
 
 use crate::error::StoreError;
 use crate::keys::{self, AppId};
-use crate::redis::{run, Pool};
+use crate::redis::{run, run_at, Pool};
 use chrono_tz::Tz;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -254,7 +254,8 @@ pub async fn delete_events(pool: &Pool, app: &AppId) -> Result<u64, StoreError> 
     Ok(rollups + n)
 }
 
-/// UNLINKs every key matching `pattern`, found with SCAN a batch at a time.
+/// UNLINKs every key matching `pattern`, found with SCAN a batch at a time. The pattern
+/// must start with a hash tag (all of one app's keys, or of the registry).
 pub async fn unlink_matching(pool: &Pool, pattern: &str) -> Result<u64, StoreError> {
     let mut cursor: u64 = 0;
     let mut deleted: u64 = 0;
@@ -266,7 +267,10 @@ pub async fn unlink_matching(pool: &Pool, pattern: &str) -> Result<u64, StoreErr
             .arg(pattern)
             .arg("COUNT")
             .arg(DELETE_BATCH);
-        let ((next, batch),): ((u64, Vec<String>),) = run(pool, &scan).await?;
+        // SCAN names no key: send it to the node of the pattern's hash tag (on a
+        // cluster every key of one app is there).
+        let ((next, batch),): ((u64, Vec<String>),) =
+            run_at(pool, Some(pattern.as_bytes()), &scan).await?;
         if !batch.is_empty() {
             let mut unlink = redis::pipe();
             unlink.cmd("UNLINK").arg(&batch);

@@ -25,7 +25,7 @@
 
 use crate::device::DeviceState;
 use crate::error::StoreError;
-use crate::redis::{dedicated, is_transport_error, RedisConfig};
+use crate::redis::{is_transport_error, slot, Conn, Pool};
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -61,6 +61,9 @@ impl ReadSet {
 
 /// A unit of work for the committer: one request (or one bulk of them).
 pub trait Work: Send + Sync + 'static {
+    /// A key of the work's app: on a cluster, the work is committed on that key's slot, so
+    /// every key it reads or writes must share the key's hash tag.
+    fn route(&self) -> &[u8];
     fn reads(&self, r: &mut ReadSet);
     /// Plans the writes. Must depend only on `self` and `batch`: after a transaction
     /// conflict it runs again on fresh state.
@@ -259,7 +262,7 @@ pub struct Committer {
 impl Committer {
     /// Starts the committer tasks on the current runtime. They run until every handle is
     /// dropped or [`Stopper::stop`] is called, and then flush what is queued first.
-    pub fn start(redis: RedisConfig, cfg: CommitConfig) -> (Committer, Stopper) {
+    pub fn start(pool: Pool, cfg: CommitConfig) -> (Committer, Stopper) {
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
         let (stop_tx, stop_rx) = watch::channel(false);
         let stats = Arc::new(CommitStats::default());
@@ -269,7 +272,7 @@ impl Committer {
                 tokio::spawn(run(
                     rx.clone(),
                     stop_rx.clone(),
-                    redis.clone(),
+                    pool.clone(),
                     cfg.clone(),
                     stats.clone(),
                 ))
@@ -303,6 +306,46 @@ impl Committer {
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
             })?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Committer {
+    /// Queues several units at once (so they can share one flush) and waits for all of
+    /// them. Their outcomes come back in order; the first failure fails the whole call,
+    /// while the units that did commit stay committed (a retry is then deduplicated).
+    pub async fn submit_all(
+        &self,
+        units: Vec<(Box<dyn Work>, usize)>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut waiting = Vec::with_capacity(units.len());
+        for (work, weight) in units {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .try_send(Item {
+                    work,
+                    weight,
+                    reply,
+                })
+                .map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                    mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+                })?;
+            waiting.push(rx);
+        }
+        let mut out = Vec::new();
+        let mut first_err = None;
+        for rx in waiting {
+            match rx.await.map_err(|_| StoreError::Closed).and_then(|r| r) {
+                Ok(o) => out.extend(o),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 }
 
@@ -369,39 +412,80 @@ async fn next_batch(
 async fn run(
     rx: Arc<Mutex<mpsc::Receiver<Item>>>,
     mut stop: watch::Receiver<bool>,
-    redis: RedisConfig,
+    pool: Pool,
     cfg: CommitConfig,
     stats: Arc<CommitStats>,
 ) {
-    let mut conn: Option<MultiplexedConnection> = None;
     while let Some((items, weight)) = next_batch(&rx, &mut stop, &cfg).await {
         let started = std::time::Instant::now();
-        let result = flush(&mut conn, &redis, &cfg, &stats, &items).await;
+        let results = flush_all(&pool, &cfg, &stats, &items).await;
         stats
             .flush_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.requests.fetch_add(weight as u64, Ordering::Relaxed);
+        for (item, result) in items.into_iter().zip(results) {
+            let _ = item.reply.send(result);
+        }
+    }
+}
+
+/// Commits a batch: as one transaction on standalone Redis; on a cluster as one per slot
+/// (one per app), concurrently, each on a connection to the slot's master. A failed
+/// transaction fails only its own requests.
+async fn flush_all(
+    pool: &Pool,
+    cfg: &CommitConfig,
+    stats: &CommitStats,
+    items: &[Item],
+) -> Vec<Result<Vec<Outcome>, StoreError>> {
+    let mut groups: Vec<(Option<u16>, Vec<usize>)> = Vec::new();
+    if pool.is_cluster() {
+        let mut by_slot: HashMap<u16, usize> = HashMap::default();
+        for (i, item) in items.iter().enumerate() {
+            let s = slot(item.work.route());
+            let g = *by_slot.entry(s).or_insert_with(|| {
+                groups.push((Some(s), Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
+        }
+    } else {
+        groups.push((None, (0..items.len()).collect()));
+    }
+    let flushes = groups.iter().map(|(_, idx)| {
+        let group: Vec<&Item> = idx.iter().map(|&i| &items[i]).collect();
+        async move {
+            let route = group.first().map(|i| i.work.route());
+            flush(pool, route, cfg, stats, &group).await
+        }
+    });
+    let done = futures_util::future::join_all(flushes).await;
+    let mut out: Vec<Option<Result<Vec<Outcome>, StoreError>>> =
+        (0..items.len()).map(|_| None).collect();
+    for ((_, idx), result) in groups.iter().zip(done) {
+        stats.batches.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(outcomes) => {
-                for (item, out) in items.into_iter().zip(outcomes) {
-                    let _ = item.reply.send(Ok(out));
+                for (&i, o) in idx.iter().zip(outcomes) {
+                    out[i] = Some(Ok(o));
                 }
             }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, requests = weight, "group commit failed");
-                let transport = matches!(&e, StoreError::Redis(r) if is_transport_error(r))
-                    || matches!(e, StoreError::Timeout);
-                if transport {
-                    conn = None;
-                }
-                for item in items {
-                    let _ = item.reply.send(Err(clone_err(&e)));
+                tracing::warn!(error = %e, requests = idx.len(), "group commit failed");
+                for &i in idx {
+                    out[i] = Some(Err(clone_err(&e)));
                 }
             }
         }
     }
+    out.into_iter()
+        .map(|r| {
+            r.unwrap_or(Err(StoreError::Bug(
+                "a request was left out of a flush".into(),
+            )))
+        })
+        .collect()
 }
 
 fn clone_err(e: &StoreError) -> StoreError {
@@ -415,12 +499,26 @@ fn clone_err(e: &StoreError) -> StoreError {
     }
 }
 
+/// Puts a connection that failed back (or out, when it is broken).
+fn discard(pool: &Pool, conn: Conn, e: &StoreError) {
+    match e {
+        StoreError::Redis(r) => {
+            pool.failed(conn, r);
+        }
+        // A timed-out pipeline may still answer later on this connection: never reuse it.
+        StoreError::Timeout => {
+            Pool::discard(conn);
+        }
+        _ => {}
+    }
+}
+
 async fn flush(
-    conn: &mut Option<MultiplexedConnection>,
-    redis: &RedisConfig,
+    pool: &Pool,
+    route: Option<&[u8]>,
     cfg: &CommitConfig,
     stats: &CommitStats,
-    items: &[Item],
+    items: &[&Item],
 ) -> Result<Vec<Vec<Outcome>>, StoreError> {
     let mut reads = ReadSet::default();
     for item in items {
@@ -434,35 +532,30 @@ async fn flush(
     let mut sets: Vec<(String, Vec<String>)> =
         members.into_iter().map(|(k, v)| (k, dedup(v))).collect();
     sets.sort();
+    let timeout = pool.timeout();
 
     for _ in 0..=cfg.max_retries {
-        if conn.is_none() {
-            *conn = Some(dedicated(redis).await?);
-        }
-        let mut batch = match read_phase(
-            conn.as_mut().ok_or(StoreError::Closed)?,
-            redis,
-            &devices,
-            &sets,
-        )
-        .await
-        {
+        let mut conn = pool.conn(route).await?;
+        let mut batch = match read_phase(&mut conn, timeout, &devices, &sets).await {
             Ok(b) => b,
             // A connection that went stale while idle (Redis restarted) fails on its first
             // command. Nothing has been written yet (no MULTI was sent): reconnect once.
-            Err(StoreError::Redis(e)) if is_transport_error(&e) => {
-                *conn = Some(dedicated(redis).await?);
-                read_phase(
-                    conn.as_mut().ok_or(StoreError::Closed)?,
-                    redis,
-                    &devices,
-                    &sets,
-                )
-                .await?
+            Err(e) => {
+                let transport = matches!(&e, StoreError::Redis(r) if is_transport_error(r));
+                discard(pool, conn, &e);
+                if !transport {
+                    return Err(e);
+                }
+                conn = pool.conn(route).await?;
+                match read_phase(&mut conn, timeout, &devices, &sets).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        discard(pool, conn, &e);
+                        return Err(e);
+                    }
+                }
             }
-            Err(e) => return Err(e),
         };
-        let c = conn.as_mut().ok_or(StoreError::Closed)?;
         // A bug in planning must fail this batch, not stop the committer for good.
         let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             items
@@ -471,6 +564,7 @@ async fn flush(
                 .collect::<Vec<Vec<Outcome>>>()
         }));
         let Ok(outcomes) = planned else {
+            Pool::discard(conn);
             return Err(StoreError::Bug("planning a batch panicked".into()));
         };
         stats
@@ -479,8 +573,13 @@ async fn flush(
         stats
             .counter_writes
             .fetch_add(batch.counter_fields() as u64, Ordering::Relaxed);
-        if write_phase(c, redis, cfg, batch).await? {
-            return Ok(outcomes);
+        match write_phase(&mut conn, timeout, cfg, batch).await {
+            Ok(true) => return Ok(outcomes),
+            Ok(false) => {}
+            Err(e) => {
+                discard(pool, conn, &e);
+                return Err(e);
+            }
         }
         stats.conflicts.fetch_add(1, Ordering::Relaxed);
     }
@@ -494,11 +593,11 @@ fn dedup(mut v: Vec<String>) -> Vec<String> {
 }
 
 async fn with_timeout<T>(
-    redis: &RedisConfig,
+    timeout: Duration,
     f: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, StoreError> {
     // The connection has its own response timeout; this bounds a whole pipeline.
-    match tokio::time::timeout(redis.timeout * 2, f).await {
+    match tokio::time::timeout(timeout, f).await {
         Ok(r) => Ok(r?),
         Err(_) => Err(StoreError::Timeout),
     }
@@ -506,7 +605,7 @@ async fn with_timeout<T>(
 
 async fn read_phase(
     c: &mut MultiplexedConnection,
-    redis: &RedisConfig,
+    timeout: Duration,
     devices: &[String],
     sets: &[(String, Vec<String>)],
 ) -> Result<Batch, StoreError> {
@@ -530,7 +629,7 @@ async fn read_phase(
         pipe.cmd("SCARD").arg(s);
         pipe.cmd("SMISMEMBER").arg(s).arg(ms);
     }
-    let values: Vec<Value> = with_timeout(redis, pipe.query_async(c)).await?;
+    let values: Vec<Value> = with_timeout(timeout, pipe.query_async(c)).await?;
     let mut it = values.into_iter();
     for d in devices {
         let original = match it.next() {
@@ -580,7 +679,7 @@ async fn read_phase(
 /// Writes the batch in one transaction. `Ok(false)` when a watched key changed.
 async fn write_phase(
     c: &mut MultiplexedConnection,
-    redis: &RedisConfig,
+    timeout: Duration,
     cfg: &CommitConfig,
     batch: Batch,
 ) -> Result<bool, StoreError> {
@@ -635,10 +734,10 @@ async fn write_phase(
     }
     if pipe.is_empty() {
         // Nothing to write (all duplicates): drop the watches.
-        let _: () = with_timeout(redis, redis::cmd("UNWATCH").query_async(c)).await?;
+        let _: () = with_timeout(timeout, redis::cmd("UNWATCH").query_async(c)).await?;
         return Ok(true);
     }
-    let res: Option<Vec<Value>> = with_timeout(redis, pipe.query_async(c)).await?;
+    let res: Option<Vec<Value>> = with_timeout(timeout, pipe.query_async(c)).await?;
     Ok(res.is_some())
 }
 

@@ -99,6 +99,9 @@ pub struct Config {
     pub bind: String,
     /// External Redis; `None` starts the embedded one.
     pub redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster (`REDIS_CLUSTER_URLS`, comma-separated); when set,
+    /// every service uses the cluster and `redis_url` is not used.
+    pub redis_cluster: Vec<String>,
     pub data_dir: PathBuf,
     pub admin_key: Option<String>,
     pub redis_pool: usize,
@@ -180,6 +183,15 @@ impl Config {
         Ok(Config {
             bind: var("TALLY_BIND").unwrap_or_else(|| "127.0.0.1:3001".into()),
             redis_url: var("REDIS_URL"),
+            redis_cluster: var("REDIS_CLUSTER_URLS")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
             data_dir: var("TALLY_DATA_DIR")
                 .unwrap_or_else(|| "./data".into())
                 .into(),
@@ -234,6 +246,7 @@ impl Config {
         Config {
             bind: "127.0.0.1:0".into(),
             redis_url: Some(url.into()),
+            redis_cluster: Vec::new(),
             data_dir: "./data".into(),
             admin_key: Some("test-admin-key".into()),
             redis_pool: 8,
@@ -263,9 +276,18 @@ impl Config {
         }
     }
 
+    /// The external Redis the split services use: `REDIS_URL`, or on a cluster the first
+    /// seed (the pool then reads every seed from `redis_cluster`).
+    pub fn external_redis(&self) -> Option<String> {
+        self.redis_url
+            .clone()
+            .or_else(|| self.redis_cluster.first().cloned())
+    }
+
     pub fn redis(&self, url: &str) -> crate::redis::RedisConfig {
         crate::redis::RedisConfig {
             url: url.into(),
+            cluster: self.redis_cluster.clone(),
             pool_size: self.redis_pool,
             timeout: self.redis_timeout,
         }

@@ -96,11 +96,9 @@ pub async fn ping() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("pong")
 }
 
-/// `GET /ready`: 200 when Redis answers, 503 otherwise.
+/// `GET /ready`: 200 when Redis (every master of a cluster) answers, 503 otherwise.
 pub async fn ready(st: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
-    let mut pipe = ::redis::pipe();
-    pipe.cmd("PING");
-    let _: (String,) = crate::redis::run(&st.pool, &pipe).await?;
+    st.pool.ping_all().await?;
     let backlog = st.backlog.load(std::sync::atomic::Ordering::Relaxed);
     Ok(json(
         serde_json::json!({"status": "ready", "aggregator_backlog": backlog}).to_string(),

@@ -2,9 +2,9 @@
 //!
 //! | key | type | what |
 //! |-----|------|------|
-//! | `apps` | set | every app id |
-//! | `app:{id}` | hash | the app record (name, timezone, keys, salt, flags) |
-//! | `appkey:{write_key}` | string | app id for a write key (`app_key`) |
+//! | `{tally}:apps` | set | every app id |
+//! | `{tally}:app:{id}` | hash | the app record (name, timezone, keys, salt, flags) |
+//! | `{tally}:appkey:{write_key}` | string | app id for a write key (`app_key`) |
 //! | `{id}:dev:{h}` | string | one device's packed state ([`crate::device`]); `h` = hash of the device id |
 //! | `{id}:c:{family}:{Y}` | hash | year-level counters: year, month and week totals and uniques |
 //! | `{id}:c:{family}:{Y}:{M}` | hash | month-level counters: days |
@@ -18,7 +18,7 @@
 //! | `{id}:r:epoch` | string | bumped when an aggregator takes over another's entries |
 //! | `{id}:rtdef` | hash | realtime report definitions |
 //! | `{id}:r:rt:{t}:{minute}[...]` | hash, set, HyperLogLog | realtime report data per minute |
-//! | `appkey2:{key}` | string | app id for a read or master key |
+//! | `{tally}:appkey2:{key}` | string | app id for a read or master key |
 //!
 //! Counter families are `users` (sessions, users, locations), the metric families
 //! (`devices`, `carriers`, `device_details`, `density`, `langs`, ...), `e:{e}` for an event
@@ -28,8 +28,10 @@
 //!
 //! Every key of an app starts with the hash tag `{id}`, so on a Redis Cluster all of one
 //! app's keys share one slot. That is what lets a group-commit flush be one MULTI/EXEC per
-//! app (see [`crate::commit`]); the trade-off is that one app's write load lands on one
-//! master, while different apps spread across the cluster.
+//! app (see [`crate::commit`]) and the aggregator acknowledge stream entries in the same
+//! transaction as their rollups; the trade-off is that one app's load lands on one master
+//! (a very large app is bounded by one Redis node), while different apps spread across the
+//! cluster. The app registry has its own tag, `{tally}`.
 
 use sha1::{Digest, Sha1};
 use std::fmt;
@@ -198,19 +200,22 @@ pub fn app_pattern(app: &AppId) -> String {
     format!("{{{app}}}:*")
 }
 
-pub const APPS: &str = "apps";
+/// Every app id. The registry keys share the `{tally}` hash tag so that creating or
+/// deleting an app is one transaction on a cluster too; they are read once per app per
+/// process (then cached), so their one slot is no hot spot.
+pub const APPS: &str = "{tally}:apps";
 
 pub fn app_record(app: &AppId) -> String {
-    format!("app:{app}")
+    format!("{{tally}}:app:{app}")
 }
 
 pub fn app_by_write_key(write_key: &str) -> String {
-    format!("appkey:{write_key}")
+    format!("{{tally}}:appkey:{write_key}")
 }
 
 /// App id for a read or master key (the Rakam-style routes send only a key).
 pub fn app_by_other_key(key: &str) -> String {
-    format!("appkey2:{key}")
+    format!("{{tally}}:appkey2:{key}")
 }
 
 /// The app's realtime report definitions: table name -> JSON.
