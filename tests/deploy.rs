@@ -1,5 +1,6 @@
-//! What in deploy/ can run here, runs: redis.conf loads into a real redis-server, and
-//! nginx.conf routes real traffic to the split services.
+//! What in deploy/ can run here, runs: redis.conf loads into a real redis-server,
+//! nginx.conf routes real traffic to the split services, and redis-cluster.conf makes a
+//! three-master cluster the split services run on with `REDIS_CLUSTER_URLS` alone.
 
 mod common;
 use common::*;
@@ -186,4 +187,148 @@ fn nginx_conf_routes_to_the_split_services() {
     assert_eq!(count(&collector, "/i/bulk"), 1);
     assert_eq!(count(&reader, "/o"), 1);
     assert_eq!(count(&aggregator, "/project/create"), 1);
+}
+
+/// Three masters from deploy/redis-cluster.conf (only port, address and directory
+/// changed), joined with `redis-cli --cluster create` as its comment says.
+fn cluster_with_deploy_conf() -> (Vec<Proc>, String) {
+    let mut nodes = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..3 {
+        let dir = temp_dir(&format!("deploy-cluster-{i}"));
+        std::fs::create_dir_all(&dir).ok();
+        let port = free_port().expect("port");
+        let child = Command::new("redis-server")
+            .arg(root().join("deploy/redis-cluster.conf"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        nodes.push(Proc(child));
+        addrs.push(format!("127.0.0.1:{port}"));
+    }
+    for a in &addrs {
+        let url = format!("redis://{a}/");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "a cluster node did not start");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = addrs.iter().all(|a| {
+            redis::Client::open(format!("redis://{a}/"))
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+                .is_ok_and(|i| i.contains("cluster_state:ok"))
+        });
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cluster did not form");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seeds = addrs
+        .iter()
+        .map(|a| format!("redis://{a}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    (nodes, seeds)
+}
+
+#[test]
+fn split_services_run_on_the_example_redis_cluster() {
+    let (_nodes, seeds) = cluster_with_deploy_conf();
+    // REDIS_CLUSTER_URLS alone (REDIS_URL empty) configures every service.
+    let env = [
+        ("TALLY_WORKERS", "1"),
+        ("REDIS_CLUSTER_URLS", seeds.as_str()),
+        ("TALLY_AGG_BLOCK_MS", "100"),
+    ];
+    let (_c, collector) = spawn_binary("collector", "", &env);
+    let (_r, reader) = spawn_binary("reader", "", &env);
+    let (_a, aggregator) = spawn_binary("aggregator", "", &env);
+    for addr in [&collector, &reader, &aggregator] {
+        assert_eq!(http(addr, "GET", "/ready", &[], b"").status, 200, "{addr}");
+    }
+    let mut apps = Vec::new();
+    for n in 0..6 {
+        let body =
+            json!({"name": format!("c{n}"), "timezone": "UTC", "lock_key": "test-admin-key"})
+                .to_string();
+        let v = http(
+            &aggregator,
+            "POST",
+            "/project/create",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .json();
+        let s = |f: &str| v[f].as_str().unwrap_or_default().to_string();
+        apps.push((s("project"), s("write_key"), s("read_key")));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for (n, (_, wk, _)) in apps.iter().enumerate() {
+        for d in 0..=n {
+            let path = format!(
+                "/i?{}",
+                qs(&[
+                    p("app_key", wk),
+                    p("device_id", format!("d{d}")),
+                    p("begin_session", 1),
+                    p("timestamp", now),
+                    p("events", json!([{"key": "buy", "count": 2}]).to_string()),
+                ])
+            );
+            let r = http(&collector, "GET", &path, &[], b"");
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    }
+    for (n, (id, wk, rk)) in apps.iter().enumerate() {
+        let q = qs(&[
+            p("app_key", wk),
+            p("api_key", rk),
+            p("method", "events"),
+            p("event", "buy"),
+        ]);
+        let v = http(&reader, "GET", &format!("/o?{q}"), &[], b"").json();
+        let year = chrono::DateTime::from_timestamp(now as i64, 0)
+            .map(|t| chrono::Datelike::year(&t))
+            .unwrap_or(0);
+        assert_eq!(
+            v[year.to_string()]["c"],
+            json!(2 * (n + 1)),
+            "app {id}: {v}"
+        );
+        // The aggregators' consumer rolls each app's stream up on its own node.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while rolled_up(&aggregator, id, rk, "buy", 1) != 2 * (n + 1) as i64 {
+            assert!(
+                Instant::now() < deadline,
+                "app {id} was not rolled up: {}",
+                rolled_up(&aggregator, id, rk, "buy", 1)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }

@@ -154,6 +154,7 @@ type CacheMap<K> = Mutex<HashMap<K, (Instant, Option<Arc<App>>)>>;
 
 /// Lookups by write key or id, cached for `ttl`, including misses (so a flood of unknown
 /// keys does not become a flood of Redis reads). Bounded: when full it starts afresh.
+/// While Redis cannot answer, an app found before is served from its expired entry.
 pub struct AppCache {
     ttl: Duration,
     max_entries: usize,
@@ -182,6 +183,13 @@ impl AppCache {
             .map(|(_, app)| app.clone())
     }
 
+    /// A found app however old its entry: used when Redis cannot be asked, so apps already
+    /// known keep working while the registry's node (one slot on a cluster) is down.
+    fn stale<K: std::hash::Hash + Eq + Clone>(&self, map: &CacheMap<K>, k: &K) -> Option<Arc<App>> {
+        let map = map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(k).and_then(|(_, app)| app.clone())
+    }
+
     fn store<K: std::hash::Hash + Eq>(&self, map: &CacheMap<K>, k: K, app: Option<Arc<App>>) {
         let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= self.max_entries {
@@ -199,7 +207,10 @@ impl AppCache {
         if let Some(hit) = self.cached(&self.by_write_key, &k) {
             return Ok(hit);
         }
-        let app = by_write_key(pool, key).await?.map(Arc::new);
+        let app = match by_write_key(pool, key).await {
+            Ok(app) => app.map(Arc::new),
+            Err(e) => return self.stale(&self.by_write_key, &k).map(Some).ok_or(e),
+        };
         self.store(&self.by_write_key, k, app.clone());
         Ok(app)
     }
@@ -208,7 +219,10 @@ impl AppCache {
         if let Some(hit) = self.cached(&self.by_id, id) {
             return Ok(hit);
         }
-        let app = by_id(pool, id).await?.map(Arc::new);
+        let app = match by_id(pool, id).await {
+            Ok(app) => app.map(Arc::new),
+            Err(e) => return self.stale(&self.by_id, id).map(Some).ok_or(e),
+        };
         self.store(&self.by_id, id.clone(), app.clone());
         Ok(app)
     }

@@ -31,6 +31,8 @@ pub struct EmbeddedOptions {
     pub fsync: String,
     /// The binary; `redis-server` on PATH by default.
     pub binary: String,
+    /// More `redis-server` arguments (e.g. `--cluster-enabled yes`).
+    pub extra_args: Vec<String>,
 }
 
 impl EmbeddedOptions {
@@ -41,6 +43,7 @@ impl EmbeddedOptions {
             aof: true,
             fsync: "everysec".into(),
             binary: "redis-server".into(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -93,6 +96,7 @@ impl EmbeddedRedis {
             .args(["--appendfsync", &o.fsync])
             .args(["--save", "", "--daemonize", "no", "--loglevel", "warning"])
             .args(["--logfile", "redis.log"])
+            .args(&o.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -102,7 +102,7 @@ pub struct Pool(Arc<Topology>, Duration);
 
 enum Topology {
     Single(NodePool),
-    Cluster(Cluster),
+    Cluster(Box<Cluster>),
 }
 
 /// Builds the pool. Connections open lazily, so this succeeds while Redis is down;
@@ -129,7 +129,7 @@ pub fn pool(cfg: &RedisConfig) -> Result<Pool, StoreError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Pool(
-        Arc::new(Topology::Cluster(Cluster {
+        Arc::new(Topology::Cluster(Box::new(Cluster {
             cfg: cfg.clone(),
             seeds,
             map: RwLock::new(Arc::new(SlotMap::default())),
@@ -137,7 +137,7 @@ pub fn pool(cfg: &RedisConfig) -> Result<Pool, StoreError> {
             stale: AtomicBool::new(true),
             last_refresh: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
-        })),
+        }))),
         cfg.timeout,
     ))
 }

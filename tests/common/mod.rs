@@ -34,6 +34,118 @@ pub fn start_redis(tag: &str) -> EmbeddedRedis {
     EmbeddedRedis::start(o).expect("redis-server must be installed (deploy/test installs it)")
 }
 
+/// Whether this run puts every [`TestApp`] on a Redis Cluster (`TALLY_TEST_REDIS=cluster`,
+/// set by `deploy/test` for a second pass of the Countly and aggregator suites).
+pub fn cluster_mode() -> bool {
+    std::env::var("TALLY_TEST_REDIS").is_ok_and(|v| v == "cluster")
+}
+
+/// A real Redis Cluster of `masters` nodes (no replicas) on free loopback ports, made with
+/// `redis-cli --cluster create`. A master may be down without stopping the others
+/// (`cluster-require-full-coverage no`).
+pub struct TestCluster {
+    pub nodes: Vec<EmbeddedRedis>,
+}
+
+impl TestCluster {
+    pub fn start(tag: &str, masters: usize, fsync: &str) -> TestCluster {
+        let nodes: Vec<EmbeddedRedis> = (0..masters)
+            .map(|i| {
+                let mut o = EmbeddedOptions::new(temp_dir(&format!("{tag}-node{i}")));
+                o.fsync = fsync.into();
+                o.extra_args = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-require-full-coverage",
+                    "no",
+                ]
+                .map(String::from)
+                .to_vec();
+                EmbeddedRedis::start(o).expect("redis-server starts in cluster mode")
+            })
+            .collect();
+        let mut create = std::process::Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for n in &nodes {
+            create.arg(format!("127.0.0.1:{}", n.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed (it comes with redis-server)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let c = TestCluster { nodes };
+        wait_cluster_ok(&c.nodes.iter().collect::<Vec<_>>());
+        c
+    }
+
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url()).collect()
+    }
+}
+
+/// Waits until every node reports `cluster_state:ok`.
+pub fn wait_cluster_ok(nodes: &[&EmbeddedRedis]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = nodes.iter().all(|n| {
+            redis::Client::open(n.url())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        });
+        if ok {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cluster never became ok"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs a command on one Redis.
+pub fn redis_on<T: redis::FromRedisValue>(node: &EmbeddedRedis, cmd: &mut redis::Cmd) -> T {
+    let client = redis::Client::open(node.url()).expect("redis url");
+    let mut conn = client.get_connection().expect("redis connection");
+    cmd.query(&mut conn).expect("redis command")
+}
+
+/// Which of `nodes` is master of the slot of `key`.
+pub fn node_of(nodes: &[&EmbeddedRedis], key: &str) -> usize {
+    let slot: i64 = redis_on(nodes[0], redis::cmd("CLUSTER").arg("KEYSLOT").arg(key));
+    let int = |v: &redis::Value| match v {
+        redis::Value::Int(i) => Some(*i),
+        _ => None,
+    };
+    let port = redis_on::<Vec<redis::Value>>(nodes[0], redis::cmd("CLUSTER").arg("SLOTS"))
+        .into_iter()
+        .find_map(|r| {
+            let redis::Value::Array(p) = r else {
+                return None;
+            };
+            let (start, end) = (int(p.first()?)?, int(p.get(1)?)?);
+            let Some(redis::Value::Array(m)) = p.get(2) else {
+                return None;
+            };
+            (start <= slot && slot <= end).then(|| m.get(1).and_then(int))?
+        })
+        .expect("every slot has a master");
+    nodes
+        .iter()
+        .position(|n| i64::from(n.port) == port)
+        .expect("a node of this cluster")
+}
+
 pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -167,7 +279,12 @@ pub struct Keys {
 
 pub struct TestApp {
     pub addr: String,
+    /// The Redis, or in cluster mode the cluster's first node.
     pub redis: EmbeddedRedis,
+    /// The other nodes, in cluster mode.
+    pub others: Vec<EmbeddedRedis>,
+    /// The cluster's seed URLs (empty on standalone Redis).
+    pub cluster: Vec<String>,
     pub clock: Arc<ManualClock>,
     server: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -179,19 +296,57 @@ impl TestApp {
     }
 
     /// Starts Tally with the test defaults, changed by `tweak`.
+    /// Starts Tally with the test defaults, changed by `tweak`, on a Redis of its own (a
+    /// three-master cluster in [`cluster_mode`]).
     pub fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        if cluster_mode() {
+            return Self::spawn_on_cluster(TestCluster::start("app", 3, "everysec"), tweak);
+        }
         let redis = start_redis("app");
         Self::spawn_on(redis, tweak)
     }
 
+    /// Starts Tally on a cluster of one's own.
+    pub fn spawn_on_cluster(c: TestCluster, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let seeds = c.seeds();
+        let mut nodes = c.nodes.into_iter();
+        let first = nodes.next().expect("a node");
+        Self::spawn_cluster(first, nodes.collect(), seeds, tweak)
+    }
+
+    /// Every Redis node (one on standalone Redis).
+    pub fn nodes(&self) -> Vec<&EmbeddedRedis> {
+        std::iter::once(&self.redis).chain(&self.others).collect()
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut EmbeddedRedis {
+        if i == 0 {
+            &mut self.redis
+        } else {
+            &mut self.others[i - 1]
+        }
+    }
+
     pub fn spawn_on(redis: EmbeddedRedis, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_cluster(redis, Vec::new(), Vec::new(), tweak)
+    }
+
+    fn spawn_cluster(
+        redis: EmbeddedRedis,
+        others: Vec<EmbeddedRedis>,
+        cluster: Vec<String>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let mut cfg = Config::for_tests(&redis.url());
+        cfg.redis_cluster = cluster.clone();
         tweak(&mut cfg);
         let clock = ManualClock::new(NOW * 1000);
         let (addr, server, thread) = start_server(cfg, redis.url(), clock.clone());
         TestApp {
             addr,
             redis,
+            others,
+            cluster,
             clock,
             server,
             thread: Some(thread),
@@ -200,7 +355,8 @@ impl TestApp {
 
     /// A second Tally process-equivalent (own committer, own pool) on the same Redis.
     pub fn peer(&self) -> Peer {
-        let cfg = Config::for_tests(&self.redis.url());
+        let mut cfg = Config::for_tests(&self.redis.url());
+        cfg.redis_cluster = self.cluster.clone();
         let (addr, server, thread) = start_server(cfg, self.redis.url(), self.clock.clone());
         Peer {
             addr,
@@ -287,8 +443,12 @@ impl TestApp {
         cmd.query(&mut conn).expect("redis command")
     }
 
+    /// Keys in the database (over every node of a cluster).
     pub fn key_count(&self) -> usize {
-        self.redis_cmd(&mut redis::cmd("DBSIZE"))
+        self.nodes()
+            .into_iter()
+            .map(|n| redis_on::<usize>(n, &mut redis::cmd("DBSIZE")))
+            .sum()
     }
 }
 
