@@ -3,7 +3,9 @@
 //! sockets), and prints one table. Every figure is measured in this run; throughput is
 //! also given as a ratio to the baseline measured in the same run.
 //!
-//! Usage: `bench [--seconds N] [--conns N]` (deploy/bench builds and runs it).
+//! Usage: `bench [--seconds N] [--conns N] [--scale]` (deploy/bench builds and runs it).
+//! `--scale` measures the split `collector` on one and two processes, on standalone Redis
+//! and on a three-master Redis Cluster, instead (see [`scale`]).
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -132,7 +134,7 @@ async fn conn_loop(
 
 /// Closed loop (`rate` None: as fast as `conns` connections go) or open loop at `rate`/s.
 async fn load(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     make: MakeReq,
     conns: usize,
     secs: f64,
@@ -140,7 +142,11 @@ async fn load(
 ) -> Res<Load> {
     let interval = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
     let tasks: Vec<_> = (0..conns)
-        .map(|c| tokio::spawn(conn_loop(addr, make.clone(), c, secs, interval)))
+        .map(|c| {
+            // Connections take turns over the servers, as a round-robin router would.
+            let addr = addrs[c % addrs.len()];
+            tokio::spawn(conn_loop(addr, make.clone(), c, secs, interval))
+        })
         .collect();
     let mut total = Load::default();
     for t in tasks {
@@ -241,6 +247,9 @@ fn arg(name: &str, default: f64) -> f64 {
 fn main() -> Res<()> {
     let secs = arg("--seconds", 8.0);
     let conns = arg("--conns", 64.0) as usize;
+    if std::env::args().any(|a| a == "--scale") {
+        return scale::run(secs, conns);
+    }
     let exe = std::env::current_exe()?;
     let release = exe
         .parent()
@@ -315,7 +324,7 @@ fn main() -> Res<()> {
         };
 
         let mut rows = Vec::new();
-        let base = load(base_addr, begin.clone(), conns, secs, None).await?;
+        let base = load(&[base_addr], begin.clone(), conns, secs, None).await?;
         let base_rps = base.rps();
         rows.push(Row { name: "baseline: fixed Success, no Redis".into(), load: base, ratio: Some(1.0), cmds_per_req: None, trips_per_req: None, redis_us_per_req: None });
 
@@ -327,7 +336,7 @@ fn main() -> Res<()> {
         ] {
             let (c0, u0) = command_stats(&mut rc)?;
             let b0 = metric(tally_addr, "tally_commit_batches_total").await?;
-            let l = load(tally_addr, make, conns, secs, None).await?;
+            let l = load(&[tally_addr], make, conns, secs, None).await?;
             let (c1, u1) = command_stats(&mut rc)?;
             let b1 = metric(tally_addr, "tally_commit_batches_total").await?;
             let n = l.requests.max(1) as f64;
@@ -343,7 +352,7 @@ fn main() -> Res<()> {
                 load: l,
             });
         }
-        let half = load(tally_addr, begin.clone(), conns, secs, Some(max_begin / 2.0)).await?;
+        let half = load(&[tally_addr], begin.clone(), conns, secs, Some(max_begin / 2.0)).await?;
         rows.push(Row { name: format!("/i begin_session at half max ({:.0}/s, open loop)", max_begin / 2.0), ratio: None, cmds_per_req: None, trips_per_req: None, redis_us_per_req: None, load: half });
 
         // Memory per device: the states of devices the first /i row created.
@@ -420,7 +429,7 @@ fn main() -> Res<()> {
             }
             let (c0, u0) = command_stats(&mut rc)?;
             // One connection: the latency of one read, without queueing behind others.
-            let l = load(tally_addr, make, 1, secs, None).await?;
+            let l = load(&[tally_addr], make, 1, secs, None).await?;
             let (c1, u1) = command_stats(&mut rc)?;
             let n = l.requests.max(1) as f64;
             rows.push(Row {
@@ -454,4 +463,195 @@ fn main() -> Res<()> {
     drop(redis);
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
+}
+
+/// `--scale`: the split `collector` as one and as two processes, on standalone Redis and
+/// on a three-master Redis Cluster, with the CPU each process spent per request, and from
+/// those a paper estimate for more collectors and masters.
+mod scale {
+    use super::*;
+
+    /// CPU seconds (user + system) a process has used, from /proc.
+    fn cpu_secs(pid: u32) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at field 3.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0.0))
+            .collect();
+        // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+        (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+    }
+
+    struct Measured {
+        name: String,
+        load: Load,
+        collector_cpu: f64,
+        redis_cpu: f64,
+    }
+
+    struct Stack {
+        _procs: Vec<Proc>,
+        collectors: Vec<(SocketAddr, u32)>,
+        redis_pids: Vec<u32>,
+        apps: Vec<String>,
+    }
+
+    fn spawn(bin: &std::path::Path, env: &[(&str, String)]) -> Res<(Proc, SocketAddr)> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let mut cmd = Command::new(bin);
+        cmd.env("TALLY_BIND", addr.to_string())
+            .env("TALLY_ADMIN_KEY", "bench")
+            .env("TALLY_RATE_LIMIT", "0")
+            .env("TALLY_AGGREGATOR", "0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let p = Proc(cmd.spawn()?);
+        wait_ping(addr)?;
+        Ok((p, addr))
+    }
+
+    /// Two collectors and an aggregator (for creating apps) on the Redis `env` names, and
+    /// six apps (on a cluster they spread over the masters).
+    async fn stack(
+        release: &std::path::Path,
+        env: &[(&str, String)],
+        redis_pids: Vec<u32>,
+    ) -> Res<Stack> {
+        let mut procs = Vec::new();
+        let (a, admin) = spawn(&release.join("aggregator"), env)?;
+        procs.push(a);
+        let mut collectors = Vec::new();
+        for _ in 0..2 {
+            let (p, addr) = spawn(&release.join("collector"), env)?;
+            collectors.push((addr, p.0.id()));
+            procs.push(p);
+        }
+        let mut apps = Vec::new();
+        for i in 0..6 {
+            let body = json!({"name": format!("scale{i}"), "timezone": "UTC", "lock_key": "bench"})
+                .to_string();
+            let (st, b) = http(admin, "POST", "/project/create", &body).await?;
+            if st != 200 {
+                return Err(format!("create app: {st} {b}").into());
+            }
+            let v: Value = serde_json::from_str(&b)?;
+            apps.push(v["write_key"].as_str().unwrap_or_default().to_string());
+        }
+        Ok(Stack {
+            _procs: procs,
+            collectors,
+            redis_pids,
+            apps,
+        })
+    }
+
+    async fn measure(
+        name: &str,
+        st: &Stack,
+        n: usize,
+        conns: usize,
+        secs: f64,
+        tag: &'static str,
+    ) -> Res<Measured> {
+        let apps = st.apps.clone();
+        let make: MakeReq = Arc::new(move |c, s| {
+            format!("/i?app_key={}&device_id={tag}{c}-{s}&begin_session=1&metrics=%7B%22_os%22%3A%22Android%22%7D", apps[c % apps.len()])
+        });
+        let used = &st.collectors[..n];
+        let c0: f64 = used.iter().map(|c| cpu_secs(c.1)).sum();
+        let r0: f64 = st.redis_pids.iter().map(|p| cpu_secs(*p)).sum();
+        let addrs: Vec<SocketAddr> = used.iter().map(|c| c.0).collect();
+        let l = load(&addrs, make, conns, secs, None).await?;
+        let c1: f64 = used.iter().map(|c| cpu_secs(c.1)).sum();
+        let r1: f64 = st.redis_pids.iter().map(|p| cpu_secs(*p)).sum();
+        Ok(Measured {
+            name: name.into(),
+            load: l,
+            collector_cpu: c1 - c0,
+            redis_cpu: r1 - r0,
+        })
+    }
+
+    pub fn run(secs: f64, conns: usize) -> Res<()> {
+        let exe = std::env::current_exe()?;
+        let release = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .ok_or("no target dir")?
+            .to_path_buf();
+        let data = std::env::temp_dir().join(format!("tally-bench-scale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let base_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let _base = Proc(
+            Command::new(release.join("examples").join("bench_baseline"))
+                .env("TALLY_BIND", base_addr.to_string())
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
+        wait_ping(base_addr)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut rows = Vec::new();
+        rt.block_on(async {
+            let ping: MakeReq = Arc::new(|_, _| "/ping".to_string());
+            let base = load(&[base_addr], ping, conns, secs, None).await?;
+            let base_rps = base.rps();
+
+            let mut o = EmbeddedOptions::new(data.join("single"));
+            o.aof = true;
+            let single = EmbeddedRedis::start(o)?;
+            let env = [("REDIS_URL", single.url())];
+            let st = stack(&release, &env, single.pid().into_iter().collect()).await?;
+            rows.push(measure("1 collector, standalone Redis", &st, 1, conns, secs, "a").await?);
+            rows.push(measure("2 collectors, standalone Redis", &st, 2, conns, secs, "b").await?);
+            drop(st);
+            drop(single);
+
+            let nodes = tally_store::embedded::start_cluster(&data.join("cluster"), 3, "everysec")?;
+            let seeds = nodes.iter().map(|n| n.url()).collect::<Vec<_>>().join(",");
+            let env = [("REDIS_CLUSTER_URLS", seeds)];
+            let st = stack(&release, &env, nodes.iter().filter_map(|n| n.pid()).collect()).await?;
+            rows.push(measure("1 collector, 3-master Redis Cluster", &st, 1, conns, secs, "c").await?);
+            rows.push(measure("2 collectors, 3-master Redis Cluster", &st, 2, conns, secs, "d").await?);
+            drop(st);
+            drop(nodes);
+
+            println!("\n/i begin_session with a metric, 6 apps, new devices; {conns} connections spread round-robin over the collectors.\n");
+            println!("| setup | req/s | p50 ms | p99 ms | vs baseline | collector CPU µs/req | Redis CPU µs/req (all nodes) | errors |");
+            println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+            println!("| baseline: fixed answer, no Redis | {:.0} | {:.2} | {:.2} | 1.00 | | | {} |", base_rps, base.pct(0.5), base.pct(0.99), base.errors);
+            for r in &rows {
+                let n = r.load.requests.max(1) as f64;
+                println!(
+                    "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
+                    r.name, r.load.rps(), r.load.pct(0.5), r.load.pct(0.99), r.load.rps() / base_rps,
+                    r.collector_cpu * 1e6 / n, r.redis_cpu * 1e6 / n, r.load.errors
+                );
+            }
+            // Paper estimate: a collector process is bounded by the CPU it spends per request,
+            // a Redis master by its own (single-threaded) CPU per request; apps spread over
+            // the masters, so M masters carry M times one master's share.
+            let one = &rows[0];
+            let n = one.load.requests.max(1) as f64;
+            let per_core = n / one.collector_cpu.max(1e-9);
+            let per_node = n / one.redis_cpu.max(1e-9);
+            println!("\nFrom the 1-collector standalone row: one collector core ≈ {per_core:.0} req/s; one Redis master ≈ {per_node:.0} req/s.");
+            println!("Estimate (cores for collectors, masters with apps spread evenly): min(cores × {per_core:.0}, masters × {per_node:.0}) req/s.\n");
+            println!("| collector cores \\ masters | 1 | 3 | 6 |");
+            println!("|---|---:|---:|---:|");
+            for cores in [2.0, 4.0, 8.0, 16.0] {
+                let cell = |m: f64| format!("{:.0}k", (cores * per_core).min(m * per_node) / 1000.0);
+                println!("| {cores} | {} | {} | {} |", cell(1.0), cell(3.0), cell(6.0));
+            }
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        })?;
+        let _ = std::fs::remove_dir_all(&data);
+        Ok(())
+    }
 }

@@ -135,6 +135,11 @@ impl EmbeddedRedis {
         Err(EmbeddedError::NotReady(limit, last))
     }
 
+    /// The process id of the child, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL, as a crash would (tests of durability).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -167,6 +172,76 @@ impl EmbeddedRedis {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Starts `masters` cluster-mode children (no replicas) under `base_dir` and joins them with
+/// `redis-cli --cluster create`: a real Redis Cluster on loopback for tests and the
+/// benchmark. A master may be down without stopping the others
+/// (`cluster-require-full-coverage no`, as in deploy/redis-cluster.conf).
+pub fn start_cluster(
+    base_dir: &Path,
+    masters: usize,
+    fsync: &str,
+) -> Result<Vec<EmbeddedRedis>, EmbeddedError> {
+    let nodes = (0..masters)
+        .map(|i| {
+            let mut o = EmbeddedOptions::new(base_dir.join(format!("node{i}")));
+            o.fsync = fsync.into();
+            o.extra_args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-require-full-coverage",
+                "no",
+            ]
+            .map(String::from)
+            .to_vec();
+            EmbeddedRedis::start(o)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .map_err(EmbeddedError::Spawn)?;
+    if !out.status.success() {
+        return Err(EmbeddedError::NotReady(
+            Duration::ZERO,
+            format!(
+                "redis-cli --cluster create: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ),
+        ));
+    }
+    wait_cluster_ok(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(30))?;
+    Ok(nodes)
+}
+
+/// Waits until every node reports `cluster_state:ok`.
+pub fn wait_cluster_ok(nodes: &[&EmbeddedRedis], limit: Duration) -> Result<(), EmbeddedError> {
+    let start = Instant::now();
+    loop {
+        let ok = nodes.iter().all(|n| {
+            redis::Client::open(n.url())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        });
+        if ok {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            return Err(EmbeddedError::NotReady(
+                limit,
+                "cluster_state is not ok".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -49,42 +49,9 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn start(tag: &str, masters: usize, fsync: &str) -> TestCluster {
-        let nodes: Vec<EmbeddedRedis> = (0..masters)
-            .map(|i| {
-                let mut o = EmbeddedOptions::new(temp_dir(&format!("{tag}-node{i}")));
-                o.fsync = fsync.into();
-                o.extra_args = [
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "1000",
-                    "--cluster-require-full-coverage",
-                    "no",
-                ]
-                .map(String::from)
-                .to_vec();
-                EmbeddedRedis::start(o).expect("redis-server starts in cluster mode")
-            })
-            .collect();
-        let mut create = std::process::Command::new("redis-cli");
-        create.arg("--cluster").arg("create");
-        for n in &nodes {
-            create.arg(format!("127.0.0.1:{}", n.port));
-        }
-        let out = create
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .expect("redis-cli must be installed (it comes with redis-server)");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let c = TestCluster { nodes };
-        wait_cluster_ok(&c.nodes.iter().collect::<Vec<_>>());
-        c
+        let nodes = tally_store::embedded::start_cluster(&temp_dir(tag), masters, fsync)
+            .expect("a Redis Cluster starts (redis-server and redis-cli are installed)");
+        TestCluster { nodes }
     }
 
     pub fn seeds(&self) -> Vec<String> {
@@ -94,23 +61,8 @@ impl TestCluster {
 
 /// Waits until every node reports `cluster_state:ok`.
 pub fn wait_cluster_ok(nodes: &[&EmbeddedRedis]) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok = nodes.iter().all(|n| {
-            redis::Client::open(n.url())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
-                .is_ok_and(|info| info.contains("cluster_state:ok"))
-        });
-        if ok {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "cluster never became ok"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    tally_store::embedded::wait_cluster_ok(nodes, Duration::from_secs(30))
+        .expect("the cluster becomes ok");
 }
 
 /// Runs a command on one Redis.
