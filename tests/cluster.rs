@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tally_store::keys::{self, AppId};
+use tally_store::redis::slot;
 
 #[derive(Default)]
 struct Seen {
@@ -33,13 +35,14 @@ fn keys_spread_over_three_masters_and_a_killed_master_loses_nothing() {
     let mut t = TestApp::spawn_on_cluster(cluster, |c| {
         c.app_cache_ttl = Duration::from_secs(600);
     });
-    let registry = node_of(&t.nodes(), "{tally}:apps");
+    let registry = node_of(&t.nodes(), keys::APPS);
 
     // Apps until every master owns at least two.
     let mut apps: Vec<(Keys, usize)> = Vec::new();
     for _ in 0..200 {
         let k = t.create_app("Europe/Berlin");
-        let node = node_of(&t.nodes(), &format!("{{{}}}:stream", k.id));
+        let id = AppId::parse(&k.id).expect("an app id");
+        let node = node_of(&t.nodes(), &keys::stream(&id));
         apps.push((k, node));
         let per_node = (0..3).map(|n| apps.iter().filter(|a| a.1 == n).count());
         if per_node.clone().all(|c| c >= 2) {
@@ -61,12 +64,17 @@ fn keys_spread_over_three_masters_and_a_killed_master_loses_nothing() {
         let keys: Vec<String> = redis_on(node, redis::cmd("KEYS").arg("*"));
         assert!(!keys.is_empty(), "master {n} holds no keys");
         for key in keys {
-            let owner = apps
-                .iter()
-                .find(|(k, _)| key.starts_with(&format!("{{{}}}", k.id)));
+            let owner = apps.iter().find(|(k, _)| {
+                AppId::parse(&k.id)
+                    .is_some_and(|id| slot(key.as_bytes()) == slot(keys::stream(&id).as_bytes()))
+            });
             match owner {
                 Some((_, home)) => assert_eq!(*home, n, "{key} is off its app's master"),
-                None => assert!(key.starts_with("{tally}:"), "unexpected key {key}"),
+                None => assert_eq!(
+                    slot(key.as_bytes()),
+                    slot(keys::APPS.as_bytes()),
+                    "{key} belongs to no app and is not in the registry's slot"
+                ),
             }
         }
     }

@@ -353,6 +353,7 @@ fn duplicate_requests_are_counted_once() {
         at(&t.o(&k, "events", &[p("event", "tap")]), &["2024", "c"]),
         &json!(1)
     );
+    assert!(metric_value(&t.addr, "tally_dedup_hits_total") >= 1.0);
     // Without a timestamp, a retry cannot be told from a new request: both count.
     t.ok(&k, &[p("device_id", "dup"), p("events", &ev)]);
     t.ok(&k, &[p("device_id", "dup"), p("events", &ev)]);
@@ -399,4 +400,8 @@ fn limits_keep_cardinality_bounded() {
     // Keys stay bounded: app record and key, 300 device states, and a fixed set of
     // counter hashes and meta sets.
     assert!(t.key_count() < 300 + 40, "{} keys", t.key_count());
+    // Every batch and drop shows in /metrics.
+    assert!(metric_value(&t.addr, "tally_limit_drops_total") > 0.0);
+    assert!(metric_value(&t.addr, "tally_commit_batch_requests_count") >= 1.0);
+    assert!(metric_value(&t.addr, "tally_commit_flush_seconds_count") >= 1.0);
 }

@@ -99,6 +99,7 @@ fn redis_outage_gives_fast_503s_and_recovers_without_restart() {
     assert_eq!(t.get("/ready").status, 503);
     assert_eq!(t.get("/ping").status, 200);
     assert_eq!(t.get("/health").status, 200);
+    assert!(metric_value(&t.addr, "tally_redis_errors_total") >= 1.0);
     t.redis.restart().expect("redis restarts");
     let deadline = Instant::now() + Duration::from_secs(10);
     while t.get("/ready").status != 200 && Instant::now() < deadline {

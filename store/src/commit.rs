@@ -25,6 +25,7 @@
 
 use crate::device::DeviceState;
 use crate::error::StoreError;
+use crate::http::Histogram;
 use crate::redis::{is_transport_error, slot, Conn, Pool};
 use redis::aio::MultiplexedConnection;
 use redis::Value;
@@ -106,6 +107,7 @@ pub struct Batch {
     /// Stream appends, in order: (stream key, fields).
     appends: Vec<(String, Vec<(&'static str, String)>)>,
     corrupt_states: u64,
+    limit_drops: u64,
 }
 
 impl Batch {
@@ -141,6 +143,7 @@ impl Batch {
             return true;
         }
         if slot.card >= cap {
+            self.limit_drops += 1;
             return false;
         }
         slot.card += 1;
@@ -233,7 +236,7 @@ pub struct CommitConfig {
 }
 
 /// Counters for `/metrics` and the benchmark.
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct CommitStats {
     pub batches: AtomicU64,
     pub requests: AtomicU64,
@@ -242,6 +245,37 @@ pub struct CommitStats {
     pub counter_writes: AtomicU64,
     pub corrupt_states: AtomicU64,
     pub flush_micros: AtomicU64,
+    /// Requests recognised as retries of requests already counted.
+    pub duplicates: AtomicU64,
+    /// Values not stored because a capped list (event keys, segments, metric values) was full.
+    pub limit_drops: AtomicU64,
+    /// Requests per transaction.
+    pub batch_size: Histogram,
+    /// Seconds per transaction, both round trips.
+    pub flush_seconds: Histogram,
+}
+
+/// Bucket bounds of the batch-size histogram (requests per transaction).
+const BATCH_BOUNDS: [f64; 11] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0,
+];
+
+impl Default for CommitStats {
+    fn default() -> Self {
+        CommitStats {
+            batches: AtomicU64::default(),
+            requests: AtomicU64::default(),
+            conflicts: AtomicU64::default(),
+            failures: AtomicU64::default(),
+            counter_writes: AtomicU64::default(),
+            corrupt_states: AtomicU64::default(),
+            flush_micros: AtomicU64::default(),
+            duplicates: AtomicU64::default(),
+            limit_drops: AtomicU64::default(),
+            batch_size: Histogram::new(&BATCH_BOUNDS),
+            flush_seconds: Histogram::new(&crate::http::BOUNDS),
+        }
+    }
 }
 
 type Reply = oneshot::Sender<Result<Vec<Outcome>, StoreError>>;
@@ -456,7 +490,12 @@ async fn flush_all(
         let group: Vec<&Item> = idx.iter().map(|&i| &items[i]).collect();
         async move {
             let route = group.first().map(|i| i.work.route());
-            flush(pool, route, cfg, stats, &group).await
+            let started = std::time::Instant::now();
+            let result = flush(pool, route, cfg, stats, &group).await;
+            stats.flush_seconds.observe(started.elapsed().as_secs_f64());
+            let weight: usize = group.iter().map(|i| i.weight).sum();
+            stats.batch_size.observe(weight as f64);
+            result
         }
     });
     let done = futures_util::future::join_all(flushes).await;
@@ -466,6 +505,12 @@ async fn flush_all(
         stats.batches.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(outcomes) => {
+                let dups = outcomes
+                    .iter()
+                    .flatten()
+                    .filter(|o| **o == Outcome::Duplicate)
+                    .count();
+                stats.duplicates.fetch_add(dups as u64, Ordering::Relaxed);
                 for (&i, o) in idx.iter().zip(outcomes) {
                     out[i] = Some(Ok(o));
                 }
@@ -507,6 +552,7 @@ fn discard(pool: &Pool, conn: Conn, e: &StoreError) {
         }
         // A timed-out pipeline may still answer later on this connection: never reuse it.
         StoreError::Timeout => {
+            pool.note_error();
             Pool::discard(conn);
         }
         _ => {}
@@ -567,14 +613,18 @@ async fn flush(
             Pool::discard(conn);
             return Err(StoreError::Bug("planning a batch panicked".into()));
         };
-        stats
-            .corrupt_states
-            .fetch_add(batch.corrupt_states, Ordering::Relaxed);
-        stats
-            .counter_writes
-            .fetch_add(batch.counter_fields() as u64, Ordering::Relaxed);
+        let (corrupt, drops, fields) = (
+            batch.corrupt_states,
+            batch.limit_drops,
+            batch.counter_fields() as u64,
+        );
         match write_phase(&mut conn, timeout, cfg, batch).await {
-            Ok(true) => return Ok(outcomes),
+            Ok(true) => {
+                stats.corrupt_states.fetch_add(corrupt, Ordering::Relaxed);
+                stats.limit_drops.fetch_add(drops, Ordering::Relaxed);
+                stats.counter_writes.fetch_add(fields, Ordering::Relaxed);
+                return Ok(outcomes);
+            }
             Ok(false) => {}
             Err(e) => {
                 discard(pool, conn, &e);
@@ -793,6 +843,30 @@ impl crate::http::Metrics for CommitStats {
             "tally_commit_flush_microseconds_total",
             "Time spent flushing.",
             c(&self.flush_micros),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_dedup_hits_total",
+            "Requests recognised as retries of counted requests (acknowledged, not counted again).",
+            c(&self.duplicates),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_limit_drops_total",
+            "Values not stored because an event-key, segment or metric-value limit was reached.",
+            c(&self.limit_drops),
+        );
+        self.batch_size.render(
+            out,
+            "tally_commit_batch_requests",
+            "Requests per group-commit transaction.",
+        );
+        self.flush_seconds.render(
+            out,
+            "tally_commit_flush_seconds",
+            "Duration of one group-commit transaction (both round trips).",
         );
     }
 }

@@ -148,8 +148,57 @@ pub fn metric(out: &mut String, kind: &str, name: &str, help: &str, value: u64) 
     );
 }
 
+/// A Prometheus histogram that many threads observe into without a lock.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<std::sync::atomic::AtomicU64>,
+    count: std::sync::atomic::AtomicU64,
+    /// The sum, in millionths of the unit.
+    sum_micros: std::sync::atomic::AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| Default::default()).collect(),
+            count: Default::default(),
+            sum_micros: Default::default(),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (b, bound) in self.buckets.iter().zip(self.bounds) {
+            if v <= *bound {
+                b.fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add((v * 1e6) as u64, Relaxed);
+    }
+
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}
+# TYPE {name} histogram"
+        );
+        for (b, bound) in self.buckets.iter().zip(self.bounds) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", b.load(Relaxed));
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
 /// Latency bucket bounds of the request histogram, in seconds.
-const BOUNDS: [f64; 12] = [
+pub const BOUNDS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
@@ -220,6 +269,18 @@ impl Metrics for HttpMetrics {
     }
 }
 
+impl Metrics for crate::redis::Pool {
+    fn render(&self, out: &mut String) {
+        metric(
+            out,
+            "counter",
+            "tally_redis_errors_total",
+            "Failed Redis exchanges: errors, timeouts, lost connections, cluster redirects.",
+            self.errors(),
+        );
+    }
+}
+
 /// What `/metrics` of one process shows.
 #[derive(Clone)]
 pub struct MetricsSources(pub Vec<Arc<dyn Metrics>>);
@@ -277,6 +338,7 @@ where
     use actix_web::dev::Service;
     let http = Arc::new(HttpMetrics::default());
     sources.push(http.clone());
+    sources.push(Arc::new(shared.pool.clone()));
     let sources = web::Data::new(MetricsSources(sources));
     let shared = web::Data::new(shared);
     let origin = cfg.cors_origin.clone();

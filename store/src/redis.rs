@@ -28,7 +28,7 @@ use deadpool::managed::{self, Metrics, RecycleResult};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, FromRedisValue, RedisError, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -98,7 +98,7 @@ fn node_pool(client: redis::Client, cfg: &RedisConfig) -> Result<NodePool, Store
 
 /// The shared handle to Redis. Cheap to clone.
 #[derive(Clone)]
-pub struct Pool(Arc<Topology>, Duration);
+pub struct Pool(Arc<Topology>, Duration, Arc<AtomicU64>);
 
 enum Topology {
     Single(NodePool),
@@ -113,6 +113,7 @@ pub fn pool(cfg: &RedisConfig) -> Result<Pool, StoreError> {
         return Ok(Pool(
             Arc::new(Topology::Single(node_pool(client, cfg)?)),
             cfg.timeout,
+            Arc::default(),
         ));
     }
     let seeds = cfg
@@ -139,6 +140,7 @@ pub fn pool(cfg: &RedisConfig) -> Result<Pool, StoreError> {
             refreshing: tokio::sync::Mutex::new(()),
         }))),
         cfg.timeout,
+        Arc::default(),
     ))
 }
 
@@ -165,6 +167,7 @@ impl Pool {
     /// pool, and on a cluster a redirect or a dead node makes the slot map be read again.
     /// Returns whether the failure was a redirect (the command was not executed).
     pub fn failed(&self, conn: Conn, e: &RedisError) -> bool {
+        self.note_error();
         let transport = is_transport_error(e);
         if transport {
             let _ = managed::Object::take(conn);
@@ -176,6 +179,16 @@ impl Pool {
             }
         }
         redirect
+    }
+
+    /// Counts a failed Redis exchange (for `/metrics`).
+    pub fn note_error(&self) {
+        self.2.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed Redis exchanges so far: errors, timeouts, lost connections, redirects.
+    pub fn errors(&self) -> u64 {
+        self.2.load(Ordering::Relaxed)
     }
 
     /// Closes a connection whose state is unknown (a timed-out or half-done exchange)

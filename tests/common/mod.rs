@@ -65,6 +65,15 @@ pub fn wait_cluster_ok(nodes: &[&EmbeddedRedis]) {
         .expect("the cluster becomes ok");
 }
 
+/// A value from `/metrics` (a line `name value`; 0 when absent).
+pub fn metric_value(addr: &str, name: &str) -> f64 {
+    http(addr, "GET", "/metrics", &[], b"")
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Runs a command on one Redis.
 pub fn redis_on<T: redis::FromRedisValue>(node: &EmbeddedRedis, cmd: &mut redis::Cmd) -> T {
     let client = redis::Client::open(node.url()).expect("redis url");
