@@ -38,15 +38,14 @@ enum Level {
 }
 use Level::*;
 
-/// The two counter hashes of one family at one instant, and the field prefix per level
-/// (`""`, `"10."`, `"w43."`, `"22."`, and `"14."` in the day's hour hash), built once per
-/// request and family.
+/// The counter hashes of one family at one instant, built once per request and family.
+/// Field names get their level's prefix (`""`, `"10."`, `"w43."`, `"22."`, and `"14."` in
+/// the day's hour hash) as they are written.
 struct Target<'a> {
     year: String,
     month: String,
     /// Only families with hour counters (sessions, events) have one.
     hours: Option<String>,
-    prefixes: [String; 5],
     at: &'a Buckets,
 }
 
@@ -57,13 +56,6 @@ impl<'a> Target<'a> {
             year: keys::counters(&app.id, family, Period::Year(at.year)),
             month: keys::counters(&app.id, family, Period::Month(at.year, at.month)),
             hours: None,
-            prefixes: [
-                String::new(),
-                format!("{}.", at.month),
-                format!("w{}.", at.week),
-                format!("{}.", at.day),
-                format!("{}.", at.hour),
-            ],
             at,
         }
     }
@@ -84,21 +76,37 @@ impl<'a> Target<'a> {
     fn each(&self, levels: &[Level], field: &str, mut write: impl FnMut(&str, &str)) {
         let mut buf = String::with_capacity(48);
         for &level in levels {
-            let (key, prefix) = match level {
-                Y => (&self.year, &self.prefixes[0]),
-                M => (&self.year, &self.prefixes[1]),
-                W => (&self.year, &self.prefixes[2]),
-                D => (&self.month, &self.prefixes[3]),
+            buf.clear();
+            let key = match level {
+                Y => &self.year,
+                M => {
+                    keys::push_int(&mut buf, i64::from(self.at.month));
+                    buf.push('.');
+                    &self.year
+                }
+                W => {
+                    buf.push('w');
+                    keys::push_int(&mut buf, i64::from(self.at.week));
+                    buf.push('.');
+                    &self.year
+                }
+                D => {
+                    keys::push_int(&mut buf, i64::from(self.at.day));
+                    buf.push('.');
+                    &self.month
+                }
                 H => match &self.hours {
-                    Some(h) => (h, &self.prefixes[4]),
+                    Some(h) => {
+                        keys::push_int(&mut buf, i64::from(self.at.hour));
+                        buf.push('.');
+                        h
+                    }
                     None => {
                         debug_assert!(false, "hour level on a family without hours");
                         continue;
                     }
                 },
             };
-            buf.clear();
-            buf.push_str(prefix);
             buf.push_str(field);
             write(key, &buf);
         }

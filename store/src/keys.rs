@@ -122,10 +122,58 @@ pub enum Period {
 }
 
 pub fn counters(app: &AppId, family: &Family, period: Period) -> String {
+    // Built by hand, not with format!: the write path builds dozens per request.
+    let mut k = tagged(app, family.0.len() + 20);
+    k.push_str(":c:");
+    k.push_str(&family.0);
+    k.push(':');
     match period {
-        Period::Year(y) => format!("{{{app}}}:c:{}:{y}", family.0),
-        Period::Month(y, m) => format!("{{{app}}}:c:{}:{y}:{m}", family.0),
-        Period::Hours(y, m, d) => format!("{{{app}}}:c:{}:{y}:{m}:{d}:h", family.0),
+        Period::Year(y) => push_int(&mut k, i64::from(y)),
+        Period::Month(y, m) => {
+            push_int(&mut k, i64::from(y));
+            k.push(':');
+            push_int(&mut k, i64::from(m));
+        }
+        Period::Hours(y, m, d) => {
+            push_int(&mut k, i64::from(y));
+            k.push(':');
+            push_int(&mut k, i64::from(m));
+            k.push(':');
+            push_int(&mut k, i64::from(d));
+            k.push_str(":h");
+        }
+    }
+    k
+}
+
+/// `{app}` with room for `more` bytes.
+fn tagged(app: &AppId, more: usize) -> String {
+    let mut k = String::with_capacity(app.0.len() + 2 + more);
+    k.push('{');
+    k.push_str(&app.0);
+    k.push('}');
+    k
+}
+
+/// Appends the decimal digits of `n` (no allocation, unlike `to_string`).
+pub fn push_int(s: &mut String, n: i64) {
+    if n < 0 {
+        s.push('-');
+    }
+    let mut v = n.unsigned_abs();
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    for &b in &buf[i..] {
+        s.push(char::from(b));
     }
 }
 
@@ -138,7 +186,10 @@ pub fn device(app: &AppId, device_id: &str) -> String {
 
 /// A named meta list of an app (`countries`, `os`, `events`, `d-ranges`, ...).
 pub fn meta(app: &AppId, list: &str) -> String {
-    format!("{{{app}}}:m:{list}")
+    let mut k = tagged(app, list.len() + 3);
+    k.push_str(":m:");
+    k.push_str(list);
+    k
 }
 
 /// The segmentation keys seen for an event.
@@ -257,6 +308,30 @@ mod tests {
         assert_eq!(hash64(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(hash64("a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(hash64("foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn keys_built_by_hand_match_their_layout() {
+        let app = AppId("0123456789abcdef01234567".into());
+        let f = Family::users();
+        assert_eq!(
+            counters(&app, &f, Period::Year(2024)),
+            "{0123456789abcdef01234567}:c:users:2024"
+        );
+        assert_eq!(
+            counters(&app, &f, Period::Month(2024, 3)),
+            "{0123456789abcdef01234567}:c:users:2024:3"
+        );
+        assert_eq!(
+            counters(&app, &f, Period::Hours(2024, 12, 31)),
+            "{0123456789abcdef01234567}:c:users:2024:12:31:h"
+        );
+        assert_eq!(meta(&app, "os"), "{0123456789abcdef01234567}:m:os");
+        for n in [0i64, 7, 10, 99, 100, -5, i64::MAX, i64::MIN] {
+            let mut s = String::new();
+            push_int(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 
     #[test]
