@@ -96,12 +96,16 @@ pub async fn ping() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("pong")
 }
 
-/// `GET /ready`: 200 when Redis (every master of a cluster) answers, 503 otherwise.
+/// `GET /ready`: 200 when Redis answers, 503 otherwise. On a cluster: 200 while any master
+/// answers (`"status":"degraded"` and the silent masters in `redis_down` when some do not),
+/// because the apps on the other masters are still served.
 pub async fn ready(st: web::Data<Shared>) -> Result<HttpResponse, ApiError> {
-    st.pool.ping_all().await?;
+    let down = st.pool.ping_all().await?;
     let backlog = st.backlog.load(std::sync::atomic::Ordering::Relaxed);
+    let status = if down.is_empty() { "ready" } else { "degraded" };
     Ok(json(
-        serde_json::json!({"status": "ready", "aggregator_backlog": backlog}).to_string(),
+        serde_json::json!({"status": status, "aggregator_backlog": backlog, "redis_down": down})
+            .to_string(),
     ))
 }
 

@@ -211,18 +211,33 @@ impl Pool {
         }
     }
 
-    /// Whether every master answers `PING` (readiness: on a cluster with a master down,
-    /// some apps cannot be served).
-    pub async fn ping_all(&self) -> Result<(), StoreError> {
-        for addr in self.masters().await? {
-            let mut conn = self.conn_to(&addr).await?;
+    /// `PING`s every master and returns the addresses of those that did not answer; an
+    /// error when none did. On a cluster with one master down only that master's apps
+    /// are affected, so readiness must not take every Tally process out of rotation.
+    pub async fn ping_all(&self) -> Result<Vec<String>, StoreError> {
+        let masters = self.masters().await?;
+        let mut down = Vec::new();
+        let mut last_err = None;
+        for addr in &masters {
+            let mut conn = match self.conn_to(addr).await {
+                Ok(c) => c,
+                Err(e) => {
+                    down.push(addr.clone());
+                    last_err = Some(e);
+                    continue;
+                }
+            };
             let res: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut *conn).await;
             if let Err(e) = res {
                 self.failed(conn, &e);
-                return Err(store_error(e));
+                down.push(addr.clone());
+                last_err = Some(store_error(e));
             }
         }
-        Ok(())
+        match last_err {
+            Some(e) if down.len() == masters.len() => Err(e),
+            _ => Ok(down),
+        }
     }
 
     /// A connection to one master by its address from [`Pool::masters`].
@@ -298,7 +313,17 @@ impl Cluster {
         if !self.stale.load(Ordering::Relaxed) && !map.ranges.is_empty() {
             return Ok(map);
         }
-        let _guard = self.refreshing.lock().await;
+        // With a map in hand, nobody waits for a refresh: one request refreshes, the others
+        // route by the map they have (a seed that does not answer may take a whole
+        // connection timeout). Only the very first lookup has to wait.
+        let _guard = if map.ranges.is_empty() {
+            self.refreshing.lock().await
+        } else {
+            match self.refreshing.try_lock() {
+                Ok(g) => g,
+                Err(_) => return Ok(map),
+            }
+        };
         let last = *self.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
         let map = self.current();
         if !map.ranges.is_empty() && (!self.stale.load(Ordering::Relaxed) || recent(&last)) {
