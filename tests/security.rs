@@ -163,23 +163,29 @@ fn forgetting_a_device_and_deleting_an_app() {
     t.ok(&k, &[p("device_id", "d0"), p("begin_session", 1)]);
     assert_eq!(at(&t.o(&k, "sessions", &[]), &["2024", "n"]), &json!(51));
     // Delete the app: every key of it goes, the other app stays.
-    let keep_keys = {
-        let mut cursor = 0u64;
-        let mut n = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = t.redis_cmd(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{{{}}}:*", keep.id)),
-            );
-            n += batch.len();
-            cursor = next;
-            if cursor == 0 {
-                break n;
+    // (Every node: on a cluster the other app may live on another master.)
+    let keep_keys: usize = t
+        .nodes()
+        .into_iter()
+        .map(|node| {
+            let mut cursor = 0u64;
+            let mut n = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis_on(
+                    node,
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{{{}}}:*", keep.id)),
+                );
+                n += batch.len();
+                cursor = next;
+                if cursor == 0 {
+                    break n;
+                }
             }
-        }
-    };
+        })
+        .sum();
     let before = t.key_count();
     let r = http(
         &t.addr,

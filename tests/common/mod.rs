@@ -397,13 +397,6 @@ impl TestApp {
         r.json()
     }
 
-    /// Runs a Redis command against the test's Redis.
-    pub fn redis_cmd<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
-        let client = redis::Client::open(self.redis.url()).expect("redis url");
-        let mut conn = client.get_connection().expect("redis connection");
-        cmd.query(&mut conn).expect("redis command")
-    }
-
     /// Keys in the database (over every node of a cluster).
     pub fn key_count(&self) -> usize {
         self.nodes()
