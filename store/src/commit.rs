@@ -20,8 +20,9 @@
 //! write failed and is retried is counted exactly once.
 //!
 //! On a Redis Cluster a transaction must stay in one slot; all keys of one app share the
-//! `{app}` hash tag (see [`crate::keys`]) so that a batch can be split into one
-//! transaction per app; on standalone Redis (all that is supported so far) a batch is one.
+//! `{app}` hash tag (see [`crate::keys`]), so there a batch is split into one transaction
+//! per slot ([`Work::route`]), committed concurrently on the slot's master, and a failure
+//! fails only that transaction's requests. On standalone Redis a batch is one transaction.
 
 use crate::device::DeviceState;
 use crate::error::StoreError;
