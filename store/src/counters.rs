@@ -2,8 +2,8 @@
 //! round trip.
 
 use crate::error::StoreError;
-use crate::redis::{run, Pool};
-use redis::Value;
+use crate::redis::{run_reads, Pool};
+use crate::resp::Replies;
 
 /// An `XRANGE`/`XREVRANGE` page: (entry id, fields).
 pub type StreamPage = Vec<(String, Vec<(String, String)>)>;
@@ -47,68 +47,37 @@ impl Reads {
         Slot(self.n - 1)
     }
 
+    /// Reads everything in one round trip. The replies are parsed in place
+    /// ([`crate::resp`]): a year of counters is thousands of fields, none copied.
     pub async fn run(self, pool: &Pool) -> Result<Answers, StoreError> {
         if self.n == 0 {
-            return Ok(Answers(Vec::new()));
+            return Ok(Answers(Replies::default()));
         }
-        let values: Vec<Value> = run(pool, &self.pipe).await?;
-        Ok(Answers(values))
+        Ok(Answers(run_reads(pool, &self.pipe).await?))
     }
 }
 
-pub struct Answers(Vec<Value>);
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        Value::Double(d) => Some(d.to_string()),
-        _ => None,
-    }
-}
-
-fn as_str(v: &Value) -> Option<&str> {
-    match v {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        _ => None,
-    }
-}
+pub struct Answers(Replies);
 
 impl Answers {
     /// The (field, value) pairs of a hash read, borrowed from the reply (no copies).
     pub fn hash_pairs(&self, slot: Slot) -> Vec<(&str, &str)> {
-        match self.0.get(slot.0) {
-            Some(Value::Array(items)) => items
-                .chunks_exact(2)
-                .filter_map(|kv| Some((as_str(&kv[0])?, as_str(&kv[1])?)))
-                .collect(),
-            Some(Value::Map(pairs)) => pairs
-                .iter()
-                .filter_map(|(k, v)| Some((as_str(k)?, as_str(v)?)))
-                .collect(),
-            _ => Vec::new(),
-        }
+        self.0.pairs(slot.0)
     }
 
     /// An integer answer (0 when absent).
     pub fn int(&self, slot: Slot) -> i64 {
-        match self.0.get(slot.0) {
-            Some(Value::Int(i)) => *i,
-            Some(v) => text(v).and_then(|t| t.parse().ok()).unwrap_or(0),
-            None => 0,
-        }
+        self.0.int(slot.0).unwrap_or(0)
     }
 
     /// The members of a set read, sorted.
     pub fn set(&self, slot: Slot) -> Vec<String> {
-        let mut out: Vec<String> = match self.0.get(slot.0) {
-            Some(Value::Array(items)) | Some(Value::Set(items)) => {
-                items.iter().filter_map(text).collect()
-            }
-            _ => Vec::new(),
-        };
+        let mut out: Vec<String> = self
+            .0
+            .strings(slot.0)
+            .into_iter()
+            .map(String::from)
+            .collect();
         out.sort();
         out
     }

@@ -7,6 +7,7 @@
 //! - [`counters`]: reading counter hashes back.
 //! - [`apps`]: the app registry and its cache.
 //! - [`redis`]: connection pools and routing (standalone Redis or a Redis Cluster).
+//! - [`resp`]: the read path's in-place reply parser.
 //! - [`embedded`]: the private `redis-server` child.
 //! - [`config`], [`clock`], [`error`], [`http`]: what every service shares.
 
@@ -21,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod keys;
 pub mod redis;
+pub mod resp;
 pub mod time;
 
 pub use error::{ApiError, StoreError};

@@ -24,6 +24,7 @@
 //! 503 and the client retries.
 
 use crate::error::StoreError;
+use crate::resp::Replies;
 use deadpool::managed::{self, Metrics, RecycleResult};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, FromRedisValue, RedisError, Value};
@@ -78,6 +79,164 @@ impl managed::Manager for Manager {
 /// The connections to one Redis node.
 pub type NodePool = managed::Pool<Manager>;
 
+/// A plain socket to Redis for the read path's pipelines, whose replies Tally parses
+/// itself ([`crate::resp`]).
+pub enum RawStream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+pub struct RawConn {
+    stream: RawStream,
+    /// Size of the last reply, to size the next buffer.
+    last_reply: usize,
+}
+
+impl RawConn {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match &mut self.stream {
+            RawStream::Tcp(s) => s.write_all(bytes).await,
+            RawStream::Unix(s) => s.write_all(bytes).await,
+        }
+    }
+
+    async fn read_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        match &mut self.stream {
+            RawStream::Tcp(s) => s.read_buf(buf).await,
+            RawStream::Unix(s) => s.read_buf(buf).await,
+        }
+    }
+
+    /// Sends a packed pipeline and reads its `n` replies.
+    async fn exchange(&mut self, packed: &[u8], n: usize) -> Result<Replies, StoreError> {
+        self.write_all(packed).await.map_err(io_error)?;
+        let mut replies = Replies::with_capacity(self.last_reply.max(4096));
+        loop {
+            if replies
+                .advance(n)
+                .map_err(|e| StoreError::Pool(e.to_string()))?
+            {
+                break;
+            }
+            let got = self.read_buf(replies.buffer()).await.map_err(io_error)?;
+            if got == 0 {
+                return Err(io_error(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+        if replies.trailing() > 0 {
+            return Err(StoreError::Pool("redis sent more than was asked".into()));
+        }
+        self.last_reply = replies.buffer().len();
+        Ok(replies)
+    }
+}
+
+fn io_error(e: std::io::Error) -> StoreError {
+    StoreError::Redis(e.into())
+}
+
+pub struct RawManager {
+    addr: ConnectionAddr,
+    settings: redis::RedisConnectionInfo,
+    timeout: Duration,
+}
+
+impl managed::Manager for RawManager {
+    type Type = RawConn;
+    type Error = StoreError;
+
+    async fn create(&self) -> Result<RawConn, StoreError> {
+        let connect = async {
+            let stream = match &self.addr {
+                ConnectionAddr::Tcp(host, port) => {
+                    let s = tokio::net::TcpStream::connect((host.as_str(), *port))
+                        .await
+                        .map_err(io_error)?;
+                    s.set_nodelay(true).map_err(io_error)?;
+                    RawStream::Tcp(s)
+                }
+                ConnectionAddr::Unix(path) => RawStream::Unix(
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map_err(io_error)?,
+                ),
+                other => {
+                    return Err(StoreError::Pool(format!(
+                        "unsupported redis address {other:?}"
+                    )))
+                }
+            };
+            let mut conn = RawConn {
+                stream,
+                last_reply: 0,
+            };
+            // The same handshake the general client does: credentials, then the database.
+            let mut hello = redis::pipe();
+            if let Some(pw) = self.settings.password() {
+                let auth = hello.cmd("AUTH");
+                if let Some(user) = self.settings.username() {
+                    auth.arg(user);
+                }
+                auth.arg(pw);
+            }
+            if self.settings.db() != 0 {
+                hello.cmd("SELECT").arg(self.settings.db());
+            }
+            if !hello.is_empty() {
+                let r = conn
+                    .exchange(&hello.get_packed_pipeline(), hello.len())
+                    .await?;
+                if let Some(e) = r.first_error() {
+                    return Err(StoreError::Pool(format!(
+                        "redis refused the handshake: {e}"
+                    )));
+                }
+            }
+            Ok(conn)
+        };
+        tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| StoreError::Timeout)?
+    }
+
+    async fn recycle(&self, _conn: &mut RawConn, _: &Metrics) -> RecycleResult<StoreError> {
+        Ok(())
+    }
+}
+
+/// Plain sockets to one Redis node, for [`run_reads`].
+pub type RawPool = managed::Pool<RawManager>;
+
+fn raw_pool(info: &redis::ConnectionInfo, cfg: &RedisConfig) -> Result<RawPool, StoreError> {
+    RawPool::builder(RawManager {
+        addr: info.addr().clone(),
+        settings: info.redis_settings().clone(),
+        timeout: cfg.timeout,
+    })
+    .max_size(cfg.pool_size.max(1))
+    .wait_timeout(Some(cfg.timeout))
+    .create_timeout(Some(cfg.timeout))
+    .recycle_timeout(Some(cfg.timeout))
+    .runtime(deadpool::Runtime::Tokio1)
+    .build()
+    .map_err(|e| StoreError::Pool(e.to_string()))
+}
+
+impl From<managed::PoolError<StoreError>> for StoreError {
+    fn from(e: managed::PoolError<StoreError>) -> Self {
+        match e {
+            managed::PoolError::Timeout(_) => StoreError::Timeout,
+            managed::PoolError::Backend(e) => e,
+            other => StoreError::Pool(other.to_string()),
+        }
+    }
+}
+
 /// A connection checked out for one task; it goes back to its pool when dropped.
 pub type Conn = managed::Object<Manager>;
 
@@ -101,7 +260,7 @@ fn node_pool(client: redis::Client, cfg: &RedisConfig) -> Result<NodePool, Store
 pub struct Pool(Arc<Topology>, Duration, Arc<AtomicU64>);
 
 enum Topology {
-    Single(NodePool),
+    Single(NodePool, RawPool),
     Cluster(Box<Cluster>),
 }
 
@@ -110,8 +269,9 @@ enum Topology {
 pub fn pool(cfg: &RedisConfig) -> Result<Pool, StoreError> {
     if cfg.cluster.is_empty() {
         let client = redis::Client::open(cfg.url.as_str())?;
+        let raw = raw_pool(client.get_connection_info(), cfg)?;
         return Ok(Pool(
-            Arc::new(Topology::Single(node_pool(client, cfg)?)),
+            Arc::new(Topology::Single(node_pool(client, cfg)?, raw)),
             cfg.timeout,
             Arc::default(),
         ));
@@ -135,6 +295,7 @@ pub fn pool(cfg: &RedisConfig) -> Result<Pool, StoreError> {
             seeds,
             map: RwLock::new(Arc::new(SlotMap::default())),
             nodes: Mutex::new(HashMap::new()),
+            raw_nodes: Mutex::new(HashMap::new()),
             stale: AtomicBool::new(true),
             last_refresh: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
@@ -158,7 +319,7 @@ impl Pool {
     /// slot: only its hash tag counts), or to any node when `route` is `None`.
     pub async fn conn(&self, route: Option<&[u8]>) -> Result<Conn, StoreError> {
         match &*self.0 {
-            Topology::Single(p) => Ok(p.get().await?),
+            Topology::Single(p, _) => Ok(p.get().await?),
             Topology::Cluster(c) => c.conn(route).await,
         }
     }
@@ -200,7 +361,7 @@ impl Pool {
     /// The address of every master (one entry, the URL, for standalone Redis).
     pub async fn masters(&self) -> Result<Vec<String>, StoreError> {
         match &*self.0 {
-            Topology::Single(_) => Ok(vec![String::new()]),
+            Topology::Single(..) => Ok(vec![String::new()]),
             Topology::Cluster(c) => {
                 let map = c.ensure_map().await?;
                 let mut addrs: Vec<String> = map.ranges.iter().map(|r| r.2.clone()).collect();
@@ -243,7 +404,7 @@ impl Pool {
     /// A connection to one master by its address from [`Pool::masters`].
     pub async fn conn_to(&self, addr: &str) -> Result<Conn, StoreError> {
         match &*self.0 {
-            Topology::Single(p) => Ok(p.get().await?),
+            Topology::Single(p, _) => Ok(p.get().await?),
             Topology::Cluster(c) => Ok(c.node(addr)?.get().await?),
         }
     }
@@ -274,6 +435,7 @@ struct Cluster {
     seeds: Vec<redis::ConnectionInfo>,
     map: RwLock<Arc<SlotMap>>,
     nodes: Mutex<HashMap<String, NodePool>>,
+    raw_nodes: Mutex<HashMap<String, RawPool>>,
     stale: AtomicBool,
     last_refresh: Mutex<Option<Instant>>,
     refreshing: tokio::sync::Mutex<()>,
@@ -287,11 +449,8 @@ impl Cluster {
         }
     }
 
-    fn node(&self, addr: &str) -> Result<NodePool, StoreError> {
-        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = nodes.get(addr) {
-            return Ok(p.clone());
-        }
+    /// How to reach a node: the seed's credentials and database, the node's address.
+    fn info(&self, addr: &str) -> Result<redis::ConnectionInfo, StoreError> {
         let (host, port) = addr
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
@@ -300,11 +459,45 @@ impl Cluster {
             .seeds
             .first()
             .ok_or_else(|| StoreError::Pool("REDIS_CLUSTER_URLS is empty".into()))?;
-        // The seed's credentials and database settings, the node's address.
-        let info = seed.clone().set_addr(ConnectionAddr::Tcp(host, port));
-        let pool = node_pool(redis::Client::open(info)?, &self.cfg)?;
+        Ok(seed.clone().set_addr(ConnectionAddr::Tcp(host, port)))
+    }
+
+    fn node(&self, addr: &str) -> Result<NodePool, StoreError> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = nodes.get(addr) {
+            return Ok(p.clone());
+        }
+        let pool = node_pool(redis::Client::open(self.info(addr)?)?, &self.cfg)?;
         nodes.insert(addr.to_string(), pool.clone());
         Ok(pool)
+    }
+
+    fn raw_node(&self, addr: &str) -> Result<RawPool, StoreError> {
+        let mut nodes = self.raw_nodes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = nodes.get(addr) {
+            return Ok(p.clone());
+        }
+        let pool = raw_pool(&self.info(addr)?, &self.cfg)?;
+        nodes.insert(addr.to_string(), pool.clone());
+        Ok(pool)
+    }
+
+    /// The master that owns `route`, or any master.
+    async fn owner(&self, route: Option<&[u8]>) -> Result<String, StoreError> {
+        let map = self.ensure_map().await?;
+        match route {
+            Some(k) => {
+                let s = slot(k);
+                map.owner(s)
+                    .map(str::to_string)
+                    .ok_or_else(|| StoreError::Pool(format!("cluster slot {s} has no master")))
+            }
+            None => map
+                .ranges
+                .first()
+                .map(|r| r.2.clone())
+                .ok_or_else(|| StoreError::Pool("cluster has no slots".into())),
+        }
     }
 
     async fn ensure_map(&self) -> Result<Arc<SlotMap>, StoreError> {
@@ -386,20 +579,7 @@ impl Cluster {
     }
 
     async fn conn(&self, route: Option<&[u8]>) -> Result<Conn, StoreError> {
-        let map = self.ensure_map().await?;
-        let addr = match route {
-            Some(k) => {
-                let s = slot(k);
-                map.owner(s)
-                    .ok_or_else(|| StoreError::Pool(format!("cluster slot {s} has no master")))?
-                    .to_string()
-            }
-            None => map
-                .ranges
-                .first()
-                .map(|r| r.2.clone())
-                .ok_or_else(|| StoreError::Pool("cluster has no slots".into()))?,
-        };
+        let addr = self.owner(route).await?;
         let pool = self.node(&addr)?;
         match pool.get().await {
             Ok(c) => Ok(c),
@@ -584,6 +764,66 @@ pub async fn run_at<T: FromRedisValue>(
                 return Err(store_error(e));
             }
         }
+    }
+}
+
+/// Runs a read-only pipeline on the node of its first key and parses the replies in place
+/// ([`crate::resp`]): the read path's way to fetch many hash fields without a copy each.
+/// A reply that is an error fails the whole call; a cluster redirect is followed once.
+pub async fn run_reads(pool: &Pool, pipe: &redis::Pipeline) -> Result<Replies, StoreError> {
+    let route = route_of(pipe);
+    let packed = pipe.get_packed_pipeline();
+    let mark_stale = || {
+        if let Topology::Cluster(c) = &*pool.0 {
+            c.stale.store(true, Ordering::Relaxed);
+        }
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let rp = match &*pool.0 {
+            Topology::Single(_, raw) => raw.clone(),
+            Topology::Cluster(c) => c.raw_node(&c.owner(route.as_deref()).await?)?,
+        };
+        let mut conn = match rp.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                pool.note_error();
+                mark_stale();
+                return Err(e.into());
+            }
+        };
+        let res = tokio::time::timeout(pool.timeout(), conn.exchange(&packed, pipe.len())).await;
+        let replies = match res {
+            Ok(Ok(r)) => r,
+            failed => {
+                // The connection's state is unknown after a failed exchange: close it.
+                drop(managed::Object::take(conn));
+                pool.note_error();
+                mark_stale();
+                return Err(match failed {
+                    Ok(Err(e)) => e,
+                    _ => StoreError::Timeout,
+                });
+            }
+        };
+        drop(conn);
+        let Some(err) = replies.first_error() else {
+            return Ok(replies);
+        };
+        pool.note_error();
+        let code = err.split(' ').next().unwrap_or("");
+        if matches!(code, "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN") && pool.is_cluster() {
+            mark_stale();
+            // A redirected read ran nowhere: ask the slot's new owner.
+            if attempt < 3 {
+                if attempt > 1 {
+                    tokio::time::sleep(REFRESH_EVERY).await;
+                }
+                continue;
+            }
+        }
+        return Err(StoreError::Pool(format!("redis: {err}")));
     }
 }
 
