@@ -115,7 +115,9 @@ impl RawConn {
     /// Sends a packed pipeline and reads its `n` replies.
     async fn exchange(&mut self, packed: &[u8], n: usize) -> Result<Replies, StoreError> {
         self.write_all(packed).await.map_err(io_error)?;
-        let mut replies = Replies::with_capacity(self.last_reply.max(4096));
+        // Sized like the last reply on this socket (bounded: one huge answer must not make
+        // every later buffer huge).
+        let mut replies = Replies::with_capacity(self.last_reply.clamp(4096, 1 << 20));
         loop {
             if replies
                 .advance(n)
