@@ -244,20 +244,27 @@ fn arg(name: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
-fn main() -> Res<()> {
-    let secs = arg("--seconds", 8.0);
-    let conns = arg("--conns", 64.0) as usize;
-    if std::env::args().any(|a| a == "--scale") {
-        return scale::run(secs, conns);
-    }
+/// The release directory the bench runs from (its binaries sit beside the examples), and
+/// a fresh data directory for the Redis it starts.
+fn dirs(tag: &str) -> Res<(std::path::PathBuf, std::path::PathBuf)> {
     let exe = std::env::current_exe()?;
     let release = exe
         .parent()
         .and_then(|p| p.parent())
         .ok_or("no target dir")?
         .to_path_buf();
-    let data = std::env::temp_dir().join(format!("tally-bench-{}", std::process::id()));
+    let data = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
+    Ok((release, data))
+}
+
+fn main() -> Res<()> {
+    let secs = arg("--seconds", 8.0);
+    let conns = arg("--conns", 64.0) as usize;
+    if std::env::args().any(|a| a == "--scale") {
+        return scale::run(secs, conns);
+    }
+    let (release, data) = dirs("tally-bench")?;
     let mut redis_opts = EmbeddedOptions::new(&data);
     redis_opts.aof = true; // the documented default: AOF, fsync every second
     let redis = EmbeddedRedis::start(redis_opts)?;
@@ -578,14 +585,7 @@ mod scale {
     }
 
     pub fn run(secs: f64, conns: usize) -> Res<()> {
-        let exe = std::env::current_exe()?;
-        let release = exe
-            .parent()
-            .and_then(|p| p.parent())
-            .ok_or("no target dir")?
-            .to_path_buf();
-        let data = std::env::temp_dir().join(format!("tally-bench-scale-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data);
+        let (release, data) = dirs("tally-bench-scale")?;
         let base_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let _base = Proc(
             Command::new(release.join("examples").join("bench_baseline"))

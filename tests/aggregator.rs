@@ -293,21 +293,12 @@ fn a_killed_aggregator_neither_loses_nor_double_counts() {
     );
     let mut a = start_binary("tally", &redis.url(), &a_addr, &AGG_ENV);
     wait_http(&a_addr, "/ping");
-    let body =
-        json!({"name": "k", "timezone": "Europe/Berlin", "lock_key": "test-admin-key"}).to_string();
-    let v = http(
-        &a_addr,
-        "POST",
-        "/project/create",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .json();
-    let (id, wk, rk) = (
-        v["project"].as_str().unwrap_or_default().to_string(),
-        v["write_key"].as_str().unwrap_or_default().to_string(),
-        v["read_key"].as_str().unwrap_or_default().to_string(),
-    );
+    let Keys {
+        id,
+        write: wk,
+        read: rk,
+        ..
+    } = create_project(&a_addr, "k", "Europe/Berlin");
     // Load through A, which also aggregates; kill it in the middle of it.
     let sender = {
         let (addr, wk) = (a_addr.clone(), wk.clone());

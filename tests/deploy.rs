@@ -119,20 +119,11 @@ fn nginx_conf_routes_to_the_split_services() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Everything through the one front address.
-    let body =
-        json!({"name": "via nginx", "timezone": "UTC", "lock_key": "test-admin-key"}).to_string();
-    let v = http(
-        &front,
-        "POST",
-        "/project/create",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .json();
-    let (wk, rk) = (
-        v["write_key"].as_str().unwrap_or_default().to_string(),
-        v["read_key"].as_str().unwrap_or_default().to_string(),
-    );
+    let Keys {
+        write: wk,
+        read: rk,
+        ..
+    } = create_project(&front, "via nginx", "UTC");
     let r = http(
         &front,
         "GET",
@@ -270,19 +261,8 @@ fn split_services_run_on_the_example_redis_cluster() {
     }
     let mut apps = Vec::new();
     for n in 0..6 {
-        let body =
-            json!({"name": format!("c{n}"), "timezone": "UTC", "lock_key": "test-admin-key"})
-                .to_string();
-        let v = http(
-            &aggregator,
-            "POST",
-            "/project/create",
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        )
-        .json();
-        let s = |f: &str| v[f].as_str().unwrap_or_default().to_string();
-        apps.push((s("project"), s("write_key"), s("read_key")));
+        let k = create_project(&aggregator, &format!("c{n}"), "UTC");
+        apps.push((k.id, k.write, k.read));
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

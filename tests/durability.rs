@@ -185,21 +185,7 @@ fn process_stop_loses_nothing(signal: &str) {
     let bind = format!("127.0.0.1:{}", free_port().expect("port"));
     let mut child = start_binary("tally", &redis.url(), &bind, &[]);
     wait_http(&bind, "/ping");
-    let body = json!({"name": "p", "timezone": "UTC", "lock_key": "test-admin-key"}).to_string();
-    let v = http(
-        &bind,
-        "POST",
-        "/project/create",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .json();
-    let k = Keys {
-        id: v["project"].as_str().unwrap_or_default().into(),
-        write: v["write_key"].as_str().unwrap_or_default().into(),
-        read: v["read_key"].as_str().unwrap_or_default().into(),
-        master: v["master_key"].as_str().unwrap_or_default().into(),
-    };
+    let k = create_project(&bind, "p", "UTC");
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let addr = Arc::new(std::sync::Mutex::new(bind.clone()));

@@ -274,3 +274,72 @@ fn two_collectors_stay_exact() {
     );
     assert_eq!(at(&s, &["2024", "10", "22", "10", "u"]), &json!(100));
 }
+
+/// A Redis that wants a password, with Tally's data in database 3, reached over TCP by one
+/// process and over a unix socket by another: both connection kinds (commands and
+/// transactions, and the read path's plain sockets) log in and select the database.
+#[test]
+fn redis_with_a_password_a_database_and_a_unix_socket() {
+    let dir = temp_dir("auth");
+    let sock = dir.join("redis.sock");
+    let mut o = tally_store::embedded::EmbeddedOptions::new(&dir);
+    o.aof = false;
+    o.extra_args = vec![
+        "--unixsocket".into(),
+        sock.display().to_string(),
+        "--unixsocketperm".into(),
+        "700".into(),
+    ];
+    let redis = tally_store::embedded::EmbeddedRedis::start(o).expect("redis-server");
+    // Set after start: the readiness check pings without a password.
+    let _: () = redis_on(
+        &redis,
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg("s3cret"),
+    );
+    let tcp = format!("redis://:s3cret@127.0.0.1:{}/3", redis.port);
+    let unix = format!("redis+unix://{}?db=3&pass=s3cret", sock.display());
+    let (_w, writer) = spawn_binary("tally", &tcp, &[("TALLY_AGGREGATOR", "0")]);
+    let (_r, reader) = spawn_binary("tally", &unix, &[("TALLY_AGGREGATOR", "0")]);
+    for addr in [&writer, &reader] {
+        assert_eq!(http(addr, "GET", "/ready", &[], b"").status, 200, "{addr}");
+    }
+    let k = create_project(&writer, "auth", "UTC");
+    for d in ["a", "b"] {
+        let path = format!(
+            "/i?{}",
+            qs(&[
+                p("app_key", &k.write),
+                p("device_id", d),
+                p("begin_session", 1)
+            ])
+        );
+        assert_eq!(http(&writer, "GET", &path, &[], b"").status, 200);
+    }
+    let q = qs(&[
+        p("app_key", &k.write),
+        p("api_key", &k.read),
+        p("method", "sessions"),
+    ]);
+    let v = http(&reader, "GET", &format!("/o?{q}"), &[], b"").json();
+    let year = chrono::Datelike::year(&chrono::Utc::now()).to_string();
+    assert_eq!(at(&v, &[&year, "t"]), &json!(2), "{v}");
+    // Everything is in database 3, nothing in 0.
+    let size = |db: i64| -> i64 {
+        let c = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/{db}", redis.port))
+            .expect("url");
+        let mut conn = c.get_connection().expect("connection");
+        redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE")
+    };
+    assert!(size(3) > 0);
+    assert_eq!(size(0), 0);
+    // A wrong password is refused: the service says so instead of serving.
+    let wrong = format!("redis://:nope@127.0.0.1:{}/3", redis.port);
+    let (_x, bad) = spawn_binary("tally", &wrong, &[("TALLY_AGGREGATOR", "0")]);
+    assert_eq!(http(&bad, "GET", "/ready", &[], b"").status, 503);
+    let o = http(&bad, "GET", &format!("/o?{q}"), &[], b"");
+    assert_eq!(o.status, 503, "{}", o.body);
+    assert!(o.json()["result"].is_string());
+}

@@ -20,21 +20,12 @@ fn split_services_stay_exact() {
     // Each serves only its own routes.
     assert_eq!(http(&c1, "GET", "/o?method=sessions", &[], b"").status, 404);
     assert_eq!(http(&r, "GET", "/i", &[], b"").status, 404);
-    let body =
-        json!({"name": "split", "timezone": "UTC", "lock_key": "test-admin-key"}).to_string();
-    let v = http(
-        &a1,
-        "POST",
-        "/project/create",
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .json();
-    let (id, wk, rk) = (
-        v["project"].as_str().unwrap_or_default().to_string(),
-        v["write_key"].as_str().unwrap_or_default().to_string(),
-        v["read_key"].as_str().unwrap_or_default().to_string(),
-    );
+    let Keys {
+        id,
+        write: wk,
+        read: rk,
+        ..
+    } = create_project(&a1, "split", "UTC");
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -3,18 +3,11 @@
 //! `REDIS_CLUSTER_URLS` is required.
 
 use std::sync::Arc;
-use tally_store::clock::SystemClock;
-use tally_store::config::Config;
-use tally_store::http::{init_logging, server, Metrics, Shared};
+use tally_store::http::{server, split_service, Metrics};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cfg = Config::from_env()?;
-    init_logging(cfg.log_json);
-    let url = cfg
-        .external_redis()
-        .ok_or("REDIS_URL or REDIS_CLUSTER_URLS is required for the split services")?;
+    let (cfg, shared) = split_service()?;
     actix_web::rt::System::new().block_on(async move {
-        let shared = Shared::new(&cfg, &url, Arc::new(SystemClock))?;
         let agg = actix_web::web::Data::new(tally_aggregator::Aggregator::new(
             shared.clone(),
             &cfg.aggregator,

@@ -329,6 +329,16 @@ impl Committer {
         work: Box<dyn Work>,
         weight: usize,
     ) -> Result<Vec<Outcome>, StoreError> {
+        let rx = self.enqueue(work, weight)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Puts one unit on the queue without waiting: a full queue is refused at once (503).
+    fn enqueue(
+        &self,
+        work: Box<dyn Work>,
+        weight: usize,
+    ) -> Result<oneshot::Receiver<Result<Vec<Outcome>, StoreError>>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Item {
@@ -340,11 +350,9 @@ impl Committer {
                 mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
             })?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        Ok(rx)
     }
-}
 
-impl Committer {
     /// Queues several units at once (so they can share one flush) and waits for all of
     /// them. Their outcomes come back in order; the first failure fails the whole call,
     /// while the units that did commit stay committed (a retry is then deduplicated).
@@ -354,18 +362,7 @@ impl Committer {
     ) -> Result<Vec<Outcome>, StoreError> {
         let mut waiting = Vec::with_capacity(units.len());
         for (work, weight) in units {
-            let (reply, rx) = oneshot::channel();
-            self.tx
-                .try_send(Item {
-                    work,
-                    weight,
-                    reply,
-                })
-                .map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
-                    mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-                })?;
-            waiting.push(rx);
+            waiting.push(self.enqueue(work, weight)?);
         }
         let mut out = Vec::new();
         let mut first_err = None;

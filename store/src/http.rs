@@ -309,6 +309,19 @@ pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
         .body(r#"{"result":"Not found"}"#)
 }
 
+/// How each split binary (`collector`, `reader`, `aggregator`) starts: configuration
+/// from the environment, logging, and the shared state on the external Redis, which
+/// a split service requires (only `tally` starts an embedded one).
+pub fn split_service() -> Result<(crate::config::Config, Shared), Box<dyn std::error::Error>> {
+    let cfg = crate::config::Config::from_env()?;
+    init_logging(cfg.log_json);
+    let url = cfg
+        .external_redis()
+        .ok_or("REDIS_URL or REDIS_CLUSTER_URLS is required for the split services")?;
+    let shared = Shared::new(&cfg, &url, Arc::new(crate::clock::SystemClock))?;
+    Ok((cfg, shared))
+}
+
 impl Shared {
     /// The state every service builds first: the request-path pool, the app cache, limits.
     pub fn new(

@@ -215,18 +215,27 @@ impl managed::Manager for RawManager {
 pub type RawPool = managed::Pool<RawManager>;
 
 fn raw_pool(info: &redis::ConnectionInfo, cfg: &RedisConfig) -> Result<RawPool, StoreError> {
-    RawPool::builder(RawManager {
+    let manager = RawManager {
         addr: info.addr().clone(),
         settings: info.redis_settings().clone(),
         timeout: cfg.timeout,
-    })
-    .max_size(cfg.pool_size.max(1))
-    .wait_timeout(Some(cfg.timeout))
-    .create_timeout(Some(cfg.timeout))
-    .recycle_timeout(Some(cfg.timeout))
-    .runtime(deadpool::Runtime::Tokio1)
-    .build()
-    .map_err(|e| StoreError::Pool(e.to_string()))
+    };
+    sized(managed::Pool::builder(manager), cfg)
+}
+
+/// Either pool of a node: `TALLY_REDIS_POOL` connections, every wait bounded by the timeout.
+fn sized<M: managed::Manager>(
+    builder: managed::PoolBuilder<M>,
+    cfg: &RedisConfig,
+) -> Result<managed::Pool<M>, StoreError> {
+    builder
+        .max_size(cfg.pool_size.max(1))
+        .wait_timeout(Some(cfg.timeout))
+        .create_timeout(Some(cfg.timeout))
+        .recycle_timeout(Some(cfg.timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Pool(e.to_string()))
 }
 
 impl From<managed::PoolError<StoreError>> for StoreError {
@@ -247,14 +256,7 @@ fn node_pool(client: redis::Client, cfg: &RedisConfig) -> Result<NodePool, Store
         client,
         config: conn_config(cfg),
     };
-    NodePool::builder(manager)
-        .max_size(cfg.pool_size.max(1))
-        .wait_timeout(Some(cfg.timeout))
-        .create_timeout(Some(cfg.timeout))
-        .recycle_timeout(Some(cfg.timeout))
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .map_err(|e| StoreError::Pool(e.to_string()))
+    sized(managed::Pool::builder(manager), cfg)
 }
 
 /// The shared handle to Redis. Cheap to clone.
@@ -311,6 +313,16 @@ impl Pool {
     /// The longest one pipeline may take (each connection also has its own timeout).
     pub fn timeout(&self) -> Duration {
         self.1 * 2
+    }
+
+    /// The routing key of a pipeline: only a cluster needs one, so standalone Redis skips
+    /// looking for it (it copies the key) on every request.
+    fn route(&self, pipe: &redis::Pipeline) -> Option<Vec<u8>> {
+        if self.is_cluster() {
+            route_of(pipe)
+        } else {
+            None
+        }
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -737,7 +749,7 @@ pub fn store_error(e: RedisError) -> StoreError {
 
 /// Runs one pipeline (or command) in one round trip, on the node of its first key.
 pub async fn run<T: FromRedisValue>(pool: &Pool, pipe: &redis::Pipeline) -> Result<T, StoreError> {
-    let route = route_of(pipe);
+    let route = pool.route(pipe);
     run_at(pool, route.as_deref(), pipe).await
 }
 
@@ -773,7 +785,7 @@ pub async fn run_at<T: FromRedisValue>(
 /// ([`crate::resp`]): the read path's way to fetch many hash fields without a copy each.
 /// A reply that is an error fails the whole call; a cluster redirect is followed once.
 pub async fn run_reads(pool: &Pool, pipe: &redis::Pipeline) -> Result<Replies, StoreError> {
-    let route = route_of(pipe);
+    let route = pool.route(pipe);
     let packed = pipe.get_packed_pipeline();
     let mark_stale = || {
         if let Topology::Cluster(c) = &*pool.0 {

@@ -76,15 +76,6 @@ impl Replies {
         Ok(true)
     }
 
-    /// Number of complete top-level replies.
-    pub fn len(&self) -> usize {
-        self.tops.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tops.is_empty()
-    }
-
     /// Bytes received beyond the complete replies (a well-behaved server sends none).
     pub fn trailing(&self) -> usize {
         self.buf.len() - self.parsed
@@ -107,36 +98,39 @@ impl Replies {
         (0..self.tops.len()).find_map(|i| self.error(i))
     }
 
-    /// The string elements of array reply `i` (nested arrays skipped), borrowed.
-    pub fn strings(&self, i: usize) -> Vec<&str> {
-        let Some(&at) = self.tops.get(i) else {
-            return Vec::new();
+    /// The elements of array reply `i`, each as text when it is a string (nested arrays
+    /// skipped), borrowed.
+    fn elements(&self, i: usize) -> impl Iterator<Item = Option<&str>> + '_ {
+        let (start, n) = match self.tops.get(i).map(|&at| (at, self.toks.get(at))) {
+            Some((at, Some(Tok::Array(n)))) => (at + 1, *n),
+            _ => (0, 0),
         };
-        let Some(Tok::Array(n)) = self.toks.get(at) else {
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(*n);
-        let mut j = at + 1;
-        for _ in 0..*n {
-            match self.toks.get(j) {
-                Some(Tok::Bulk(s, e)) | Some(Tok::Simple(s, e)) => {
-                    if let Some(t) = self.text(*s, *e) {
-                        out.push(t);
-                    }
-                }
-                Some(Tok::Int(_)) | Some(Tok::Nil) | Some(Tok::Error(..)) => {}
-                Some(Tok::Array(_)) => {}
-                None => break,
-            }
+        let mut j = start;
+        (0..n).map_while(move |_| {
+            let tok = self.toks.get(j)?;
             j = self.skip(j);
-        }
-        out
+            Some(match tok {
+                Tok::Bulk(s, e) | Tok::Simple(s, e) => self.text(*s, *e),
+                _ => None,
+            })
+        })
     }
 
-    /// The (field, value) pairs of a flat array reply such as `HGETALL`'s.
+    /// The string elements of array reply `i` (others skipped), borrowed.
+    pub fn strings(&self, i: usize) -> Vec<&str> {
+        self.elements(i).flatten().collect()
+    }
+
+    /// The (field, value) pairs of a flat array reply such as `HGETALL`'s, borrowed.
     pub fn pairs(&self, i: usize) -> Vec<(&str, &str)> {
-        let items = self.strings(i);
-        items.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect()
+        let mut it = self.elements(i);
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            if let (Some(k), Some(v)) = (k, v) {
+                out.push((k, v));
+            }
+        }
+        out
     }
 
     /// Reply `i` as an integer (an integer reply, or a string that holds one).

@@ -65,6 +65,32 @@ pub fn wait_cluster_ok(nodes: &[&EmbeddedRedis]) {
         .expect("the cluster becomes ok");
 }
 
+/// Creates an app through `POST /project/create` at `addr` (any server with the
+/// aggregator's routes), with the tests' admin key; it must succeed.
+pub fn create_project(addr: &str, name: &str, timezone: &str) -> Keys {
+    create_project_with(addr, json!({"name": name, "timezone": timezone}))
+}
+
+pub fn create_project_with(addr: &str, mut body: Value) -> Keys {
+    body["lock_key"] = json!("test-admin-key");
+    let r = http(
+        addr,
+        "POST",
+        "/project/create",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let s = |f: &str| v[f].as_str().unwrap_or_default().to_string();
+    Keys {
+        id: s("project"),
+        write: s("write_key"),
+        read: s("read_key"),
+        master: s("master_key"),
+    }
+}
+
 /// A value from `/metrics` (a line `name value`; 0 when absent).
 pub fn metric_value(addr: &str, name: &str) -> f64 {
     http(addr, "GET", "/metrics", &[], b"")
@@ -353,17 +379,8 @@ impl TestApp {
         self.create_app_with(json!({"name": "test", "timezone": timezone}))
     }
 
-    pub fn create_app_with(&self, mut body: Value) -> Keys {
-        body["lock_key"] = json!("test-admin-key");
-        let r = self.post("/project/create", "application/json", &body.to_string());
-        assert_eq!(r.status, 200, "{}", r.body);
-        let v = r.json();
-        Keys {
-            id: v["project"].as_str().unwrap_or_default().into(),
-            write: v["write_key"].as_str().unwrap_or_default().into(),
-            read: v["read_key"].as_str().unwrap_or_default().into(),
-            master: v["master_key"].as_str().unwrap_or_default().into(),
-        }
+    pub fn create_app_with(&self, body: Value) -> Keys {
+        create_project_with(&self.addr, body)
     }
 
     /// `GET /i` with `app_key` and the given pairs; asserts nothing.
