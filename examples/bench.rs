@@ -3,7 +3,7 @@
 //! sockets), and prints one table. Every figure is measured in this run; throughput is
 //! also given as a ratio to the baseline measured in the same run.
 //!
-//! Usage: `bench [--seconds N] [--conns N] [--scale]` (deploy/bench builds and runs it).
+//! Usage: `bench [--seconds N] [--conns N] [--scale] [--only TEXT]` (deploy/bench builds and runs it).
 //! `--scale` measures the split `collector` on one and two processes, on standalone Redis
 //! and on a three-master Redis Cluster, instead (see [`scale`]).
 
@@ -224,6 +224,26 @@ struct Row {
     redis_us_per_req: Option<f64>,
 }
 
+fn print_rows(rows: &[Row]) {
+    println!("\n| scenario | req/s | p50 ms | p99 ms | vs baseline | Redis cmds/req | Redis round trips/req | Redis µs/req | errors |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let f = |v: Option<f64>, d: usize| v.map_or("".to_string(), |x| format!("{x:.d$}"));
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+            r.name,
+            r.load.rps(),
+            r.load.pct(0.5),
+            r.load.pct(0.99),
+            f(r.ratio, 2),
+            f(r.cmds_per_req, 2),
+            f(r.trips_per_req, 3),
+            f(r.redis_us_per_req, 0),
+            r.load.errors
+        );
+    }
+}
+
 fn wait_ping(addr: SocketAddr) -> Res<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
@@ -233,6 +253,14 @@ fn wait_ping(addr: SocketAddr) -> Res<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!("{addr} did not start").into())
+}
+
+/// `--only <text>`: only the `/i` rows whose name contains the text (and the baseline);
+/// the half-load, memory and `/o` parts are skipped. For quick comparisons while profiling.
+fn only() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "--only")?;
+    args.get(i + 1).cloned()
 }
 
 fn arg(name: &str, default: f64) -> f64 {
@@ -261,6 +289,7 @@ fn dirs(tag: &str) -> Res<(std::path::PathBuf, std::path::PathBuf)> {
 fn main() -> Res<()> {
     let secs = arg("--seconds", 8.0);
     let conns = arg("--conns", 64.0) as usize;
+    let only = only();
     if std::env::args().any(|a| a == "--scale") {
         return scale::run(secs, conns);
     }
@@ -341,6 +370,9 @@ fn main() -> Res<()> {
             ("/i 10 events with segmentation", ev.clone()),
             ("/i heartbeat (session_duration)", heartbeat.clone()),
         ] {
+            if only.as_deref().is_some_and(|o| !name.contains(o)) {
+                continue;
+            }
             let (c0, u0) = command_stats(&mut rc)?;
             let b0 = metric(tally_addr, "tally_commit_batches_total").await?;
             let l = load(&[tally_addr], make, conns, secs, None).await?;
@@ -358,6 +390,10 @@ fn main() -> Res<()> {
                 redis_us_per_req: Some((u1 - u0) as f64 / n),
                 load: l,
             });
+        }
+        if only.is_some() {
+            print_rows(&rows);
+            return Ok(());
         }
         let half = load(&[tally_addr], begin.clone(), conns, secs, Some(max_begin / 2.0)).await?;
         rows.push(Row { name: format!("/i begin_session at half max ({:.0}/s, open loop)", max_begin / 2.0), ratio: None, cmds_per_req: None, trips_per_req: None, redis_us_per_req: None, load: half });
@@ -450,15 +486,7 @@ fn main() -> Res<()> {
         }
         let _ = rk;
 
-        println!("\n| scenario | req/s | p50 ms | p99 ms | vs baseline | Redis cmds/req | Redis round trips/req | Redis µs/req | errors |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for r in &rows {
-            let f = |v: Option<f64>, d: usize| v.map_or("".to_string(), |x| format!("{x:.d$}"));
-            println!(
-                "| {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
-                r.name, r.load.rps(), r.load.pct(0.5), r.load.pct(0.99), f(r.ratio, 2), f(r.cmds_per_req, 2), f(r.trips_per_req, 3), f(r.redis_us_per_req, 0), r.load.errors
-            );
-        }
+        print_rows(&rows);
         println!("\nRedis memory per device state: {per_device:.0} bytes (MEMORY USAGE, {sample} devices)");
         println!("Redis memory per app-day of hourly data (2 devices x 2 sessions and 2 events an hour): {per_app_day:.0} bytes");
         let info: String = redis::cmd("INFO").arg("memory").query(&mut rc)?;

@@ -27,9 +27,8 @@
 use crate::device::DeviceState;
 use crate::error::StoreError;
 use crate::http::Histogram;
-use crate::redis::{is_transport_error, slot, Conn, Pool};
-use redis::aio::MultiplexedConnection;
-use redis::Value;
+use crate::redis::{exchange, is_redirect_reply, is_transport_error, slot, Pool, RawConn};
+use crate::resp::{Packer, Replies};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -542,21 +541,6 @@ fn clone_err(e: &StoreError) -> StoreError {
     }
 }
 
-/// Puts a connection that failed back (or out, when it is broken).
-fn discard(pool: &Pool, conn: Conn, e: &StoreError) {
-    match e {
-        StoreError::Redis(r) => {
-            pool.failed(conn, r);
-        }
-        // A timed-out pipeline may still answer later on this connection: never reuse it.
-        StoreError::Timeout => {
-            pool.note_error();
-            Pool::discard(conn);
-        }
-        _ => {}
-    }
-}
-
 async fn flush(
     pool: &Pool,
     route: Option<&[u8]>,
@@ -576,25 +560,24 @@ async fn flush(
     let mut sets: Vec<(String, Vec<String>)> =
         members.into_iter().map(|(k, v)| (k, dedup(v))).collect();
     sets.sort();
-    let timeout = pool.timeout();
 
     for _ in 0..=cfg.max_retries {
-        let mut conn = pool.conn(route).await?;
-        let mut batch = match read_phase(&mut conn, timeout, &devices, &sets).await {
+        let mut conn = pool.raw(route).await?;
+        let mut batch = match read_phase(pool, &mut conn, &devices, &sets).await {
             Ok(b) => b,
             // A connection that went stale while idle (Redis restarted) fails on its first
             // command. Nothing has been written yet (no MULTI was sent): reconnect once.
             Err(e) => {
                 let transport = matches!(&e, StoreError::Redis(r) if is_transport_error(r));
-                discard(pool, conn, &e);
+                pool.discard_raw(conn);
                 if !transport {
                     return Err(e);
                 }
-                conn = pool.conn(route).await?;
-                match read_phase(&mut conn, timeout, &devices, &sets).await {
+                conn = pool.raw(route).await?;
+                match read_phase(pool, &mut conn, &devices, &sets).await {
                     Ok(b) => b,
                     Err(e) => {
-                        discard(pool, conn, &e);
+                        pool.discard_raw(conn);
                         return Err(e);
                     }
                 }
@@ -608,7 +591,8 @@ async fn flush(
                 .collect::<Vec<Vec<Outcome>>>()
         }));
         let Ok(outcomes) = planned else {
-            Pool::discard(conn);
+            // Its keys are still watched: the socket does not go back to the pool.
+            pool.discard_raw(conn);
             return Err(StoreError::Bug("planning a batch panicked".into()));
         };
         let (corrupt, drops, fields) = (
@@ -616,7 +600,7 @@ async fn flush(
             batch.limit_drops,
             batch.counter_fields() as u64,
         );
-        match write_phase(&mut conn, timeout, cfg, batch).await {
+        match write_phase(pool, &mut conn, cfg, batch).await {
             Ok(true) => {
                 stats.corrupt_states.fetch_add(corrupt, Ordering::Relaxed);
                 stats.limit_drops.fetch_add(drops, Ordering::Relaxed);
@@ -625,7 +609,7 @@ async fn flush(
             }
             Ok(false) => {}
             Err(e) => {
-                discard(pool, conn, &e);
+                pool.discard_raw(conn);
                 return Err(e);
             }
         }
@@ -640,20 +624,28 @@ fn dedup(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-async fn with_timeout<T>(
-    timeout: Duration,
-    f: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, StoreError> {
-    // The connection has its own response timeout; this bounds a whole pipeline.
-    match tokio::time::timeout(timeout, f).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(StoreError::Timeout),
+/// An error answer: counted, and on a cluster a redirect makes the slot map be read again.
+fn reply_error(pool: &Pool, err: &str) -> StoreError {
+    pool.note_error();
+    if is_redirect_reply(err) {
+        pool.mark_stale();
+    }
+    StoreError::Pool(format!("redis: {err}"))
+}
+
+/// Sends `p` and checks that no reply is an error.
+async fn send(pool: &Pool, c: &mut RawConn, p: &Packer) -> Result<Replies, StoreError> {
+    let packed = p.finish().map_err(|e| StoreError::Bug(e.to_string()))?;
+    let replies = exchange(pool, c, packed, p.len()).await?;
+    match replies.first_error() {
+        Some(err) => Err(reply_error(pool, err)),
+        None => Ok(replies),
     }
 }
 
 async fn read_phase(
-    c: &mut MultiplexedConnection,
-    timeout: Duration,
+    pool: &Pool,
+    c: &mut RawConn,
     devices: &[String],
     sets: &[(String, Vec<String>)],
 ) -> Result<Batch, StoreError> {
@@ -661,29 +653,30 @@ async fn read_phase(
     if devices.is_empty() && sets.is_empty() {
         return Ok(batch);
     }
-    let mut pipe = redis::pipe();
-    let mut watch = redis::cmd("WATCH");
+    let mut p = Packer::with_capacity(64 * (devices.len() + sets.len()) + 256);
+    p.cmd(1 + devices.len() + sets.len()).arg("WATCH");
     for d in devices {
-        watch.arg(d);
+        p.arg(d);
     }
     for (s, _) in sets {
-        watch.arg(s);
+        p.arg(s);
     }
-    pipe.add_command(watch).ignore();
     for d in devices {
-        pipe.cmd("GET").arg(d);
+        p.cmd(2).arg("GET").arg(d);
     }
     for (s, ms) in sets {
-        pipe.cmd("SCARD").arg(s);
-        pipe.cmd("SMISMEMBER").arg(s).arg(ms);
+        p.cmd(2).arg("SCARD").arg(s);
+        p.cmd(2 + ms.len()).arg("SMISMEMBER").arg(s);
+        for m in ms {
+            p.arg(m);
+        }
     }
-    let values: Vec<Value> = with_timeout(timeout, pipe.query_async(c)).await?;
-    let mut it = values.into_iter();
+    let replies = send(pool, c, &p).await?;
+    // Reply 0 is WATCH's OK.
+    let mut at = 1;
     for d in devices {
-        let original = match it.next() {
-            Some(Value::BulkString(b)) => Some(b),
-            _ => None,
-        };
+        let original = replies.bytes(at).map(<[u8]>::to_vec);
+        at += 1;
         let state = match original.as_deref().map(DeviceState::decode) {
             None => DeviceState::default(),
             Some(Ok(s)) => s,
@@ -698,18 +691,13 @@ async fn read_phase(
             .insert(d.clone(), DeviceSlot { original, state });
     }
     for (s, ms) in sets {
-        let card = match it.next() {
-            Some(Value::Int(n)) => n.max(0) as usize,
-            _ => 0,
-        };
-        let flags: Vec<bool> = match it.next() {
-            Some(Value::Array(a)) => a.into_iter().map(|v| v == Value::Int(1)).collect(),
-            _ => Vec::new(),
-        };
+        let card = replies.int(at).unwrap_or(0).max(0) as usize;
+        let flags = replies.ints(at + 1);
+        at += 2;
         let present = ms
             .iter()
             .zip(flags)
-            .filter(|(_, f)| *f)
+            .filter(|(_, f)| *f == 1)
             .map(|(m, _)| m.clone())
             .collect();
         batch.sets.insert(
@@ -726,31 +714,39 @@ async fn read_phase(
 
 /// Writes the batch in one transaction. `Ok(false)` when a watched key changed.
 async fn write_phase(
-    c: &mut MultiplexedConnection,
-    timeout: Duration,
+    pool: &Pool,
+    c: &mut RawConn,
     cfg: &CommitConfig,
     batch: Batch,
 ) -> Result<bool, StoreError> {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
+    let mut p = Packer::with_capacity(32 * 1024);
+    p.cmd(1).arg("MULTI");
     for (key, slot) in &batch.devices {
         let encoded = slot.state.encode();
         if slot.original.as_deref() != Some(&encoded[..]) {
-            pipe.cmd("SET").arg(key).arg(encoded).ignore();
+            p.cmd(3).arg("SET").arg(key).arg(&encoded);
         }
     }
     for (key, slot) in &batch.sets {
         if !slot.added.is_empty() {
-            pipe.cmd("SADD").arg(key).arg(&slot.added).ignore();
+            p.cmd(2 + slot.added.len()).arg("SADD").arg(key);
+            for m in &slot.added {
+                p.arg(m);
+            }
         }
     }
     let mut keys: Vec<&String> = batch.incrs.keys().collect();
     keys.sort_unstable();
+    let mut float = String::new();
     for key in keys {
         for (field, n) in &batch.incrs[key] {
             match *n {
-                Num::Int(v) => pipe.cmd("HINCRBY").arg(key).arg(field).arg(v).ignore(),
-                Num::Float(v) => pipe.cmd("HINCRBYFLOAT").arg(key).arg(field).arg(v).ignore(),
+                Num::Int(v) => p.cmd(4).arg("HINCRBY").arg(key).arg(field).int(v),
+                Num::Float(v) => {
+                    float.clear();
+                    let _ = std::fmt::Write::write_fmt(&mut float, format_args!("{v}"));
+                    p.cmd(4).arg("HINCRBYFLOAT").arg(key).arg(field).arg(&float)
+                }
             };
         }
     }
@@ -760,33 +756,50 @@ async fn write_phase(
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let min_id = now_ms.saturating_sub(cfg.stream_max_age.as_millis() as u64);
+    let max_len = cfg.stream_max_len.min(i64::MAX as u64) as i64;
     for (stream, fields) in &batch.appends {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(stream)
+        p.cmd(6 + 2 * fields.len())
+            .arg("XADD")
+            .arg(stream)
             .arg("MAXLEN")
             .arg("~")
-            .arg(cfg.stream_max_len)
+            .int(max_len)
             .arg("*");
         for (k, v) in fields {
-            cmd.arg(*k).arg(v);
+            p.arg(k).arg(v);
         }
-        pipe.add_command(cmd).ignore();
         if trimmed.insert(stream) {
-            pipe.cmd("XTRIM")
+            p.cmd(5)
+                .arg("XTRIM")
                 .arg(stream)
                 .arg("MINID")
                 .arg("~")
-                .arg(min_id)
-                .ignore();
+                .int(min_id.min(i64::MAX as u64) as i64);
         }
     }
-    if pipe.is_empty() {
+    if p.len() == 1 {
         // Nothing to write (all duplicates): drop the watches.
-        let _: () = with_timeout(timeout, redis::cmd("UNWATCH").query_async(c)).await?;
+        let mut unwatch = Packer::default();
+        unwatch.cmd(1).arg("UNWATCH");
+        send(pool, c, &unwatch).await?;
         return Ok(true);
     }
-    let res: Option<Vec<Value>> = with_timeout(timeout, pipe.query_async(c)).await?;
-    Ok(res.is_some())
+    p.cmd(1).arg("EXEC");
+    let replies = send(pool, c, &p).await?;
+    let exec = p.len() - 1;
+    if replies.is_nil(exec) {
+        return Ok(false);
+    }
+    if let Some(err) = replies.any_error() {
+        // A command failed inside the transaction (a key of the wrong type): Redis applied
+        // the others. Only data written by something else than Tally can cause this.
+        tracing::error!(
+            error = err,
+            "a command of a group commit failed inside EXEC"
+        );
+        return Err(reply_error(pool, err));
+    }
+    Ok(true)
 }
 
 impl crate::http::Metrics for CommitStats {

@@ -113,7 +113,7 @@ impl RawConn {
     }
 
     /// Sends a packed pipeline and reads its `n` replies.
-    async fn exchange(&mut self, packed: &[u8], n: usize) -> Result<Replies, StoreError> {
+    pub async fn exchange(&mut self, packed: &[u8], n: usize) -> Result<Replies, StoreError> {
         self.write_all(packed).await.map_err(io_error)?;
         // Sized like the last reply on this socket (bounded: one huge answer must not make
         // every later buffer huge).
@@ -211,8 +211,11 @@ impl managed::Manager for RawManager {
     }
 }
 
-/// Plain sockets to one Redis node, for [`run_reads`].
+/// Plain sockets to one Redis node, for [`run_reads`] and the group commit.
 pub type RawPool = managed::Pool<RawManager>;
+
+/// A plain socket checked out for one task; it goes back to its pool when dropped.
+pub type RawObj = managed::Object<RawManager>;
 
 fn raw_pool(info: &redis::ConnectionInfo, cfg: &RedisConfig) -> Result<RawPool, StoreError> {
     let manager = RawManager {
@@ -354,6 +357,34 @@ impl Pool {
             }
         }
         redirect
+    }
+
+    /// A plain socket to the master that owns `route` (any node when `None`). A node that
+    /// cannot be reached makes a cluster's slot map be read again.
+    pub async fn raw(&self, route: Option<&[u8]>) -> Result<RawObj, StoreError> {
+        let rp = match &*self.0 {
+            Topology::Single(_, raw) => raw.clone(),
+            Topology::Cluster(c) => c.raw_node(&c.owner(route).await?)?,
+        };
+        rp.get().await.map_err(|e| {
+            self.note_error();
+            self.mark_stale();
+            e.into()
+        })
+    }
+
+    /// Closes a plain socket whose state is unknown (a failed or timed-out exchange).
+    pub fn discard_raw(&self, conn: RawObj) {
+        self.note_error();
+        self.mark_stale();
+        drop(managed::Object::take(conn));
+    }
+
+    /// After a redirect or a dead node: a cluster reads its slot map again.
+    pub fn mark_stale(&self) {
+        if let Topology::Cluster(c) = &*self.0 {
+            c.stale.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Counts a failed Redis exchange (for `/metrics`).
@@ -781,44 +812,41 @@ pub async fn run_at<T: FromRedisValue>(
     }
 }
 
+/// One exchange on a plain socket, bounded by the pool's timeout. After an error the
+/// socket's state is unknown: the caller must [`Pool::discard_raw`] it.
+pub async fn exchange(
+    pool: &Pool,
+    conn: &mut RawConn,
+    packed: &[u8],
+    n: usize,
+) -> Result<Replies, StoreError> {
+    match tokio::time::timeout(pool.timeout(), conn.exchange(packed, n)).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Timeout),
+    }
+}
+
+/// Whether an error reply says the slot lives elsewhere (the command ran nowhere).
+pub fn is_redirect_reply(err: &str) -> bool {
+    let code = err.split(' ').next().unwrap_or("");
+    matches!(code, "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
+}
+
 /// Runs a read-only pipeline on the node of its first key and parses the replies in place
 /// ([`crate::resp`]): the read path's way to fetch many hash fields without a copy each.
 /// A reply that is an error fails the whole call; a cluster redirect is followed once.
 pub async fn run_reads(pool: &Pool, pipe: &redis::Pipeline) -> Result<Replies, StoreError> {
     let route = pool.route(pipe);
     let packed = pipe.get_packed_pipeline();
-    let mark_stale = || {
-        if let Topology::Cluster(c) = &*pool.0 {
-            c.stale.store(true, Ordering::Relaxed);
-        }
-    };
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let rp = match &*pool.0 {
-            Topology::Single(_, raw) => raw.clone(),
-            Topology::Cluster(c) => c.raw_node(&c.owner(route.as_deref()).await?)?,
-        };
-        let mut conn = match rp.get().await {
-            Ok(c) => c,
+        let mut conn = pool.raw(route.as_deref()).await?;
+        let replies = match exchange(pool, &mut conn, &packed, pipe.len()).await {
+            Ok(r) => r,
             Err(e) => {
-                pool.note_error();
-                mark_stale();
-                return Err(e.into());
-            }
-        };
-        let res = tokio::time::timeout(pool.timeout(), conn.exchange(&packed, pipe.len())).await;
-        let replies = match res {
-            Ok(Ok(r)) => r,
-            failed => {
-                // The connection's state is unknown after a failed exchange: close it.
-                drop(managed::Object::take(conn));
-                pool.note_error();
-                mark_stale();
-                return Err(match failed {
-                    Ok(Err(e)) => e,
-                    _ => StoreError::Timeout,
-                });
+                pool.discard_raw(conn);
+                return Err(e);
             }
         };
         drop(conn);
@@ -826,9 +854,8 @@ pub async fn run_reads(pool: &Pool, pipe: &redis::Pipeline) -> Result<Replies, S
             return Ok(replies);
         };
         pool.note_error();
-        let code = err.split(' ').next().unwrap_or("");
-        if matches!(code, "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN") && pool.is_cluster() {
-            mark_stale();
+        if is_redirect_reply(err) && pool.is_cluster() {
+            pool.mark_stale();
             // A redirected read ran nowhere: ask the slot's new owner.
             if attempt < 3 {
                 if attempt > 1 {
