@@ -22,7 +22,7 @@ use crate::request::{Event, WriteRequest};
 use crate::sanitize::COUNTRY_SLOT;
 use std::sync::Arc;
 use tally_store::apps::App;
-use tally_store::commit::{Batch, Outcome, ReadSet, Work};
+use tally_store::commit::{Batch, HashId, NameId, Outcome, Prefix, ReadSet, Work};
 use tally_store::config::Limits;
 use tally_store::device::{DeviceState, Uniques};
 use tally_store::keys::{self, hash64, Family, Period};
@@ -38,93 +38,108 @@ enum Level {
 }
 use Level::*;
 
-/// The counter hashes of one family at one instant, built once per request and family.
-/// Field names get their level's prefix (`""`, `"10."`, `"w43."`, `"22."`, and `"14."` in
-/// the day's hour hash) as they are written.
+/// The counter hashes of one family at one instant, numbered in the batch once per request
+/// and family. Fields get their level's prefix (none, `10.`, `w43.`, `22.`, and `14.` in
+/// the day's hour hash) when the transaction is packed.
 struct Target<'a> {
-    year: String,
-    month: String,
+    year: HashId,
+    month: HashId,
     /// Only families with hour counters (sessions, events) have one.
-    hours: Option<String>,
+    hours: Option<HashId>,
     at: &'a Buckets,
 }
 
 impl<'a> Target<'a> {
     /// A family without hour counters (metrics, segments).
-    fn new(app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
+    fn new(b: &mut Batch, app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
         Target {
-            year: keys::counters(&app.id, family, Period::Year(at.year)),
-            month: keys::counters(&app.id, family, Period::Month(at.year, at.month)),
+            year: b.hash(&keys::counters(&app.id, family, Period::Year(at.year))),
+            month: b.hash(&keys::counters(
+                &app.id,
+                family,
+                Period::Month(at.year, at.month),
+            )),
             hours: None,
             at,
         }
     }
 
     /// A family with hour counters (sessions, events).
-    fn hourly(app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
-        let mut t = Target::new(app, family, at);
-        t.hours = Some(keys::counters(
+    fn hourly(b: &mut Batch, app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
+        let mut t = Target::new(b, app, family, at);
+        t.hours = Some(b.hash(&keys::counters(
             &app.id,
             family,
             Period::Hours(at.year, at.month, at.day),
-        ));
+        )));
         t
     }
 
-    /// Calls `write` with the hash and field name of `field` at each level. An hour level
-    /// on a family without hours is a bug in the caller: skipped, never misplaced.
-    fn each(&self, levels: &[Level], field: &str, mut write: impl FnMut(&str, &str)) {
-        let mut buf = String::with_capacity(48);
+    /// The hash and field prefix of a level. An hour level on a family without hour
+    /// counters is a bug in the caller: `None`, never misplaced.
+    fn cell(&self, level: Level) -> Option<(HashId, Prefix)> {
+        let at = self.at;
+        Some(match level {
+            Y => (self.year, Prefix::None),
+            M => (self.year, Prefix::Num(at.month)),
+            W => (self.year, Prefix::Week(at.week)),
+            D => (self.month, Prefix::Num(at.day)),
+            H => match self.hours {
+                Some(h) => (h, Prefix::Num(at.hour)),
+                None => {
+                    debug_assert!(false, "hour level on a family without hours");
+                    return None;
+                }
+            },
+        })
+    }
+
+    /// Adds `by` to `<name><suffix>` at each level.
+    fn add_to(&self, b: &mut Batch, levels: &[Level], name: NameId, suffix: &'static str, by: i64) {
         for &level in levels {
-            buf.clear();
-            let key = match level {
-                Y => &self.year,
-                M => {
-                    keys::push_int(&mut buf, i64::from(self.at.month));
-                    buf.push('.');
-                    &self.year
-                }
-                W => {
-                    buf.push('w');
-                    keys::push_int(&mut buf, i64::from(self.at.week));
-                    buf.push('.');
-                    &self.year
-                }
-                D => {
-                    keys::push_int(&mut buf, i64::from(self.at.day));
-                    buf.push('.');
-                    &self.month
-                }
-                H => match &self.hours {
-                    Some(h) => {
-                        keys::push_int(&mut buf, i64::from(self.at.hour));
-                        buf.push('.');
-                        h
-                    }
-                    None => {
-                        debug_assert!(false, "hour level on a family without hours");
-                        continue;
-                    }
-                },
-            };
-            buf.push_str(field);
-            write(key, &buf);
+            if let Some((hash, prefix)) = self.cell(level) {
+                b.incr_at(hash, prefix, name, suffix, by);
+            }
+        }
+    }
+
+    fn add_float_to(
+        &self,
+        b: &mut Batch,
+        levels: &[Level],
+        name: NameId,
+        suffix: &'static str,
+        by: f64,
+    ) {
+        for &level in levels {
+            if let Some((hash, prefix)) = self.cell(level) {
+                b.incr_float_at(hash, prefix, name, suffix, by);
+            }
         }
     }
 
     fn add(&self, b: &mut Batch, levels: &[Level], field: &str, by: i64) {
-        self.each(levels, field, |k, f| b.incr(k, f, by));
+        let name = b.name(field);
+        self.add_to(b, levels, name, "", by);
     }
 
     fn add_float(&self, b: &mut Batch, levels: &[Level], field: &str, by: f64) {
-        self.each(levels, field, |k, f| b.incr_float(k, f, by));
+        let name = b.name(field);
+        self.add_float_to(b, levels, name, "", by);
     }
 
-    /// `field` at Y M W D where the device is unique (or `always`), as for `u`.
-    fn add_unique(&self, b: &mut Batch, u: &Uniques, always: bool, field: &str) {
+    /// `<name><suffix>` at Y M W D where the device is unique (or `always`), as for `u`.
+    fn add_unique(
+        &self,
+        b: &mut Batch,
+        u: &Uniques,
+        always: bool,
+        name: NameId,
+        suffix: &'static str,
+    ) {
         for (level, unique) in [(Y, u.year), (M, u.month), (W, u.week), (D, u.day)] {
             if unique || always {
-                self.add(b, &[level], field, 1);
+                self.add_to(b, &[level], name, suffix, 1);
             }
         }
     }
@@ -264,7 +279,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
     }
 
     let at = Buckets::at(req.time, app.timezone);
-    let users = Target::hourly(app, &Family::users(), &at);
+    let users = Target::hourly(b, app, &Family::users(), &at);
     let t = req.time.max(0) as u32;
     let ranges = |name: &str| keys::meta(&app.id, name);
 
@@ -285,7 +300,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
             // The session that just ended goes on: take back the duration range its end
             // recorded; its end will be recorded again, with the whole length.
             let ended = Buckets::at(i64::from(dev.last_end), app.timezone);
-            let prev = Target::hourly(app, &Family::users(), &ended);
+            let prev = Target::hourly(b, app, &Family::users(), &ended);
             let r = duration_range(dev.session_secs);
             prev.add(b, &[Y, M, W, D], &format!("ds.{r}"), -1);
             dev.session_open = true;
@@ -372,7 +387,8 @@ fn begin_session(b: &mut Batch, it: &Item, users: &Target, dev: &mut DeviceState
     users.add(b, &[Y, M, W, D], &format!("f.{freq}"), 1);
     b.add_member(&keys::meta(&app.id, "f-ranges"), &freq.to_string());
     let loyalty = loyalty_range(dev.session_count);
-    users.add_unique(b, &uniq, false, &format!("l.{loyalty}"));
+    let l = b.name(&format!("l.{loyalty}"));
+    users.add_unique(b, &uniq, false, l, "");
     if uniq.year || uniq.month || uniq.week || uniq.day {
         b.add_member(&keys::meta(&app.id, "l-ranges"), &loyalty.to_string());
     }
@@ -391,7 +407,7 @@ fn begin_session(b: &mut Batch, it: &Item, users: &Target, dev: &mut DeviceState
         if !b.admit(&keys::meta(&app.id, spec.meta), v, limits.values_per_metric) {
             continue;
         }
-        let target = Target::new(app, &Family::metric(spec.family), users.at);
+        let target = Target::new(b, app, &Family::metric(spec.family), users.at);
         count_value(b, &target, dev, spec.slot, v, is_new, &uniq);
     }
 }
@@ -410,11 +426,12 @@ fn count_value(
     let fp = snapshot(v);
     let changed = dev.snapshots[slot] != fp;
     dev.snapshots[slot] = fp;
-    target.add(b, &[Y, M, D], &format!("{v}.t"), 1);
+    let name = b.name(v);
+    target.add_to(b, &[Y, M, D], name, ".t", 1);
     if is_new {
-        target.add(b, &[Y, M, D], &format!("{v}.n"), 1);
+        target.add_to(b, &[Y, M, D], name, ".n", 1);
     }
-    target.add_unique(b, uniq, changed, &format!("{v}.u"));
+    target.add_unique(b, uniq, changed, name, ".u");
 }
 
 /// An event as the raw stream keeps it: key, count, sum, duration, segmentation as sent,
@@ -475,7 +492,7 @@ fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits:
         own = Buckets::at(e.time, app.timezone);
         &own
     };
-    let target = Target::hourly(app, &Family::event(&e.key), at);
+    let target = Target::hourly(b, app, &Family::event(&e.key), at);
     target.add(b, &[Y, M, D, H], "c", e.count);
     if let Some(s) = e.sum {
         target.add_float(b, &[Y, M, D, H], "s", s);
@@ -498,13 +515,14 @@ fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits:
         ) {
             continue;
         }
-        let seg = Target::new(app, &Family::segment(&e.key, k), at);
-        seg.add(b, &[Y, M, D], &format!("{v}.c"), e.count);
+        let seg = Target::new(b, app, &Family::segment(&e.key, k), at);
+        let name = b.name(v);
+        seg.add_to(b, &[Y, M, D], name, ".c", e.count);
         if let Some(s) = e.sum {
-            seg.add_float(b, &[Y, M, D], &format!("{v}.s"), s);
+            seg.add_float_to(b, &[Y, M, D], name, ".s", s);
         }
         if let Some(d) = e.dur {
-            seg.add_float(b, &[Y, M, D], &format!("{v}.dur"), d);
+            seg.add_float_to(b, &[Y, M, D], name, ".dur", d);
         }
     }
     true

@@ -98,12 +98,65 @@ struct DeviceSlot {
     state: DeviceState,
 }
 
+/// A counter hash of the batch, by number: hashing and comparing a number, not a key of
+/// some fifty bytes, on every one of a request's hundred-odd increments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HashId(u32);
+
+/// A name used in counter fields (a metric value, `t`, `f.3`), by number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NameId(u32);
+
+/// What comes before a field's name: nothing, a number and a dot (`10.`), or `w`, a
+/// number and a dot (`w43.`). Countly's levels: year, month or day, week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Prefix {
+    None,
+    Num(u32),
+    Week(u32),
+}
+
+/// One counter field in parts: `<prefix><name><suffix>` of a hash. The field's text is
+/// written once per batch, when the transaction is packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Cell {
+    hash: HashId,
+    prefix: Prefix,
+    name: NameId,
+    suffix: &'static str,
+}
+
+/// Strings numbered in the order they were first seen.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Interner {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.ids.insert(s.to_string(), id);
+        self.names.push(s.to_string());
+        id
+    }
+
+    fn get(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", String::as_str)
+    }
+}
+
 /// The state an item plans against and the writes it accumulates.
 #[derive(Default)]
 pub struct Batch {
     devices: HashMap<String, DeviceSlot>,
     sets: HashMap<String, SetSlot>,
-    incrs: HashMap<String, HashMap<String, Num>>,
+    hashes: Interner,
+    names: Interner,
+    incrs: HashMap<Cell, Num>,
     /// Stream appends, in order: (stream key, fields).
     appends: Vec<(String, Vec<(&'static str, String)>)>,
     corrupt_states: u64,
@@ -157,51 +210,98 @@ impl Batch {
         self.admit(set, member, usize::MAX);
     }
 
-    /// The merged increments so far, sorted: (key, field, value as text).
-    pub fn increments(&self) -> Vec<(String, String, String)> {
-        let mut out: Vec<(String, String, String)> = self
-            .incrs
-            .iter()
-            .flat_map(|(k, fields)| {
-                fields.iter().map(move |(f, n)| {
-                    let v = match n {
-                        Num::Int(i) => i.to_string(),
-                        Num::Float(x) => x.to_string(),
-                    };
-                    (k.clone(), f.clone(), v)
-                })
-            })
-            .collect();
-        out.sort();
-        out
+    /// The number of counter hash `key` in this batch.
+    pub fn hash(&mut self, key: &str) -> HashId {
+        HashId(self.hashes.id(key))
     }
 
-    /// Adds to `key`.`field`. The names are copied only the first time the batch sees
-    /// them: most increments of a batch hit fields that are already there.
-    fn add(&mut self, key: &str, field: &str, by: Num) {
-        if !self.incrs.contains_key(key) {
-            self.incrs.insert(key.to_string(), HashMap::default());
+    /// The number of `name` in this batch.
+    pub fn name(&mut self, name: &str) -> NameId {
+        NameId(self.names.id(name))
+    }
+
+    /// Adds to field `<prefix><name><suffix>` of `hash`.
+    pub fn incr_at(
+        &mut self,
+        hash: HashId,
+        prefix: Prefix,
+        name: NameId,
+        suffix: &'static str,
+        by: i64,
+    ) {
+        if by != 0 {
+            self.add(hash, prefix, name, suffix, Num::Int(by));
         }
-        if let Some(fields) = self.incrs.get_mut(key) {
-            match fields.get_mut(field) {
-                Some(e) => *e = e.plus(by),
-                None => {
-                    fields.insert(field.to_string(), by);
-                }
+    }
+
+    /// As [`Batch::incr_at`], by a float (not finite: ignored).
+    pub fn incr_float_at(
+        &mut self,
+        hash: HashId,
+        prefix: Prefix,
+        name: NameId,
+        suffix: &'static str,
+        by: f64,
+    ) {
+        if by != 0.0 && by.is_finite() {
+            self.add(hash, prefix, name, suffix, Num::Float(by));
+        }
+    }
+
+    fn add(&mut self, hash: HashId, prefix: Prefix, name: NameId, suffix: &'static str, by: Num) {
+        let cell = Cell {
+            hash,
+            prefix,
+            name,
+            suffix,
+        };
+        self.incrs
+            .entry(cell)
+            .and_modify(|n| *n = n.plus(by))
+            .or_insert(by);
+    }
+
+    /// Writes the text of a cell's field into `out`.
+    fn field(&self, c: &Cell, out: &mut String) {
+        out.clear();
+        match c.prefix {
+            Prefix::None => {}
+            Prefix::Num(n) => {
+                crate::keys::push_int(out, i64::from(n));
+                out.push('.');
+            }
+            Prefix::Week(n) => {
+                out.push('w');
+                crate::keys::push_int(out, i64::from(n));
+                out.push('.');
             }
         }
+        out.push_str(self.names.get(c.name.0));
+        out.push_str(c.suffix);
     }
 
-    pub fn incr(&mut self, key: &str, field: &str, by: i64) {
-        if by != 0 {
-            self.add(key, field, Num::Int(by));
+    /// The merged increments so far, sorted: (key, field, value as text).
+    pub fn increments(&self) -> Vec<(String, String, String)> {
+        let mut merged: std::collections::BTreeMap<(String, String), Num> = Default::default();
+        let mut field = String::new();
+        for (c, n) in &self.incrs {
+            self.field(c, &mut field);
+            let key = self.hashes.get(c.hash.0).to_string();
+            merged
+                .entry((key, field.clone()))
+                .and_modify(|m| *m = m.plus(*n))
+                .or_insert(*n);
         }
-    }
-
-    pub fn incr_float(&mut self, key: &str, field: &str, by: f64) {
-        if by != 0.0 && by.is_finite() {
-            self.add(key, field, Num::Float(by));
-        }
+        merged
+            .into_iter()
+            .map(|((k, f), n)| {
+                let v = match n {
+                    Num::Int(i) => i.to_string(),
+                    Num::Float(x) => x.to_string(),
+                };
+                (k, f, v)
+            })
+            .collect()
     }
 
     /// Appends an entry to a stream in the same transaction as everything else.
@@ -211,7 +311,7 @@ impl Batch {
 
     /// Number of distinct counter fields so far.
     pub fn counter_fields(&self) -> usize {
-        self.incrs.values().map(HashMap::len).sum()
+        self.incrs.len()
     }
 }
 
@@ -735,20 +835,22 @@ async fn write_phase(
             }
         }
     }
-    let mut keys: Vec<&String> = batch.incrs.keys().collect();
-    keys.sort_unstable();
-    let mut float = String::new();
-    for key in keys {
-        for (field, n) in &batch.incrs[key] {
-            match *n {
-                Num::Int(v) => p.cmd(4).arg("HINCRBY").arg(key).arg(field).int(v),
-                Num::Float(v) => {
-                    float.clear();
-                    let _ = std::fmt::Write::write_fmt(&mut float, format_args!("{v}"));
-                    p.cmd(4).arg("HINCRBYFLOAT").arg(key).arg(field).arg(&float)
-                }
-            };
-        }
+    let (mut field, mut float) = (String::new(), String::new());
+    for (cell, n) in &batch.incrs {
+        let key = batch.hashes.get(cell.hash.0);
+        batch.field(cell, &mut field);
+        match *n {
+            Num::Int(v) => p.cmd(4).arg("HINCRBY").arg(key).arg(&field).int(v),
+            Num::Float(v) => {
+                float.clear();
+                let _ = std::fmt::Write::write_fmt(&mut float, format_args!("{v}"));
+                p.cmd(4)
+                    .arg("HINCRBYFLOAT")
+                    .arg(key)
+                    .arg(&field)
+                    .arg(&float)
+            }
+        };
     }
     let mut trimmed: HashSet<&str> = HashSet::default();
     let now_ms = std::time::SystemTime::now()
