@@ -32,7 +32,7 @@ pub struct Running {
     pub server: actix_web::dev::Server,
     pub stopper: Stopper,
     /// The stream consumer, when this process runs one.
-    pub consumer: Option<tokio::task::JoinHandle<()>>,
+    pub consumer: Option<tally_aggregator::ConsumerHandle>,
 }
 
 impl Running {
@@ -43,7 +43,7 @@ impl Running {
         self.stopper.stop().await;
         // A consumer stopped mid-batch leaves its entries pending, to be read again.
         if let Some(c) = self.consumer {
-            c.abort();
+            c.stop();
         }
         res
     }

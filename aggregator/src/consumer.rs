@@ -395,19 +395,20 @@ async fn step_on(
 /// Stream key -> (every entry id, the entries this version understands).
 fn parse_read(reply: &Value) -> HashMap<String, (Vec<String>, Vec<Entry>)> {
     let mut out = HashMap::new();
-    let streams: Vec<(Value, Value)> = match reply {
+    // Borrowed: a read of hundreds of entries is not copied before it is parsed.
+    let streams: Vec<(&Value, &Value)> = match reply {
         Value::Array(items) => items
             .iter()
             .filter_map(|s| match s {
-                Value::Array(kv) if kv.len() == 2 => Some((kv[0].clone(), kv[1].clone())),
+                Value::Array(kv) if kv.len() == 2 => Some((&kv[0], &kv[1])),
                 _ => None,
             })
             .collect(),
-        Value::Map(pairs) => pairs.clone(),
+        Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
         _ => Vec::new(),
     };
     for (name, list) in streams {
-        let Some(name) = text(&name) else { continue };
+        let Some(name) = text(name) else { continue };
         let (ids, entries): &mut (Vec<String>, Vec<Entry>) = out.entry(name).or_default();
         let Value::Array(list) = list else { continue };
         for item in list {

@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!(%addr, "aggregator listening");
         srv.await?;
         if let Some(c) = consumer {
-            c.abort();
+            c.stop();
         }
         Ok(())
     })
