@@ -79,7 +79,7 @@ fn serve(cfg: Config) -> Res {
     let url = match cfg.external_redis() {
         Some(u) => u,
         None => {
-            let redis = EmbeddedRedis::start(EmbeddedOptions::new(&cfg.data_dir))?;
+            let redis = EmbeddedRedis::start(embedded_options(&cfg))?;
             tracing::info!(port = redis.port, dir = %cfg.data_dir.display(), "started embedded redis-server (AOF on)");
             std::fs::write(cfg.data_dir.join(URL_FILE), redis.url())?;
             let url = redis.url();
@@ -101,6 +101,12 @@ fn serve(cfg: Config) -> Res {
     result
 }
 
+fn embedded_options(cfg: &Config) -> EmbeddedOptions {
+    let mut o = EmbeddedOptions::new(&cfg.data_dir);
+    o.aof_rewrite_min_mb = cfg.aof_rewrite_min_mb;
+    o
+}
+
 /// The Redis to administer: `REDIS_URL`, else a running embedded one, else a temporary
 /// embedded one on the same data directory.
 fn admin_redis(
@@ -119,7 +125,7 @@ fn admin_redis(
             return Ok((u, None));
         }
     }
-    let r = EmbeddedRedis::start(EmbeddedOptions::new(&cfg.data_dir))?;
+    let r = EmbeddedRedis::start(embedded_options(cfg))?;
     Ok((r.url(), Some(r)))
 }
 

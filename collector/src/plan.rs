@@ -20,9 +20,10 @@
 
 use crate::request::{Event, WriteRequest};
 use crate::sanitize::COUNTRY_SLOT;
+use std::cell::Cell;
 use std::sync::Arc;
 use tally_store::apps::App;
-use tally_store::commit::{Batch, HashId, NameId, Outcome, Prefix, ReadSet, Work};
+use tally_store::commit::{Batch, HashId, NameId, Outcome, PlacesId, Prefix, ReadSet, Work};
 use tally_store::config::Limits;
 use tally_store::device::{DeviceState, Uniques};
 use tally_store::keys::{self, hash64, Family, Period};
@@ -47,7 +48,16 @@ struct Target<'a> {
     /// Only families with hour counters (sessions, events) have one.
     hours: Option<HashId>,
     at: &'a Buckets,
+    /// The batch's number for each set of levels used so far (by [`mask`]).
+    places: [Cell<Option<PlacesId>>; 32],
 }
+
+/// A set of levels as a bit mask.
+fn mask(levels: &[Level]) -> usize {
+    levels.iter().fold(0, |m, &l| m | 1 << l as usize)
+}
+
+const ALL: [Level; 5] = [Y, M, W, D, H];
 
 impl<'a> Target<'a> {
     /// A family without hour counters (metrics, segments).
@@ -61,6 +71,7 @@ impl<'a> Target<'a> {
             )),
             hours: None,
             at,
+            places: Default::default(),
         }
     }
 
@@ -94,53 +105,59 @@ impl<'a> Target<'a> {
         })
     }
 
-    /// Adds `by` to `<name><suffix>` at each level.
-    fn add_to(&self, b: &mut Batch, levels: &[Level], name: NameId, suffix: &'static str, by: i64) {
-        for &level in levels {
-            if let Some((hash, prefix)) = self.cell(level) {
-                b.incr_at(hash, prefix, name, suffix, by);
+    /// The batch's number for the levels of `mask`, looked up once per request and set.
+    fn places(&self, b: &mut Batch, mask: usize) -> PlacesId {
+        let slot = &self.places[mask & 31];
+        if let Some(id) = slot.get() {
+            return id;
+        }
+        let mut at = [(HashId::default(), Prefix::None); 5];
+        let mut n = 0;
+        for level in ALL {
+            if mask & (1 << level as usize) != 0 {
+                if let Some(c) = self.cell(level) {
+                    at[n] = c;
+                    n += 1;
+                }
             }
         }
+        let id = b.places(&at[..n]);
+        slot.set(Some(id));
+        id
     }
 
-    fn add_float_to(
-        &self,
-        b: &mut Batch,
-        levels: &[Level],
-        name: NameId,
-        suffix: &'static str,
-        by: f64,
-    ) {
-        for &level in levels {
-            if let Some((hash, prefix)) = self.cell(level) {
-                b.incr_float_at(hash, prefix, name, suffix, by);
-            }
-        }
+    /// Adds `by` to `<name><suffix>` at each level.
+    fn add_to(&self, b: &mut Batch, levels: &[Level], name: NameId, suffix: NameId, by: i64) {
+        let places = self.places(b, mask(levels));
+        b.incr_at(places, name, suffix, by);
+    }
+
+    fn add_float_to(&self, b: &mut Batch, levels: &[Level], name: NameId, suffix: NameId, by: f64) {
+        let places = self.places(b, mask(levels));
+        b.incr_float_at(places, name, suffix, by);
     }
 
     fn add(&self, b: &mut Batch, levels: &[Level], field: &str, by: i64) {
-        let name = b.name(field);
-        self.add_to(b, levels, name, "", by);
+        let (name, none) = (b.name(field), b.name(""));
+        self.add_to(b, levels, name, none, by);
     }
 
     fn add_float(&self, b: &mut Batch, levels: &[Level], field: &str, by: f64) {
-        let name = b.name(field);
-        self.add_float_to(b, levels, name, "", by);
+        let (name, none) = (b.name(field), b.name(""));
+        self.add_float_to(b, levels, name, none, by);
     }
 
     /// `<name><suffix>` at Y M W D where the device is unique (or `always`), as for `u`.
-    fn add_unique(
-        &self,
-        b: &mut Batch,
-        u: &Uniques,
-        always: bool,
-        name: NameId,
-        suffix: &'static str,
-    ) {
+    fn add_unique(&self, b: &mut Batch, u: &Uniques, always: bool, name: NameId, suffix: NameId) {
+        let mut m = 0;
         for (level, unique) in [(Y, u.year), (M, u.month), (W, u.week), (D, u.day)] {
             if unique || always {
-                self.add_to(b, &[level], name, suffix, 1);
+                m |= 1 << level as usize;
             }
+        }
+        if m != 0 {
+            let places = self.places(b, m);
+            b.incr_at(places, name, suffix, 1);
         }
     }
 }
@@ -387,8 +404,8 @@ fn begin_session(b: &mut Batch, it: &Item, users: &Target, dev: &mut DeviceState
     users.add(b, &[Y, M, W, D], &format!("f.{freq}"), 1);
     b.add_member(&keys::meta(&app.id, "f-ranges"), &freq.to_string());
     let loyalty = loyalty_range(dev.session_count);
-    let l = b.name(&format!("l.{loyalty}"));
-    users.add_unique(b, &uniq, false, l, "");
+    let (l, none) = (b.name(&format!("l.{loyalty}")), b.name(""));
+    users.add_unique(b, &uniq, false, l, none);
     if uniq.year || uniq.month || uniq.week || uniq.day {
         b.add_member(&keys::meta(&app.id, "l-ranges"), &loyalty.to_string());
     }
@@ -427,11 +444,12 @@ fn count_value(
     let changed = dev.snapshots[slot] != fp;
     dev.snapshots[slot] = fp;
     let name = b.name(v);
-    target.add_to(b, &[Y, M, D], name, ".t", 1);
+    let (t, n, u) = (b.name(".t"), b.name(".n"), b.name(".u"));
+    target.add_to(b, &[Y, M, D], name, t, 1);
     if is_new {
-        target.add_to(b, &[Y, M, D], name, ".n", 1);
+        target.add_to(b, &[Y, M, D], name, n, 1);
     }
-    target.add_unique(b, uniq, changed, name, ".u");
+    target.add_unique(b, uniq, changed, name, u);
 }
 
 /// An event as the raw stream keeps it: key, count, sum, duration, segmentation as sent,
@@ -517,12 +535,15 @@ fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits:
         }
         let seg = Target::new(b, app, &Family::segment(&e.key, k), at);
         let name = b.name(v);
-        seg.add_to(b, &[Y, M, D], name, ".c", e.count);
+        let c = b.name(".c");
+        seg.add_to(b, &[Y, M, D], name, c, e.count);
         if let Some(s) = e.sum {
-            seg.add_float_to(b, &[Y, M, D], name, ".s", s);
+            let suffix = b.name(".s");
+            seg.add_float_to(b, &[Y, M, D], name, suffix, s);
         }
         if let Some(d) = e.dur {
-            seg.add_float_to(b, &[Y, M, D], name, ".dur", d);
+            let suffix = b.name(".dur");
+            seg.add_float_to(b, &[Y, M, D], name, suffix, d);
         }
     }
     true

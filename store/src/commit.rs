@@ -100,7 +100,7 @@ struct DeviceSlot {
 
 /// A counter hash of the batch, by number: hashing and comparing a number, not a key of
 /// some fifty bytes, on every one of a request's hundred-odd increments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct HashId(u32);
 
 /// A name used in counter fields (a metric value, `t`, `f.3`), by number.
@@ -116,14 +116,28 @@ pub enum Prefix {
     Week(u32),
 }
 
-/// One counter field in parts: `<prefix><name><suffix>` of a hash. The field's text is
-/// written once per batch, when the transaction is packed.
+/// The places a field is counted at: a few (hash, prefix) pairs, such as a request's
+/// year, month, day and hour, by number. One increment of a field at all its levels is one
+/// map update while planning, spread over its places once per batch when packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PlacesId(u32);
+
+/// An increment as planned: `<name><suffix>` at every place of `places`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Cell {
+    places: PlacesId,
+    name: NameId,
+    suffix: NameId,
+}
+
+/// One counter field in parts: `<prefix><name><suffix>` of a hash. Its text is written
+/// once per batch, when the transaction is packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Field {
     hash: HashId,
     prefix: Prefix,
     name: NameId,
-    suffix: &'static str,
+    suffix: NameId,
 }
 
 /// Strings numbered in the order they were first seen.
@@ -156,6 +170,8 @@ pub struct Batch {
     sets: HashMap<String, SetSlot>,
     hashes: Interner,
     names: Interner,
+    places: Vec<Vec<(HashId, Prefix)>>,
+    place_ids: HashMap<Vec<(HashId, Prefix)>, u32>,
     incrs: HashMap<Cell, Num>,
     /// Stream appends, in order: (stream key, fields).
     appends: Vec<(String, Vec<(&'static str, String)>)>,
@@ -220,38 +236,34 @@ impl Batch {
         NameId(self.names.id(name))
     }
 
-    /// Adds to field `<prefix><name><suffix>` of `hash`.
-    pub fn incr_at(
-        &mut self,
-        hash: HashId,
-        prefix: Prefix,
-        name: NameId,
-        suffix: &'static str,
-        by: i64,
-    ) {
+    /// The number of a set of places.
+    pub fn places(&mut self, at: &[(HashId, Prefix)]) -> PlacesId {
+        if let Some(&id) = self.place_ids.get(at) {
+            return PlacesId(id);
+        }
+        let id = self.places.len() as u32;
+        self.places.push(at.to_vec());
+        self.place_ids.insert(at.to_vec(), id);
+        PlacesId(id)
+    }
+
+    /// Adds `by` to field `<prefix><name><suffix>` at each of the places.
+    pub fn incr_at(&mut self, places: PlacesId, name: NameId, suffix: NameId, by: i64) {
         if by != 0 {
-            self.add(hash, prefix, name, suffix, Num::Int(by));
+            self.add(places, name, suffix, Num::Int(by));
         }
     }
 
     /// As [`Batch::incr_at`], by a float (not finite: ignored).
-    pub fn incr_float_at(
-        &mut self,
-        hash: HashId,
-        prefix: Prefix,
-        name: NameId,
-        suffix: &'static str,
-        by: f64,
-    ) {
+    pub fn incr_float_at(&mut self, places: PlacesId, name: NameId, suffix: NameId, by: f64) {
         if by != 0.0 && by.is_finite() {
-            self.add(hash, prefix, name, suffix, Num::Float(by));
+            self.add(places, name, suffix, Num::Float(by));
         }
     }
 
-    fn add(&mut self, hash: HashId, prefix: Prefix, name: NameId, suffix: &'static str, by: Num) {
+    fn add(&mut self, places: PlacesId, name: NameId, suffix: NameId, by: Num) {
         let cell = Cell {
-            hash,
-            prefix,
+            places,
             name,
             suffix,
         };
@@ -261,10 +273,31 @@ impl Batch {
             .or_insert(by);
     }
 
-    /// Writes the text of a cell's field into `out`.
-    fn field(&self, c: &Cell, out: &mut String) {
+    /// The planned increments spread over their places: one entry per counter field.
+    fn fields(&self) -> HashMap<Field, Num> {
+        let mut out: HashMap<Field, Num> = HashMap::default();
+        out.reserve(self.incrs.len() * 3);
+        for (c, n) in &self.incrs {
+            let Some(places) = self.places.get(c.places.0 as usize) else {
+                continue;
+            };
+            for &(hash, prefix) in places {
+                let f = Field {
+                    hash,
+                    prefix,
+                    name: c.name,
+                    suffix: c.suffix,
+                };
+                out.entry(f).and_modify(|m| *m = m.plus(*n)).or_insert(*n);
+            }
+        }
+        out
+    }
+
+    /// Writes the text of a field into `out`.
+    fn field_text(&self, f: &Field, out: &mut String) {
         out.clear();
-        match c.prefix {
+        match f.prefix {
             Prefix::None => {}
             Prefix::Num(n) => {
                 crate::keys::push_int(out, i64::from(n));
@@ -276,21 +309,21 @@ impl Batch {
                 out.push('.');
             }
         }
-        out.push_str(self.names.get(c.name.0));
-        out.push_str(c.suffix);
+        out.push_str(self.names.get(f.name.0));
+        out.push_str(self.names.get(f.suffix.0));
     }
 
     /// The merged increments so far, sorted: (key, field, value as text).
     pub fn increments(&self) -> Vec<(String, String, String)> {
         let mut merged: std::collections::BTreeMap<(String, String), Num> = Default::default();
-        let mut field = String::new();
-        for (c, n) in &self.incrs {
-            self.field(c, &mut field);
-            let key = self.hashes.get(c.hash.0).to_string();
+        let mut text = String::new();
+        for (f, n) in self.fields() {
+            self.field_text(&f, &mut text);
+            let key = self.hashes.get(f.hash.0).to_string();
             merged
-                .entry((key, field.clone()))
-                .and_modify(|m| *m = m.plus(*n))
-                .or_insert(*n);
+                .entry((key, text.clone()))
+                .and_modify(|m| *m = m.plus(n))
+                .or_insert(n);
         }
         merged
             .into_iter()
@@ -311,7 +344,7 @@ impl Batch {
 
     /// Number of distinct counter fields so far.
     pub fn counter_fields(&self) -> usize {
-        self.incrs.len()
+        self.fields().len()
     }
 }
 
@@ -695,16 +728,14 @@ async fn flush(
             pool.discard_raw(conn);
             return Err(StoreError::Bug("planning a batch panicked".into()));
         };
-        let (corrupt, drops, fields) = (
-            batch.corrupt_states,
-            batch.limit_drops,
-            batch.counter_fields() as u64,
-        );
-        match write_phase(pool, &mut conn, cfg, batch).await {
+        let fields = batch.fields();
+        let (corrupt, drops, written) =
+            (batch.corrupt_states, batch.limit_drops, fields.len() as u64);
+        match write_phase(pool, &mut conn, cfg, &batch, &fields).await {
             Ok(true) => {
                 stats.corrupt_states.fetch_add(corrupt, Ordering::Relaxed);
                 stats.limit_drops.fetch_add(drops, Ordering::Relaxed);
-                stats.counter_writes.fetch_add(fields, Ordering::Relaxed);
+                stats.counter_writes.fetch_add(written, Ordering::Relaxed);
                 return Ok(outcomes);
             }
             Ok(false) => {}
@@ -817,7 +848,8 @@ async fn write_phase(
     pool: &Pool,
     c: &mut RawConn,
     cfg: &CommitConfig,
-    batch: Batch,
+    batch: &Batch,
+    fields: &HashMap<Field, Num>,
 ) -> Result<bool, StoreError> {
     let mut p = Packer::with_capacity(32 * 1024);
     p.cmd(1).arg("MULTI");
@@ -836,9 +868,9 @@ async fn write_phase(
         }
     }
     let (mut field, mut float) = (String::new(), String::new());
-    for (cell, n) in &batch.incrs {
-        let key = batch.hashes.get(cell.hash.0);
-        batch.field(cell, &mut field);
+    for (f, n) in fields {
+        let key = batch.hashes.get(f.hash.0);
+        batch.field_text(f, &mut field);
         match *n {
             Num::Int(v) => p.cmd(4).arg("HINCRBY").arg(key).arg(&field).int(v),
             Num::Float(v) => {
@@ -980,6 +1012,53 @@ impl crate::http::Metrics for CommitStats {
             out,
             "tally_commit_flush_seconds",
             "Duration of one group-commit transaction (both round trips).",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn increments_merge_over_places_names_and_requests() {
+        let mut b = Batch::default();
+        let (year, month) = (b.hash("{a}:c:users:2026"), b.hash("{a}:c:users:2026:11"));
+        let ymd = b.places(&[
+            (year, Prefix::None),
+            (year, Prefix::Num(11)),
+            (month, Prefix::Num(23)),
+        ]);
+        let yw = b.places(&[(year, Prefix::None), (year, Prefix::Week(48))]);
+        let (android, t, none) = (b.name("Android"), b.name(".t"), b.name(""));
+        let whole = b.name("Android.t");
+        // Two requests, and the same field reached through another set of places and
+        // another split of its name: one counter each, summed.
+        b.incr_at(ymd, android, t, 1);
+        b.incr_at(ymd, android, t, 2);
+        b.incr_at(yw, whole, none, 4);
+        let sum = b.name(".s");
+        b.incr_float_at(ymd, android, sum, 0.5);
+        b.incr_float_at(ymd, android, none, f64::NAN);
+        b.incr_at(ymd, android, none, 0);
+        let got = b.increments();
+        let want = [
+            ("{a}:c:users:2026", "11.Android.s", "0.5"),
+            ("{a}:c:users:2026", "11.Android.t", "3"),
+            ("{a}:c:users:2026", "Android.s", "0.5"),
+            ("{a}:c:users:2026", "Android.t", "7"),
+            ("{a}:c:users:2026", "w48.Android.t", "4"),
+            ("{a}:c:users:2026:11", "23.Android.s", "0.5"),
+            ("{a}:c:users:2026:11", "23.Android.t", "3"),
+        ];
+        let got: Vec<(&str, &str, &str)> = got
+            .iter()
+            .map(|(k, f, v)| (k.as_str(), f.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(
+            b.places(&[(year, Prefix::None), (year, Prefix::Week(48))]),
+            yw
         );
     }
 }

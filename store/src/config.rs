@@ -103,6 +103,10 @@ pub struct Config {
     /// every service uses the cluster and `redis_url` is not used.
     pub redis_cluster: Vec<String>,
     pub data_dir: PathBuf,
+    /// The embedded Redis rewrites its AOF once it has grown by this many MiB
+    /// (`auto-aof-rewrite-min-size`; Redis's own 64 MiB meant a rewrite, a fork and a full
+    /// copy of the data, every few seconds under sustained writes).
+    pub aof_rewrite_min_mb: u64,
     pub admin_key: Option<String>,
     pub redis_pool: usize,
     pub redis_timeout: Duration,
@@ -195,6 +199,7 @@ impl Config {
             data_dir: var("TALLY_DATA_DIR")
                 .unwrap_or_else(|| "./data".into())
                 .into(),
+            aof_rewrite_min_mb: parse("TALLY_AOF_REWRITE_MIN_MB", 1024)?,
             admin_key: var("TALLY_ADMIN_KEY"),
             redis_pool: parse("TALLY_REDIS_POOL", 16)?,
             redis_timeout: Duration::from_millis(parse("TALLY_REDIS_TIMEOUT_MS", 2000)?),
@@ -248,6 +253,7 @@ impl Config {
             redis_url: Some(url.into()),
             redis_cluster: Vec::new(),
             data_dir: "./data".into(),
+            aof_rewrite_min_mb: 1024,
             admin_key: Some("test-admin-key".into()),
             redis_pool: 8,
             redis_timeout: Duration::from_millis(2000),

@@ -29,6 +29,8 @@ pub struct EmbeddedOptions {
     pub aof: bool,
     /// `appendfsync`: `always` (strict), `everysec` (default) or `no`.
     pub fsync: String,
+    /// `auto-aof-rewrite-min-size`, in MiB (1024 by default, `TALLY_AOF_REWRITE_MIN_MB`).
+    pub aof_rewrite_min_mb: u64,
     /// The binary; `redis-server` on PATH by default.
     pub binary: String,
     /// More `redis-server` arguments (e.g. `--cluster-enabled yes`).
@@ -42,6 +44,7 @@ impl EmbeddedOptions {
             port: None,
             aof: true,
             fsync: "everysec".into(),
+            aof_rewrite_min_mb: 1024,
             binary: "redis-server".into(),
             extra_args: Vec::new(),
         }
@@ -94,6 +97,8 @@ impl EmbeddedRedis {
             .arg(&o.data_dir)
             .args(["--appendonly", if o.aof { "yes" } else { "no" }])
             .args(["--appendfsync", &o.fsync])
+            .arg("--auto-aof-rewrite-min-size")
+            .arg(format!("{}mb", o.aof_rewrite_min_mb))
             .args(["--save", "", "--daemonize", "no", "--loglevel", "warning"])
             .args(["--logfile", "redis.log"])
             .args(&o.extra_args)
