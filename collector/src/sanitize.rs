@@ -106,9 +106,11 @@ pub fn scalar_text(v: &Value) -> Option<String> {
 /// A value that becomes part of a counter path: leading `$` stripped, `.` -> `:`,
 /// NUL -> `&#9647` (as Countly stores it).
 pub fn value(s: &str) -> String {
-    s.trim_start_matches('$')
-        .replace('.', ":")
-        .replace('\0', "&#9647")
+    let s = s.trim_start_matches('$');
+    if !s.contains(['.', '\0']) {
+        return s.to_string();
+    }
+    s.replace('.', ":").replace('\0', "&#9647")
 }
 
 /// A segmentation key: leading `$` and every dot removed.
@@ -129,24 +131,36 @@ pub fn segment_value(s: &str) -> String {
 
 /// Countly's one- or two-letter OS prefix for `_os_version` and `_density`.
 pub fn os_prefix(os: &str) -> String {
-    let prefix = match os.trim().to_ascii_lowercase().as_str() {
-        "android" => "a",
-        "ios" => "i",
-        "ipados" => "ip",
-        "watchos" => "wo",
-        "tvos" => "t",
-        "macos" | "mac os x" | "mac os" | "osx" => "o",
-        "windows" => "mw",
-        "windows phone" => "w",
-        "linux" => "l",
-        "blackberry" => "b",
-        "chrome os" | "chromeos" => "c",
-        "roku" => "r",
-        "web" => "web",
-        "" => "",
-        _ => return format!("[{}]", os.trim()),
-    };
-    prefix.to_string()
+    const PREFIXES: [(&str, &str); 17] = [
+        ("android", "a"),
+        ("ios", "i"),
+        ("ipados", "ip"),
+        ("watchos", "wo"),
+        ("tvos", "t"),
+        ("macos", "o"),
+        ("mac os x", "o"),
+        ("mac os", "o"),
+        ("osx", "o"),
+        ("windows", "mw"),
+        ("windows phone", "w"),
+        ("linux", "l"),
+        ("blackberry", "b"),
+        ("chrome os", "c"),
+        ("chromeos", "c"),
+        ("roku", "r"),
+        ("web", "web"),
+    ];
+    let os = os.trim();
+    if os.is_empty() {
+        return String::new();
+    }
+    match PREFIXES
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(os))
+    {
+        Some((_, prefix)) => prefix.to_string(),
+        None => format!("[{os}]"),
+    }
 }
 
 /// The stored value of metric `name`, given the request's `_os`; `None` drops it.
@@ -197,20 +211,18 @@ fn carrier(raw: &str) -> Option<String> {
     if (5..=6).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let titled: Vec<String> = raw
-        .split(' ')
-        .map(|w| {
-            let mut c = w.chars();
-            match c.next() {
-                Some(f) => f
-                    .to_uppercase()
-                    .chain(c.flat_map(char::to_lowercase))
-                    .collect(),
-                None => String::new(),
-            }
-        })
-        .collect();
-    Some(value(&titled.join(" ")))
+    let mut titled = String::with_capacity(raw.len());
+    for (i, w) in raw.split(' ').enumerate() {
+        if i > 0 {
+            titled.push(' ');
+        }
+        let mut c = w.chars();
+        if let Some(f) = c.next() {
+            titled.extend(f.to_uppercase());
+            titled.extend(c.flat_map(char::to_lowercase));
+        }
+    }
+    Some(value(&titled))
 }
 
 #[cfg(test)]

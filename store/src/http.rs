@@ -55,16 +55,6 @@ pub fn result(msg: &str) -> HttpResponse {
 /// Decodes `a=1&b=x+y%20z` strictly: a pair that is not valid UTF-8 after percent-decoding
 /// is a 400, never silently mangled.
 pub fn decode_pairs(raw: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
-    let decode = |part: &[u8]| -> Result<String, ApiError> {
-        let plus: Vec<u8> = part
-            .iter()
-            .map(|&b| if b == b'+' { b' ' } else { b })
-            .collect();
-        percent_encoding::percent_decode(&plus)
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .map_err(|_| ApiError::bad("Request parameters are not valid UTF-8"))
-    };
     raw.split(|&b| b == b'&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| match pair.iter().position(|&b| b == b'=') {
@@ -74,9 +64,65 @@ pub fn decode_pairs(raw: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
         .collect()
 }
 
+/// One part of a query or form: `+` is a space, `%XX` a byte (a `%` without two hex digits
+/// stays as it is), and the result must be UTF-8. One pass and one copy: every `/i` decodes
+/// a dozen parts, its metrics and events among them.
+fn decode(part: &[u8]) -> Result<String, ApiError> {
+    let hex = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(part.len());
+    let mut i = 0;
+    while i < part.len() {
+        let b = part[i];
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                part.get(i + 1).copied().and_then(hex),
+                part.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| ApiError::bad("Request parameters are not valid UTF-8"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decodes_like_the_url_standard() {
+        for (raw, want) in [
+            (&b"%zz"[..], "%zz"),
+            (b"%4", "%4"),
+            (b"%", "%"),
+            (b"100%25+sure", "100% sure"),
+            (b"%e2%82%AC", "\u{20ac}"),
+            (b"a%2Bb", "a+b"),
+        ] {
+            assert_eq!(decode(raw).ok().as_deref(), Some(want), "{raw:?}");
+            let reference = percent_encoding::percent_decode(
+                &raw.iter()
+                    .map(|&b| if b == b'+' { b' ' } else { b })
+                    .collect::<Vec<u8>>(),
+            )
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .ok();
+            assert_eq!(reference.as_deref(), Some(want));
+        }
+    }
 
     #[test]
     fn strict_decoding() {
