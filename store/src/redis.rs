@@ -1,8 +1,11 @@
 //! Connections to Redis, standalone or a Redis Cluster, behind one [`Pool`].
 //!
-//! Every node gets a deadpool pool of connections. A checked-out connection ([`Conn`]) is
-//! used by one task until it is dropped, so per-connection state (the group commit's
-//! `WATCH`, the aggregator's blocking stream read) is never shared with other requests.
+//! Every node gets two deadpool pools: plain sockets ([`RawConn`]) for the hot paths, the
+//! group commit's transactions and the read path's pipelines, whose RESP Tally packs and
+//! parses itself ([`crate::resp`]), and the general client's connections ([`Conn`]) for
+//! the rest. A checked-out connection is used by one task until it is dropped, so
+//! per-connection state (the group commit's `WATCH`, the aggregator's blocking stream
+//! read) is never shared with other requests.
 //! The pool uses its own small manager rather than deadpool-redis': that one sends
 //! UNWATCH+PING on every checkout, an extra round trip on every request. Here a connection
 //! is trusted until a command on it fails at the transport level; then it is taken out of
