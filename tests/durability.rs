@@ -113,6 +113,46 @@ fn redis_outage_gives_fast_503s_and_recovers_without_restart() {
     );
 }
 
+/// A key that something other than Tally overwrote with the wrong type makes Redis answer
+/// an error, before the transaction (a device state) or inside it (the stream). The batch
+/// that hit it gets a clear 503; the socket is dropped and the committer goes on serving.
+#[test]
+fn a_key_of_the_wrong_type_fails_its_request_not_the_committer() {
+    let t = TestApp::spawn();
+    let (a, b) = (t.create_app("UTC"), t.create_app("UTC"));
+    let app = tally_store::keys::AppId::parse(&a.id).expect("app id");
+    let device = tally_store::keys::device(&app, "poisoned");
+    // Every key of the app is on one node (its master, on a cluster).
+    let nodes = t.nodes();
+    let node = if cluster_mode() {
+        nodes[node_of(&nodes, &device)]
+    } else {
+        &t.redis
+    };
+    let _: i64 = redis_on(node, redis::cmd("HSET").arg(&device).arg("f").arg(1));
+    let event = |d: &str| {
+        [
+            p("device_id", d.to_string()),
+            p("timestamp", NOW),
+            p("events", json!([{"key": "k"}]).to_string()),
+        ]
+    };
+    let failed = t.i(&a, &event("poisoned"));
+    assert_eq!(failed.status, 503, "{}", failed.body);
+    assert!(failed.json()["result"].is_string());
+    t.ok(&b, &event("fine"));
+    t.ok(&a, &event("fine"));
+
+    // Inside the transaction: the app's raw stream is a plain string now.
+    let stream = tally_store::keys::stream(&app);
+    let _: () = redis_on(node, redis::cmd("SET").arg(&stream).arg("x"));
+    let failed = t.i(&a, &event("other"));
+    assert_eq!(failed.status, 503, "{}", failed.body);
+    t.ok(&b, &event("fine-too"));
+    assert_eq!(count_of(&t, &b), 2);
+    assert!(metric_value(&t.addr, "tally_redis_errors_total") >= 2.0);
+}
+
 #[test]
 fn a_retry_of_a_failed_write_counts_exactly_once() {
     let redis = strict_redis("retry");
