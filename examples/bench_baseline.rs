@@ -1,30 +1,32 @@
-//! The benchmark's baseline: Tally's HTTP stack (actix-web, the same workers and
-//! middleware) answering a fixed `{"result":"Success"}` on `/i` without touching Redis.
+//! The benchmark's baseline: Tally's HTTP stack (`tally_store::http::server`: the same
+//! actix-web workers, request metrics, CORS, health routes and JSON 404s as every Tally
+//! binary) answering a fixed `{"result":"Success"}` on `/i` without touching Redis.
 //! Ships only with the bench (`deploy/bench`), never in the `tally` binary.
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
+use std::sync::Arc;
+use tally_store::clock::SystemClock;
+use tally_store::config::Config;
+use tally_store::http::{server, Shared};
 
 async fn success() -> HttpResponse {
     tally_store::http::result("Success")
 }
 
-fn main() -> std::io::Result<()> {
-    let bind = std::env::var("TALLY_BIND").unwrap_or_else(|_| "127.0.0.1:3002".into());
-    let workers = std::env::var("TALLY_WORKERS")
-        .ok()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(2);
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut cfg = Config::from_env()?;
+    if std::env::var("TALLY_BIND").is_err() {
+        cfg.bind = "127.0.0.1:3002".into();
+    }
+    // The pool connects lazily and no route the bench calls uses it: Redis is never
+    // contacted (this address has no server).
+    let shared = Shared::new(&cfg, "redis://127.0.0.1:1/", Arc::new(SystemClock))?;
     actix_web::rt::System::new().block_on(async move {
-        HttpServer::new(|| {
-            App::new()
-                .wrap(tally_store::http::cors("*"))
-                .route("/ping", web::get().to(tally_store::http::ping))
-                .route("/i", web::get().to(success))
-                .route("/i", web::post().to(success))
-        })
-        .workers(workers)
-        .bind(bind)?
-        .run()
-        .await
-    })
+        let (_, srv) = server(&cfg, shared, Vec::new(), |c| {
+            c.route("/i", web::get().to(success))
+                .route("/i", web::post().to(success));
+        })?;
+        srv.await
+    })?;
+    Ok(())
 }
