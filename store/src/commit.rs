@@ -8,9 +8,15 @@
 //!    `GET` the device states, `SCARD` + `SMISMEMBER` the meta sets.
 //! 2. **Plan** (no I/O): each item, in arrival order, reads and updates device states and
 //!    meta admissions through a [`Batch`] and adds counter increments to it. Increments of
-//!    the same key and field from different requests merge into one.
+//!    the same key and field from different requests merge into one. Hashes, names and
+//!    sets of levels are numbered within the batch ([`Batch::hash`], [`Batch::name`],
+//!    [`Batch::places`]), so an increment costs one lookup of a few integers; the fields'
+//!    text is written once per batch, into the packed transaction.
 //! 3. **Write** (one round trip): `MULTI`, the changed device states, the new meta members,
-//!    one `HINCRBY`/`HINCRBYFLOAT` per distinct counter field, `EXEC`.
+//!    one `HINCRBY`/`HINCRBYFLOAT` per distinct counter field, the stream appends, `EXEC`.
+//!
+//! Both round trips go over a plain pooled socket ([`crate::redis::RawConn`]); Tally packs
+//! the commands and parses the answers itself ([`crate::resp`]).
 //!
 //! If another process changed a watched key in between, `EXEC` aborts, nothing is written,
 //! and the batch is planned again from fresh reads. Every request of the batch is answered
