@@ -539,3 +539,63 @@ fn realtime_reports_match_a_brute_force_computation() {
         json!([])
     );
 }
+
+/// Session begins and ends are rolled up by the collector, in the request's own
+/// transaction: `/o?method=live` counts them with no stream consumer running, a retry
+/// counts once, and a request without events writes no raw stream entry.
+#[test]
+fn session_begins_roll_up_without_the_consumer() {
+    let t = TestApp::spawn(); // the test default: no stream consumer
+    let k = t.create_app("UTC");
+    for d in ["a", "b", "c"] {
+        let begin = [
+            p("device_id", d),
+            p("begin_session", 1),
+            p("timestamp", NOW - 120),
+        ];
+        t.ok(&k, &begin);
+        if d == "a" {
+            // A retry of the same request: counted once.
+            t.ok(&k, &begin);
+        }
+    }
+    t.ok(
+        &k,
+        &[
+            p("device_id", "a"),
+            p("end_session", 1),
+            p("session_duration", 30),
+            p("timestamp", NOW - 60),
+        ],
+    );
+    let live = t.o(&k, "live", &[]);
+    assert_eq!(live["sessions"], json!(3), "{live}");
+    let minute = (NOW - 120).div_euclid(60) * 60_000;
+    let point = live["points"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p[0] == json!(minute)))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(point, json!([minute, 3, 0, 3]), "{live}");
+
+    let app = tally_store::keys::AppId::parse(&k.id).expect("app id");
+    let nodes = t.nodes();
+    let node = if cluster_mode() {
+        nodes[node_of(&nodes, &tally_store::keys::stream(&app))]
+    } else {
+        &t.redis
+    };
+    let len: i64 = redis_on(
+        node,
+        redis::cmd("XLEN").arg(tally_store::keys::stream(&app)),
+    );
+    assert_eq!(len, 0, "no events, no raw stream entries");
+    let rollup = tally_store::keys::rollup_minute(&app, (NOW - 120).div_euclid(60));
+    let begins: Option<i64> = redis_on(node, redis::cmd("HGET").arg(&rollup).arg("sb"));
+    assert_eq!(begins, Some(3));
+    let ttl: i64 = redis_on(node, redis::cmd("TTL").arg(&rollup));
+    assert!(ttl > 0, "the minute rollup expires: {ttl}");
+    let end_minute = tally_store::keys::rollup_minute(&app, (NOW - 60).div_euclid(60));
+    let se: Option<i64> = redis_on(node, redis::cmd("HGET").arg(&end_minute).arg("se"));
+    assert_eq!(se, Some(1));
+}

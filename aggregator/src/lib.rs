@@ -42,10 +42,7 @@ impl Aggregator {
 }
 
 pub fn retention(cfg: &AggregatorConfig) -> rollup::Retention {
-    rollup::Retention {
-        minute_secs: cfg.minute_retention.as_secs() as i64,
-        hour_secs: cfg.hour_retention.as_secs() as i64,
-    }
+    cfg.retention()
 }
 
 /// The running stream consumer. Dropping it (or [`ConsumerHandle::stop`]) stops it; a

@@ -11,7 +11,6 @@ use chrono_tz::Tz;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use tally_store::keys::{self, AppId};
-use tally_store::time::Buckets;
 
 /// One raw stream entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,11 +157,7 @@ pub fn field(
 }
 
 /// How long rollups are kept.
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    pub minute_secs: i64,
-    pub hour_secs: i64,
-}
+pub use tally_store::config::Retention;
 
 /// The writes for a batch of entries of one app, merged.
 #[derive(Debug, Default, PartialEq)]
@@ -183,24 +178,16 @@ pub struct Writes {
 pub fn rollup(app: &AppId, tz: Tz, entries: &[Entry], keep: Retention, now_secs: i64) -> Writes {
     let mut w = Writes::default();
     for e in entries {
-        let secs = e.ts.div_euclid(1000);
-        let minute = secs.div_euclid(60);
-        let hour = i64::from(Buckets::at(secs, tz).hour_index);
+        let at = keys::rollups_at(app, tz, e.ts.div_euclid(1000), keep, now_secs);
         let mut targets = Vec::new();
-        let m_expire = minute * 60 + 60 + keep.minute_secs;
-        if m_expire > now_secs {
-            let k = keys::rollup_minute(app, minute);
-            w.expire_in.insert(k.clone(), m_expire - now_secs);
-            let hll = keys::active_minute(app, minute);
-            w.expire_in.insert(hll.clone(), m_expire - now_secs);
+        if let Some((k, hll, ttl)) = at.minute {
+            w.expire_in.insert(k.clone(), ttl);
+            w.expire_in.insert(hll.clone(), ttl);
             w.devices.entry(hll).or_default().insert(e.device.clone());
             targets.push(k);
         }
-        // The hour's start in UTC seconds is within a day of `hour * 3600`.
-        let h_expire = hour * 3600 + 3600 + 86_400 + keep.hour_secs;
-        if h_expire > now_secs {
-            let k = keys::rollup_hour(app, hour);
-            w.expire_in.insert(k.clone(), h_expire - now_secs);
+        if let Some((k, ttl)) = at.hour {
+            w.expire_in.insert(k.clone(), ttl);
             targets.push(k);
         }
         for key in &targets {

@@ -24,6 +24,8 @@ pub struct Collector {
     /// IP-to-country lookups, when `TALLY_GEOIP_DB` is set.
     pub geo: Option<std::sync::Arc<geo::Geo>>,
     pub limiter: ratelimit::RateLimiter,
+    /// How long rollups are kept (session begins and ends are rolled up here).
+    pub keep: tally_store::config::Retention,
 }
 
 /// The collector's state: the committer (its stopper flushes on shutdown), GeoIP and the
@@ -44,6 +46,7 @@ pub fn build(
             committer,
             geo,
             limiter,
+            keep: cfg.aggregator.retention(),
         },
         stopper,
     ))

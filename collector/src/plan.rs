@@ -24,7 +24,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 use tally_store::apps::App;
 use tally_store::commit::{Batch, HashId, NameId, Outcome, PlacesId, Prefix, ReadSet, Work};
-use tally_store::config::Limits;
+use tally_store::config::{Limits, Retention};
 use tally_store::device::{DeviceState, Uniques};
 use tally_store::keys::{self, hash64, Family, Period};
 use tally_store::time::Buckets;
@@ -238,6 +238,8 @@ impl Item {
 pub struct Ingest {
     pub items: Vec<Item>,
     pub limits: Arc<Limits>,
+    /// How long the session rollups are kept.
+    pub keep: Retention,
 }
 
 impl Work for Ingest {
@@ -274,13 +276,13 @@ impl Work for Ingest {
     fn plan(&self, batch: &mut Batch) -> Vec<Outcome> {
         self.items
             .iter()
-            .map(|it| plan_item(batch, it, &self.limits))
+            .map(|it| plan_item(batch, it, &self.limits, self.keep))
             .collect()
     }
 }
 
 /// Plans one request. Public for unit tests: no I/O happens here.
-pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
+pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> Outcome {
     let (app, req) = (&*it.app, &it.req);
     let received = it.received.max(0) as u32;
     let mut dev: DeviceState = b.device(&it.device_key).clone();
@@ -355,8 +357,14 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits) -> Outcome {
             events.push(raw_event(e));
         }
     }
-    if began || ended || !events.is_empty() {
-        append(b, it, began, ended, events);
+    if began {
+        roll_session(b, it, "sb", keep);
+    }
+    if ended {
+        roll_session(b, it, "se", keep);
+    }
+    if !events.is_empty() {
+        append(b, it, events);
     }
 
     *b.device(&it.device_key) = dev;
@@ -474,26 +482,44 @@ fn raw_event(e: &Event) -> serde_json::Value {
     serde_json::Value::Object(o)
 }
 
-/// Appends the request to the app's raw stream, in the same transaction as its counters:
-/// one entry a request (`t` = `r`), with its session begin (`b`) and end (`x`) and its
-/// events (`ev`, a JSON array), so a request costs one XADD however many events it has.
-fn append(b: &mut Batch, it: &Item, began: bool, ended: bool, events: Vec<serde_json::Value>) {
-    let mut f: Vec<(&'static str, String)> = vec![
+/// Appends the request's events to the app's raw stream, in the same transaction as its
+/// counters: one entry a request (`t` = `r`) with its events (`ev`, a JSON array), so a
+/// request costs one XADD however many events it has. (Entries written before session
+/// begins and ends were rolled up by the collector carry them as `b` and `x`; the
+/// aggregator still counts those.)
+fn append(b: &mut Batch, it: &Item, events: Vec<serde_json::Value>) {
+    let f: Vec<(&'static str, String)> = vec![
         ("t", "r".to_string()),
         ("d", it.req.device_id.clone()),
         ("rt", it.received_ms.to_string()),
         ("ts", (it.req.time * 1000).to_string()),
+        ("ev", serde_json::Value::Array(events).to_string()),
     ];
-    if began {
-        f.push(("b", "1".into()));
-    }
-    if ended {
-        f.push(("x", "1".into()));
-    }
-    if !events.is_empty() {
-        f.push(("ev", serde_json::Value::Array(events).to_string()));
-    }
     b.append(&keys::stream(&it.app.id), f);
+}
+
+/// A session begin (`sb`) or end (`se`) into the minute and hour rollups and the minute's
+/// active devices, in the request's own transaction. It carries nothing else the raw
+/// stream serves (the raw-events API and the realtime reports read events), so it costs
+/// no stream entry, and no read and acknowledgement by the aggregator: for a
+/// begin_session with metrics that was a fifth of the machine.
+fn roll_session(b: &mut Batch, it: &Item, field: &str, keep: Retention) {
+    let at = keys::rollups_at(&it.app.id, it.app.timezone, it.req.time, keep, it.received);
+    let (name, none) = (b.name(field), b.name(""));
+    if let Some((key, hll, ttl)) = at.minute {
+        let h = b.hash(&key);
+        let places = b.places(&[(h, Prefix::None)]);
+        b.incr_at(places, name, none, 1);
+        b.pfadd(&hll, &it.req.device_id);
+        b.expire(&key, ttl);
+        b.expire(&hll, ttl);
+    }
+    if let Some((key, ttl)) = at.hour {
+        let h = b.hash(&key);
+        let places = b.places(&[(h, Prefix::None)]);
+        b.incr_at(places, name, none, 1);
+        b.expire(&key, ttl);
+    }
 }
 
 /// Plans one event; false when a limit keeps it out.

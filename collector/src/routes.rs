@@ -148,6 +148,7 @@ pub async fn ingest(
     let work = Ingest {
         items: vec![Item::new(app, wr, st.shared.clock.now_ms())],
         limits: st.shared.limits.clone(),
+        keep: st.keep,
     };
     let outcomes = st.committer.submit(Box::new(work), 1).await?;
     Ok(match outcomes.first() {
@@ -255,6 +256,7 @@ pub async fn bulk(
             None => units.push(Ingest {
                 items: vec![it],
                 limits: limits.clone(),
+                keep: st.keep,
             }),
         }
     }

@@ -94,9 +94,16 @@ fn check_plan(p: &Params) {
     let tag = format!("{{{}}}:", app.id);
     let item = Item::new(app, req, NOW * 1000);
     let mut batch = Batch::default();
-    plan_item(&mut batch, &item, &limits);
+    let keep = tally_store::config::AggregatorConfig::default().retention();
+    plan_item(&mut batch, &item, &limits, keep);
     for (key, field, value) in batch.increments() {
         assert!(key.starts_with(&tag), "{key}");
+        if key.starts_with(&format!("{tag}r:")) {
+            // The minute and hour rollups: session begins and ends.
+            assert!(["sb", "se"].contains(&field.as_str()), "{key} {field:?}");
+            assert_eq!(value, "1", "{key} {field}");
+            continue;
+        }
         // Countly's paths: at most 3 levels below the hash (`22.Android.t`, `w43.f.1`), no
         // empty level, and a counter name (or a range under f, l, ds) at the end. A value
         // with a dot left in it would break this.

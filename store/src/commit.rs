@@ -181,6 +181,10 @@ pub struct Batch {
     incrs: HashMap<Cell, Num>,
     /// Stream appends, in order: (stream key, fields).
     appends: Vec<(String, Vec<(&'static str, String)>)>,
+    /// HyperLogLog key -> members to add.
+    hll: HashMap<String, Vec<String>>,
+    /// Key -> seconds it has left to live (the longest asked for).
+    expire: HashMap<String, i64>,
     corrupt_states: u64,
     limit_drops: u64,
 }
@@ -341,6 +345,27 @@ impl Batch {
                 (k, f, v)
             })
             .collect()
+    }
+
+    /// Adds `member` to the HyperLogLog at `key`.
+    pub fn pfadd(&mut self, key: &str, member: &str) {
+        match self.hll.get_mut(key) {
+            Some(m) => m.push(member.to_string()),
+            None => {
+                self.hll.insert(key.to_string(), vec![member.to_string()]);
+            }
+        }
+    }
+
+    /// Gives `key` (written in this batch) `secs` seconds to live, or the longest of the
+    /// times asked for.
+    pub fn expire(&mut self, key: &str, secs: i64) {
+        match self.expire.get_mut(key) {
+            Some(s) => *s = (*s).max(secs),
+            None => {
+                self.expire.insert(key.to_string(), secs);
+            }
+        }
     }
 
     /// Appends an entry to a stream in the same transaction as everything else.
@@ -916,6 +941,16 @@ async fn write_phase(
                 .arg("~")
                 .int(min_id.min(i64::MAX as u64) as i64);
         }
+    }
+    for (key, members) in &batch.hll {
+        p.cmd(2 + members.len()).arg("PFADD").arg(key);
+        for m in members {
+            p.arg(m);
+        }
+    }
+    // Last: an EXPIRE before the write that creates its key would do nothing.
+    for (key, secs) in &batch.expire {
+        p.cmd(3).arg("EXPIRE").arg(key).int(*secs);
     }
     if p.len() == 1 {
         // Nothing to write (all duplicates): drop the watches.

@@ -94,6 +94,22 @@ pub struct AggregatorConfig {
     pub max_scan: usize,
 }
 
+/// How long rollups are kept, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub minute_secs: i64,
+    pub hour_secs: i64,
+}
+
+impl AggregatorConfig {
+    pub fn retention(&self) -> Retention {
+        Retention {
+            minute_secs: self.minute_retention.as_secs() as i64,
+            hour_secs: self.hour_retention.as_secs() as i64,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: String,

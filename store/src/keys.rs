@@ -226,6 +226,41 @@ pub fn active_minute(app: &AppId, minute: i64) -> String {
     format!("{{{app}}}:r:u:{minute}")
 }
 
+/// The rollups something that happened at `secs` counts in, each with the seconds its key
+/// has left to live; a rollup already past its retention is left out (it would expire at
+/// once). Shared by the aggregator (events) and the collector (session begins and ends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupsAt {
+    /// (minute rollup, the minute's active devices, seconds to live).
+    pub minute: Option<(String, String, i64)>,
+    /// (hour rollup in the app's timezone, seconds to live).
+    pub hour: Option<(String, i64)>,
+}
+
+pub fn rollups_at(
+    app: &AppId,
+    tz: chrono_tz::Tz,
+    secs: i64,
+    keep: crate::config::Retention,
+    now_secs: i64,
+) -> RollupsAt {
+    let minute = secs.div_euclid(60);
+    let m_expire = minute * 60 + 60 + keep.minute_secs;
+    let hour = i64::from(crate::time::Buckets::at(secs, tz).hour_index);
+    // The hour's start in UTC seconds is within a day of `hour * 3600`.
+    let h_expire = hour * 3600 + 3600 + 86_400 + keep.hour_secs;
+    RollupsAt {
+        minute: (m_expire > now_secs).then(|| {
+            (
+                rollup_minute(app, minute),
+                active_minute(app, minute),
+                m_expire - now_secs,
+            )
+        }),
+        hour: (h_expire > now_secs).then(|| (rollup_hour(app, hour), h_expire - now_secs)),
+    }
+}
+
 /// The `app_name` segmentation values seen in events.
 pub fn rollup_app_names(app: &AppId) -> String {
     format!("{{{app}}}:r:apps")
