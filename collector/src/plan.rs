@@ -20,7 +20,6 @@
 
 use crate::request::{Event, WriteRequest};
 use crate::sanitize::COUNTRY_SLOT;
-use std::cell::Cell;
 use std::sync::Arc;
 use tally_store::apps::App;
 use tally_store::commit::{Batch, HashId, NameId, Outcome, PlacesId, Prefix, ReadSet, Work};
@@ -39,17 +38,17 @@ enum Level {
 }
 use Level::*;
 
-/// The counter hashes of one family at one instant, numbered in the batch once per request
-/// and family. Fields get their level's prefix (none, `10.`, `w43.`, `22.`, and `14.` in
-/// the day's hour hash) when the transaction is packed.
+/// The counter hashes of one family at one instant, as numbered in the batch. Fields get
+/// their level's prefix (none, `10.`, `w43.`, `22.`, and `14.` in the day's hour hash)
+/// when the transaction is packed.
 struct Target<'a> {
     year: HashId,
     month: HashId,
     /// Only families with hour counters (sessions, events) have one.
     hours: Option<HashId>,
     at: &'a Buckets,
-    /// The batch's number for each set of levels used so far (by [`mask`]).
-    places: [Cell<Option<PlacesId>>; 32],
+    /// Where the batch's memo ([`Known`]) keeps this target, if it has room.
+    slot: Option<usize>,
 }
 
 /// A set of levels as a bit mask.
@@ -59,31 +58,91 @@ fn mask(levels: &[Level]) -> usize {
 
 const ALL: [Level; 5] = [Y, M, W, D, H];
 
+/// A target the batch has numbered already, with the sets of levels numbered so far. Most
+/// requests of a batch share their app, families and hour, so building and numbering a
+/// request's dozen-odd counter keys happens about once per batch, not once per request.
+struct Known {
+    app: keys::AppId,
+    family: String,
+    hourly: bool,
+    when: (i32, u32, u32, u32),
+    ids: (HashId, HashId, Option<HashId>),
+    places: [Option<PlacesId>; 32],
+}
+
+/// The batch's memo of [`Known`] targets. Bounded: a batch over many apps or hours plans
+/// the rest without it.
+#[derive(Default)]
+struct Targets(Vec<Known>);
+
+const KNOWN_TARGETS: usize = 256;
+
 impl<'a> Target<'a> {
     /// A family without hour counters (metrics, segments).
     fn new(b: &mut Batch, app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
-        Target {
-            year: b.hash(&keys::counters(&app.id, family, Period::Year(at.year))),
-            month: b.hash(&keys::counters(
-                &app.id,
-                family,
-                Period::Month(at.year, at.month),
-            )),
-            hours: None,
-            at,
-            places: Default::default(),
-        }
+        Target::numbered(b, app, family, at, false)
     }
 
     /// A family with hour counters (sessions, events).
     fn hourly(b: &mut Batch, app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
-        let mut t = Target::new(b, app, family, at);
-        t.hours = Some(b.hash(&keys::counters(
+        Target::numbered(b, app, family, at, true)
+    }
+
+    fn numbered(
+        b: &mut Batch,
+        app: &App,
+        family: &Family,
+        at: &'a Buckets,
+        hourly: bool,
+    ) -> Target<'a> {
+        let when = (at.year, at.month, at.day, at.hour);
+        let known = b.memo::<Targets>().0.iter().position(|k| {
+            k.when == when && k.hourly == hourly && k.family == family.name() && k.app == app.id
+        });
+        if let Some(i) = known {
+            if let Some(k) = b.memo::<Targets>().0.get(i) {
+                let (year, month, hours) = k.ids;
+                return Target {
+                    year,
+                    month,
+                    hours,
+                    at,
+                    slot: Some(i),
+                };
+            }
+        }
+        let year = b.hash(&keys::counters(&app.id, family, Period::Year(at.year)));
+        let month = b.hash(&keys::counters(
             &app.id,
             family,
-            Period::Hours(at.year, at.month, at.day),
-        )));
-        t
+            Period::Month(at.year, at.month),
+        ));
+        let hours = hourly.then(|| {
+            b.hash(&keys::counters(
+                &app.id,
+                family,
+                Period::Hours(at.year, at.month, at.day),
+            ))
+        });
+        let memo = b.memo::<Targets>();
+        let slot = (memo.0.len() < KNOWN_TARGETS).then(|| {
+            memo.0.push(Known {
+                app: app.id.clone(),
+                family: family.name().to_string(),
+                hourly,
+                when,
+                ids: (year, month, hours),
+                places: [None; 32],
+            });
+            memo.0.len() - 1
+        });
+        Target {
+            year,
+            month,
+            hours,
+            at,
+            slot,
+        }
     }
 
     /// The hash and field prefix of a level. An hour level on a family without hour
@@ -105,11 +164,13 @@ impl<'a> Target<'a> {
         })
     }
 
-    /// The batch's number for the levels of `mask`, looked up once per request and set.
+    /// The batch's number for the levels of `mask`, worked out once per batch and target.
     fn places(&self, b: &mut Batch, mask: usize) -> PlacesId {
-        let slot = &self.places[mask & 31];
-        if let Some(id) = slot.get() {
-            return id;
+        let mask = mask & 31;
+        if let Some(i) = self.slot {
+            if let Some(Some(id)) = b.memo::<Targets>().0.get(i).map(|k| k.places[mask]) {
+                return id;
+            }
         }
         let mut at = [(HashId::default(), Prefix::None); 5];
         let mut n = 0;
@@ -122,7 +183,9 @@ impl<'a> Target<'a> {
             }
         }
         let id = b.places(&at[..n]);
-        slot.set(Some(id));
+        if let Some(k) = self.slot.and_then(|i| b.memo::<Targets>().0.get_mut(i)) {
+            k.places[mask] = Some(id);
+        }
         id
     }
 

@@ -185,6 +185,8 @@ pub struct Batch {
     hll: HashMap<String, Vec<String>>,
     /// Key -> seconds it has left to live (the longest asked for).
     expire: HashMap<String, i64>,
+    /// The planner's own memo for this batch (see [`Batch::memo`]).
+    memo: Option<Box<dyn std::any::Any + Send + Sync>>,
     corrupt_states: u64,
     limit_drops: u64,
 }
@@ -345,6 +347,20 @@ impl Batch {
                 (k, f, v)
             })
             .collect()
+    }
+
+    /// Room for what a planner works out once per batch rather than once per request (the
+    /// collector keeps the numbers of the counter hashes of each app, family and hour).
+    /// It lives as long as the batch: planned again after a conflict, a batch starts
+    /// with an empty memo, as its numbers start afresh.
+    pub fn memo<T: Default + Send + Sync + 'static>(&mut self) -> &mut T {
+        if !matches!(&self.memo, Some(m) if m.is::<T>()) {
+            self.memo = Some(Box::new(T::default()));
+        }
+        match self.memo.as_mut().and_then(|m| m.downcast_mut::<T>()) {
+            Some(m) => m,
+            None => unreachable!("the memo was just set to a T"),
+        }
     }
 
     /// Adds `member` to the HyperLogLog at `key`.

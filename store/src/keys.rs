@@ -90,24 +90,29 @@ pub fn hash64(s: &str) -> u64 {
 
 /// A counter family: which kind of data a counter hash holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Family(String);
+pub struct Family(std::borrow::Cow<'static, str>);
 
 impl Family {
+    /// The family's name as it appears in its keys.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
     /// Sessions, users and locations (Countly's `users` collection).
     pub fn users() -> Family {
         Family("users".into())
     }
     /// A metric family such as `devices` or `device_details` (a fixed name from code).
     pub fn metric(name: &'static str) -> Family {
-        Family(name.into())
+        Family(std::borrow::Cow::Borrowed(name))
     }
     /// One event key's totals.
     pub fn event(event: &str) -> Family {
-        Family(format!("e:{:016x}", hash64(event)))
+        Family(format!("e:{:016x}", hash64(event)).into())
     }
     /// One segmentation key of one event.
     pub fn segment(event: &str, segment: &str) -> Family {
-        Family(format!("s:{:016x}:{:016x}", hash64(event), hash64(segment)))
+        Family(format!("s:{:016x}:{:016x}", hash64(event), hash64(segment)).into())
     }
 }
 
