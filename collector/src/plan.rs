@@ -70,10 +70,49 @@ struct Known {
     places: [Option<PlacesId>; 32],
 }
 
-/// The batch's memo of [`Known`] targets. Bounded: a batch over many apps or hours plans
-/// the rest without it.
+/// What the collector works out once per batch ([`Batch::memo`]): the [`Known`] targets,
+/// the session rollups of each app and minute ([`Rolled`]) and the names every request
+/// uses. Bounded: a batch over many apps or hours plans the rest without it.
 #[derive(Default)]
-struct Targets(Vec<Known>);
+struct Memo {
+    targets: Vec<Known>,
+    rolled: Vec<Rolled>,
+    names: Option<Names>,
+}
+
+/// Names most requests use, numbered once per batch.
+#[derive(Clone, Copy)]
+struct Names {
+    none: NameId,
+    t: NameId,
+    n: NameId,
+    u: NameId,
+}
+
+fn names(b: &mut Batch) -> Names {
+    if let Some(n) = b.memo::<Memo>().names {
+        return n;
+    }
+    let n = Names {
+        none: b.name(""),
+        t: b.name(".t"),
+        n: b.name(".n"),
+        u: b.name(".u"),
+    };
+    b.memo::<Memo>().names = Some(n);
+    n
+}
+
+/// The session rollups of one app, minute and local hour, already numbered and given their
+/// expiry in this batch.
+struct Rolled {
+    app: keys::AppId,
+    minute: i64,
+    hour: u32,
+    /// The minute rollup's places and the minute's active-devices key, unless past retention.
+    minute_at: Option<(PlacesId, String)>,
+    hour_at: Option<PlacesId>,
+}
 
 const KNOWN_TARGETS: usize = 256;
 
@@ -96,11 +135,11 @@ impl<'a> Target<'a> {
         hourly: bool,
     ) -> Target<'a> {
         let when = (at.year, at.month, at.day, at.hour);
-        let known = b.memo::<Targets>().0.iter().position(|k| {
+        let known = b.memo::<Memo>().targets.iter().position(|k| {
             k.when == when && k.hourly == hourly && k.family == family.name() && k.app == app.id
         });
         if let Some(i) = known {
-            if let Some(k) = b.memo::<Targets>().0.get(i) {
+            if let Some(k) = b.memo::<Memo>().targets.get(i) {
                 let (year, month, hours) = k.ids;
                 return Target {
                     year,
@@ -124,9 +163,9 @@ impl<'a> Target<'a> {
                 Period::Hours(at.year, at.month, at.day),
             ))
         });
-        let memo = b.memo::<Targets>();
-        let slot = (memo.0.len() < KNOWN_TARGETS).then(|| {
-            memo.0.push(Known {
+        let memo = &mut b.memo::<Memo>().targets;
+        let slot = (memo.len() < KNOWN_TARGETS).then(|| {
+            memo.push(Known {
                 app: app.id.clone(),
                 family: family.name().to_string(),
                 hourly,
@@ -134,7 +173,7 @@ impl<'a> Target<'a> {
                 ids: (year, month, hours),
                 places: [None; 32],
             });
-            memo.0.len() - 1
+            memo.len() - 1
         });
         Target {
             year,
@@ -168,7 +207,7 @@ impl<'a> Target<'a> {
     fn places(&self, b: &mut Batch, mask: usize) -> PlacesId {
         let mask = mask & 31;
         if let Some(i) = self.slot {
-            if let Some(Some(id)) = b.memo::<Targets>().0.get(i).map(|k| k.places[mask]) {
+            if let Some(Some(id)) = b.memo::<Memo>().targets.get(i).map(|k| k.places[mask]) {
                 return id;
             }
         }
@@ -183,7 +222,7 @@ impl<'a> Target<'a> {
             }
         }
         let id = b.places(&at[..n]);
-        if let Some(k) = self.slot.and_then(|i| b.memo::<Targets>().0.get_mut(i)) {
+        if let Some(k) = self.slot.and_then(|i| b.memo::<Memo>().targets.get_mut(i)) {
             k.places[mask] = Some(id);
         }
         id
@@ -201,12 +240,12 @@ impl<'a> Target<'a> {
     }
 
     fn add(&self, b: &mut Batch, levels: &[Level], field: &str, by: i64) {
-        let (name, none) = (b.name(field), b.name(""));
+        let (name, none) = (b.name(field), names(b).none);
         self.add_to(b, levels, name, none, by);
     }
 
     fn add_float(&self, b: &mut Batch, levels: &[Level], field: &str, by: f64) {
-        let (name, none) = (b.name(field), b.name(""));
+        let (name, none) = (b.name(field), names(b).none);
         self.add_float_to(b, levels, name, none, by);
     }
 
@@ -319,18 +358,18 @@ impl Work for Ingest {
             r.device(it.device_key.clone());
             if it.req.begin_session {
                 let cc = it.req.country.as_deref().unwrap_or("Unknown");
-                r.member(keys::meta(app, "countries"), cc.to_string());
+                r.meta_member(app, "countries", cc);
                 for (spec, v) in &it.req.metrics {
-                    r.member(keys::meta(app, spec.meta), v.clone());
+                    r.meta_member(app, spec.meta, v);
                 }
             }
             for e in &it.req.events {
                 if !e.internal {
-                    r.member(keys::meta(app, "events"), e.key.clone());
+                    r.meta_member(app, "events", &e.key);
                 }
                 for (k, v) in &e.segments {
-                    r.member(keys::event_segments(app, &e.key), k.clone());
-                    r.member(keys::segment_values(app, &e.key, k), v.clone());
+                    r.member(&keys::event_segments(app, &e.key), k);
+                    r.member(&keys::segment_values(app, &e.key, k), v);
                 }
             }
         }
@@ -421,10 +460,10 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> 
         }
     }
     if began {
-        roll_session(b, it, "sb", keep);
+        roll_session(b, it, &at, "sb", keep);
     }
     if ended {
-        roll_session(b, it, "se", keep);
+        roll_session(b, it, &at, "se", keep);
     }
     if !events.is_empty() {
         append(b, it, events);
@@ -483,16 +522,12 @@ fn begin_session(b: &mut Batch, it: &Item, users: &Target, dev: &mut DeviceState
 
     // Country: a value of the users family, with Countly's uniqueness rule for values.
     let cc = req.country.as_deref().unwrap_or("Unknown");
-    if b.admit(
-        &keys::meta(&app.id, "countries"),
-        cc,
-        limits.values_per_metric,
-    ) {
+    if b.admit_meta(&app.id, "countries", cc, limits.values_per_metric) {
         count_value(b, users, dev, COUNTRY_SLOT, cc, is_new, &uniq);
     }
 
     for (spec, v) in &req.metrics {
-        if !b.admit(&keys::meta(&app.id, spec.meta), v, limits.values_per_metric) {
+        if !b.admit_meta(&app.id, spec.meta, v, limits.values_per_metric) {
             continue;
         }
         let target = Target::new(b, app, &Family::metric(spec.family), users.at);
@@ -515,12 +550,12 @@ fn count_value(
     let changed = dev.snapshots[slot] != fp;
     dev.snapshots[slot] = fp;
     let name = b.name(v);
-    let (t, n, u) = (b.name(".t"), b.name(".n"), b.name(".u"));
-    target.add_to(b, &[Y, M, D], name, t, 1);
+    let k = names(b);
+    target.add_to(b, &[Y, M, D], name, k.t, 1);
     if is_new {
-        target.add_to(b, &[Y, M, D], name, n, 1);
+        target.add_to(b, &[Y, M, D], name, k.n, 1);
     }
-    target.add_unique(b, uniq, changed, name, u);
+    target.add_unique(b, uniq, changed, name, k.u);
 }
 
 /// An event as the raw stream keeps it: key, count, sum, duration, segmentation as sent,
@@ -566,22 +601,51 @@ fn append(b: &mut Batch, it: &Item, events: Vec<serde_json::Value>) {
 /// stream serves (the raw-events API and the realtime reports read events), so it costs
 /// no stream entry, and no read and acknowledgement by the aggregator: for a
 /// begin_session with metrics that was a fifth of the machine.
-fn roll_session(b: &mut Batch, it: &Item, field: &str, keep: Retention) {
-    let at = keys::rollups_at(&it.app.id, it.app.timezone, it.req.time, keep, it.received);
-    let (name, none) = (b.name(field), b.name(""));
-    if let Some((key, hll, ttl)) = at.minute {
-        let h = b.hash(&key);
-        let places = b.places(&[(h, Prefix::None)]);
+fn roll_session(b: &mut Batch, it: &Item, at: &Buckets, field: &str, keep: Retention) {
+    let (app, minute, hour) = (&it.app, it.req.time.div_euclid(60), at.hour_index);
+    let found = b
+        .memo::<Memo>()
+        .rolled
+        .iter()
+        .position(|r| r.minute == minute && r.hour == hour && r.app == app.id);
+    let i = match found {
+        Some(i) => i,
+        None => {
+            // First in this batch: number the keys and give them their expiry once.
+            let r = keys::rollups_at(&app.id, app.timezone, it.req.time, keep, it.received);
+            let minute_at = r.minute.map(|(key, hll, ttl)| {
+                let h = b.hash(&key);
+                b.expire(&key, ttl);
+                b.expire(&hll, ttl);
+                (b.places(&[(h, Prefix::None)]), hll)
+            });
+            let hour_at = r.hour.map(|(key, ttl)| {
+                let h = b.hash(&key);
+                b.expire(&key, ttl);
+                b.places(&[(h, Prefix::None)])
+            });
+            let rolled = &mut b.memo::<Memo>().rolled;
+            rolled.push(Rolled {
+                app: app.id.clone(),
+                minute,
+                hour,
+                minute_at,
+                hour_at,
+            });
+            rolled.len() - 1
+        }
+    };
+    let (name, none) = (b.name(field), names(b).none);
+    let Some(r) = b.memo::<Memo>().rolled.get(i) else {
+        return;
+    };
+    let (minute_at, hour_at) = (r.minute_at.clone(), r.hour_at);
+    if let Some((places, hll)) = minute_at {
         b.incr_at(places, name, none, 1);
         b.pfadd(&hll, &it.req.device_id);
-        b.expire(&key, ttl);
-        b.expire(&hll, ttl);
     }
-    if let Some((key, ttl)) = at.hour {
-        let h = b.hash(&key);
-        let places = b.places(&[(h, Prefix::None)]);
+    if let Some(places) = hour_at {
         b.incr_at(places, name, none, 1);
-        b.expire(&key, ttl);
     }
 }
 
@@ -589,7 +653,7 @@ fn roll_session(b: &mut Batch, it: &Item, field: &str, keep: Retention) {
 fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits: &Limits) -> bool {
     if e.internal {
         b.add_member(&keys::meta(&app.id, "internal_events"), &e.key);
-    } else if !b.admit(&keys::meta(&app.id, "events"), &e.key, limits.event_keys) {
+    } else if !b.admit_meta(&app.id, "events", &e.key, limits.event_keys) {
         return false;
     }
     let own;

@@ -53,16 +53,38 @@ pub enum Outcome {
 #[derive(Default)]
 pub struct ReadSet {
     devices: Vec<String>,
-    members: Vec<(String, String)>,
+    /// Set -> members to ask about, each once (most requests of a batch ask about the
+    /// same few values, so a copy is made only the first time).
+    members: HashMap<String, Vec<String>>,
+    buf: String,
 }
 
 impl ReadSet {
     pub fn device(&mut self, key: String) {
         self.devices.push(key);
     }
+
     /// `member` may be added to the capped set `set`.
-    pub fn member(&mut self, set: String, member: String) {
-        self.members.push((set, member));
+    pub fn member(&mut self, set: &str, member: &str) {
+        match self.members.get_mut(set) {
+            Some(ms) => {
+                if !ms.iter().any(|m| m == member) {
+                    ms.push(member.to_string());
+                }
+            }
+            None => {
+                self.members
+                    .insert(set.to_string(), vec![member.to_string()]);
+            }
+        }
+    }
+
+    /// `member` may be added to the app's meta list `list` ([`crate::keys::meta`]).
+    pub fn meta_member(&mut self, app: &crate::keys::AppId, list: &str, member: &str) {
+        let mut key = std::mem::take(&mut self.buf);
+        crate::keys::meta_into(&mut key, app, list);
+        self.member(&key, member);
+        self.buf = key;
     }
 }
 
@@ -185,6 +207,8 @@ pub struct Batch {
     hll: HashMap<String, Vec<String>>,
     /// Key -> seconds it has left to live (the longest asked for).
     expire: HashMap<String, i64>,
+    /// A buffer for keys built only to be looked up.
+    key_buf: String,
     /// The planner's own memo for this batch (see [`Batch::memo`]).
     memo: Option<Box<dyn std::any::Any + Send + Sync>>,
     corrupt_states: u64,
@@ -231,6 +255,22 @@ impl Batch {
         slot.present.insert(member.to_string());
         slot.added.push(member.to_string());
         true
+    }
+
+    /// [`Batch::admit`] for the app's meta list `list` ([`crate::keys::meta`]), without
+    /// building its key anew for every request.
+    pub fn admit_meta(
+        &mut self,
+        app: &crate::keys::AppId,
+        list: &str,
+        member: &str,
+        cap: usize,
+    ) -> bool {
+        let mut key = std::mem::take(&mut self.key_buf);
+        crate::keys::meta_into(&mut key, app, list);
+        let admitted = self.admit(&key, member, cap);
+        self.key_buf = key;
+        admitted
     }
 
     /// Adds `member` to an uncapped set that is small by construction (range lists).
@@ -733,13 +773,8 @@ async fn flush(
         item.work.reads(&mut reads);
     }
     let devices: Vec<String> = dedup(reads.devices);
-    let mut members: HashMap<String, Vec<String>> = HashMap::default();
-    for (set, m) in reads.members {
-        members.entry(set).or_default().push(m);
-    }
-    let mut sets: Vec<(String, Vec<String>)> =
-        members.into_iter().map(|(k, v)| (k, dedup(v))).collect();
-    sets.sort();
+    let mut sets: Vec<(String, Vec<String>)> = reads.members.into_iter().collect();
+    sets.sort_unstable();
 
     for _ in 0..=cfg.max_retries {
         let mut conn = pool.raw(route).await?;

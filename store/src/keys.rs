@@ -191,10 +191,19 @@ pub fn device(app: &AppId, device_id: &str) -> String {
 
 /// A named meta list of an app (`countries`, `os`, `events`, `d-ranges`, ...).
 pub fn meta(app: &AppId, list: &str) -> String {
-    let mut k = tagged(app, list.len() + 3);
-    k.push_str(":m:");
-    k.push_str(list);
+    let mut k = String::new();
+    meta_into(&mut k, app, list);
     k
+}
+
+/// [`meta`] written into `out` (cleared first), for the hot path to reuse one buffer.
+pub fn meta_into(out: &mut String, app: &AppId, list: &str) {
+    out.clear();
+    out.push('{');
+    out.push_str(&app.0);
+    out.push('}');
+    out.push_str(":m:");
+    out.push_str(list);
 }
 
 /// The segmentation keys seen for an event.
