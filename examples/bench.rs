@@ -35,6 +35,8 @@ impl Drop for Proc {
 struct Load {
     requests: u64,
     errors: u64,
+    /// The first non-200 answer, to say what the errors were.
+    first_error: Option<(u16, String)>,
     secs: f64,
     lat_us: Vec<u32>,
 }
@@ -128,13 +130,16 @@ async fn conn_loop(
         seq += 1;
         let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
         s.write_all(req.as_bytes()).await?;
-        let (status, _) = read_response(&mut s, &mut buf).await?;
+        let (status, body) = read_response(&mut s, &mut buf).await?;
         // A stall of the server delays every request behind it, and counts for each.
         out.lat_us
             .push(scheduled.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
         out.requests += 1;
         if status != 200 {
             out.errors += 1;
+            if out.first_error.is_none() {
+                out.first_error = Some((status, String::from_utf8_lossy(&body).into_owned()));
+            }
         }
     }
     out.secs = start.elapsed().as_secs_f64();
@@ -162,6 +167,9 @@ async fn load(
         let l = t.await?.map_err(|e| e.to_string())?;
         total.requests += l.requests;
         total.errors += l.errors;
+        if total.first_error.is_none() {
+            total.first_error = l.first_error;
+        }
         total.secs = total.secs.max(l.secs);
         total.lat_us.extend(l.lat_us);
     }
@@ -234,6 +242,14 @@ struct Row {
 }
 
 fn print_rows(rows: &[Row]) {
+    for r in rows {
+        if let Some((status, body)) = &r.load.first_error {
+            eprintln!(
+                "{}: {} errors, the first: {status} {body}",
+                r.name, r.load.errors
+            );
+        }
+    }
     println!("\n| scenario | req/s | p50 ms | p99 ms | vs baseline | Redis cmds/req | Redis round trips/req | Redis µs/req | errors |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
@@ -251,6 +267,19 @@ fn print_rows(rows: &[Row]) {
             r.load.errors
         );
     }
+}
+
+/// Starts the baseline server (`bench_baseline`) on a free port and waits for it.
+fn start_baseline(release: &std::path::Path) -> Res<(Proc, SocketAddr)> {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let proc = Proc(
+        Command::new(release.join("examples").join("bench_baseline"))
+            .env("TALLY_BIND", addr.to_string())
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    wait_ping(addr)?;
+    Ok((proc, addr))
 }
 
 fn wait_ping(addr: SocketAddr) -> Res<()> {
@@ -309,7 +338,6 @@ fn main() -> Res<()> {
     let url = redis.url();
 
     let tally_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let base_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let _tally = Proc(
         Command::new(release.join("tally"))
             .env("REDIS_URL", &url)
@@ -321,14 +349,8 @@ fn main() -> Res<()> {
             .stdout(Stdio::null())
             .spawn()?,
     );
-    let _base = Proc(
-        Command::new(release.join("examples").join("bench_baseline"))
-            .env("TALLY_BIND", base_addr.to_string())
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
+    let (_base, base_addr) = start_baseline(&release)?;
     wait_ping(tally_addr)?;
-    wait_ping(base_addr)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -625,14 +647,7 @@ mod scale {
 
     pub fn run(secs: f64, conns: usize) -> Res<()> {
         let (release, data) = dirs("tally-bench-scale")?;
-        let base_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let _base = Proc(
-            Command::new(release.join("examples").join("bench_baseline"))
-                .env("TALLY_BIND", base_addr.to_string())
-                .stdout(Stdio::null())
-                .spawn()?,
-        );
-        wait_ping(base_addr)?;
+        let (_base, base_addr) = start_baseline(&release)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -156,7 +156,7 @@ fn dashboard_shows_what_the_api_answers() {
     assert_eq!(d["unique"], json!(day_sum(&s_today, &today, "u")));
     assert_eq!(d["avg"], json!("1m 0s"));
     assert!(d["charts"].as_u64().unwrap_or(0) >= 3, "{d}");
-    // Live: the last 30 minutes of the aggregator's rollups, as /o?method=live answers.
+    // Live: the last 30 minutes of the minute rollups, as /o?method=live answers.
     let live = t.o(&k, "live", &[]);
     assert_eq!(d["liveSessions"], live["sessions"]);
     assert_eq!(d["liveEvents"], live["events"]);

@@ -26,34 +26,37 @@ impl Drop for Nginx {
     }
 }
 
-/// The production redis.conf, with only the port and directory of this test.
-fn redis_with_deploy_conf() -> (Proc, String) {
-    let dir = temp_dir("deploy-redis");
+/// A redis-server on `conf` (a file under deploy/), with only the port and directory of
+/// this test, once it answers `PING`: (the process, its address).
+fn redis_with_conf(conf: &str, tag: &str) -> (Proc, String) {
+    let dir = temp_dir(tag);
     std::fs::create_dir_all(&dir).ok();
     let port = free_port().expect("port");
     let child = Command::new("redis-server")
-        .arg(root().join("deploy/redis.conf"))
+        .arg(root().join(conf))
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
         .arg(&dir)
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server");
-    let url = format!("redis://127.0.0.1:{port}/");
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("redis://{addr}/");
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ok = redis::Client::open(url.as_str())
-            .and_then(|c| c.get_connection())
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-        if ok.is_ok() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "redis with deploy/redis.conf did not start"
-        );
+    while redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "redis with {conf} did not start");
         std::thread::sleep(Duration::from_millis(30));
     }
-    (Proc(child), url)
+    (Proc(child), addr)
+}
+
+/// The production redis.conf.
+fn redis_with_deploy_conf() -> (Proc, String) {
+    let (proc, addr) = redis_with_conf("deploy/redis.conf", "deploy-redis");
+    (proc, format!("redis://{addr}/"))
 }
 
 #[test]
@@ -73,6 +76,61 @@ fn redis_conf_loads_with_the_documented_settings() {
     assert_eq!(get(&mut c, "appendonly"), "yes");
     assert_eq!(get(&mut c, "appendfsync"), "everysec");
     assert_eq!(get(&mut c, "maxmemory-policy"), "noeviction");
+    assert_eq!(get(&mut c, "auto-aof-rewrite-min-size"), "1073741824");
+}
+
+/// `tally` without `REDIS_URL` (the first of README's two commands) starts its own
+/// redis-server, with AOF and the configured rewrite threshold, and stops it on SIGTERM;
+/// a threshold that is not a number stops it at once with exit code 2.
+#[test]
+fn tally_alone_runs_its_embedded_redis_as_configured() {
+    let dir = temp_dir("embedded");
+    let data = dir.display().to_string();
+    let bad = Command::new(binary("tally"))
+        .env_remove("REDIS_URL")
+        .env("TALLY_DATA_DIR", &data)
+        .env("TALLY_AOF_REWRITE_MIN_MB", "lots")
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run tally");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("TALLY_AOF_REWRITE_MIN_MB"));
+
+    let addr = format!("127.0.0.1:{}", free_port().expect("port"));
+    let env = [
+        ("TALLY_DATA_DIR", data.as_str()),
+        ("TALLY_AOF_REWRITE_MIN_MB", "256"),
+    ];
+    let mut tally = Proc(start_binary("tally", "", &addr, &env));
+    wait_http(&addr, "/ping");
+    let url = std::fs::read_to_string(dir.join("redis.url")).expect("tally leaves its redis url");
+    let mut c = redis::Client::open(url.trim())
+        .and_then(|c| c.get_connection())
+        .expect("connect to the embedded redis");
+    let get = |c: &mut redis::Connection, k: &str| -> String {
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(k)
+            .query(c)
+            .unwrap_or_default();
+        v.get(1).cloned().unwrap_or_default()
+    };
+    assert_eq!(get(&mut c, "appendonly"), "yes");
+    assert_eq!(get(&mut c, "auto-aof-rewrite-min-size"), "268435456");
+    drop(c);
+    let pid = tally.0.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tally.0.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "tally did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        redis::Client::open(url.trim())
+            .and_then(|c| c.get_connection())
+            .is_err(),
+        "the embedded redis-server stopped with tally"
+    );
 }
 
 #[test]
@@ -186,30 +244,10 @@ fn cluster_with_deploy_conf() -> (Vec<Proc>, String) {
     let mut nodes = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..3 {
-        let dir = temp_dir(&format!("deploy-cluster-{i}"));
-        std::fs::create_dir_all(&dir).ok();
-        let port = free_port().expect("port");
-        let child = Command::new("redis-server")
-            .arg(root().join("deploy/redis-cluster.conf"))
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        nodes.push(Proc(child));
-        addrs.push(format!("127.0.0.1:{port}"));
-    }
-    for a in &addrs {
-        let url = format!("redis://{a}/");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while redis::Client::open(url.as_str())
-            .and_then(|c| c.get_connection())
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "a cluster node did not start");
-            std::thread::sleep(Duration::from_millis(30));
-        }
+        let (node, addr) =
+            redis_with_conf("deploy/redis-cluster.conf", &format!("deploy-cluster-{i}"));
+        nodes.push(node);
+        addrs.push(addr);
     }
     let out = Command::new("redis-cli")
         .args(["--cluster", "create"])

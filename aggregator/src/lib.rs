@@ -34,15 +34,11 @@ impl Aggregator {
         Aggregator {
             shared,
             stats: Arc::default(),
-            retention: retention(cfg),
+            retention: cfg.retention(),
             max_limit: cfg.max_limit,
             max_scan: cfg.max_scan,
         }
     }
-}
-
-pub fn retention(cfg: &AggregatorConfig) -> rollup::Retention {
-    cfg.retention()
 }
 
 /// The running stream consumer. Dropping it (or [`ConsumerHandle::stop`]) stops it; a
@@ -83,7 +79,7 @@ pub fn spawn_consumer(
         batch: acfg.batch,
         block: acfg.block,
         claim_idle: acfg.claim_idle,
-        retention: retention(acfg),
+        retention: acfg.retention(),
     };
     let job = consumer::run(agg.shared.clone(), ccfg, agg.stats.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -110,7 +110,7 @@ struct Rolled {
     minute: i64,
     hour: u32,
     /// The minute rollup's places and the minute's active-devices key, unless past retention.
-    minute_at: Option<(PlacesId, String)>,
+    minute_at: Option<(PlacesId, HashId)>,
     hour_at: Option<PlacesId>,
 }
 
@@ -617,7 +617,7 @@ fn roll_session(b: &mut Batch, it: &Item, at: &Buckets, field: &str, keep: Reten
                 let h = b.hash(&key);
                 b.expire(&key, ttl);
                 b.expire(&hll, ttl);
-                (b.places(&[(h, Prefix::None)]), hll)
+                (b.places(&[(h, Prefix::None)]), b.hash(&hll))
             });
             let hour_at = r.hour.map(|(key, ttl)| {
                 let h = b.hash(&key);
@@ -639,10 +639,10 @@ fn roll_session(b: &mut Batch, it: &Item, at: &Buckets, field: &str, keep: Reten
     let Some(r) = b.memo::<Memo>().rolled.get(i) else {
         return;
     };
-    let (minute_at, hour_at) = (r.minute_at.clone(), r.hour_at);
+    let (minute_at, hour_at) = (r.minute_at, r.hour_at);
     if let Some((places, hll)) = minute_at {
         b.incr_at(places, name, none, 1);
-        b.pfadd(&hll, &it.req.device_id);
+        b.pfadd(hll, &it.req.device_id);
     }
     if let Some(places) = hour_at {
         b.incr_at(places, name, none, 1);

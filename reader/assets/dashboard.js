@@ -282,7 +282,7 @@
     }
   }
 
-  // The aggregator's minute rollups: session starts, event occurrences, active devices.
+  // The minute rollups: session starts, event occurrences, active devices.
   async function renderLive() {
     const live = await o({ method: 'live' });
     const points = live.points || [];

@@ -407,8 +407,9 @@ pub async fn top_events(
 /// Minutes `method=live` covers.
 pub const LIVE_MINUTES: i64 = 30;
 
-/// `method=live` (Tally's own): the last 30 minutes from the aggregator's minute rollups:
-/// session starts, event occurrences and active devices (a HyperLogLog estimate) a minute.
+/// `method=live` (Tally's own): the last 30 minutes from the minute rollups: session
+/// starts (written by the collector), event occurrences (by the aggregator) and active
+/// devices (a HyperLogLog estimate, fed by both) a minute.
 pub async fn live(pool: &Pool, app: &App, now_secs: i64) -> Result<String, StoreError> {
     let last = now_secs.div_euclid(60);
     let mut r = Reads::new();

@@ -36,6 +36,10 @@ use crate::http::Histogram;
 use crate::redis::{exchange, is_redirect_reply, is_transport_error, slot, Pool, RawConn};
 use crate::resp::{Packer, Replies};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+// Maps keyed by text that clients choose (device ids, metric and segment values, event
+// keys): SipHash with a per-process random key, so crafted collisions cannot make a
+// batch quadratic. Maps keyed by the batch's own numbers use the faster FxHash.
+use std::collections::{HashMap as TextMap, HashSet as TextSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +59,7 @@ pub struct ReadSet {
     devices: Vec<String>,
     /// Set -> members to ask about, each once (most requests of a batch ask about the
     /// same few values, so a copy is made only the first time).
-    members: HashMap<String, Vec<String>>,
+    members: TextMap<String, TextSet<String>>,
     buf: String,
 }
 
@@ -68,13 +72,13 @@ impl ReadSet {
     pub fn member(&mut self, set: &str, member: &str) {
         match self.members.get_mut(set) {
             Some(ms) => {
-                if !ms.iter().any(|m| m == member) {
-                    ms.push(member.to_string());
+                if !ms.contains(member) {
+                    ms.insert(member.to_string());
                 }
             }
             None => {
-                self.members
-                    .insert(set.to_string(), vec![member.to_string()]);
+                let ms = TextSet::from_iter([member.to_string()]);
+                self.members.insert(set.to_string(), ms);
             }
         }
     }
@@ -117,7 +121,7 @@ impl Num {
 
 struct SetSlot {
     card: usize,
-    present: HashSet<String>,
+    present: TextSet<String>,
     added: Vec<String>,
 }
 
@@ -126,8 +130,9 @@ struct DeviceSlot {
     state: DeviceState,
 }
 
-/// A counter hash of the batch, by number: hashing and comparing a number, not a key of
-/// some fifty bytes, on every one of a request's hundred-odd increments.
+/// A key the batch writes (a counter hash, or a HyperLogLog), by number: hashing and
+/// comparing a number, not a key of some fifty bytes, on every one of a request's
+/// hundred-odd increments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct HashId(u32);
 
@@ -171,7 +176,7 @@ struct Field {
 /// Strings numbered in the order they were first seen.
 #[derive(Default)]
 struct Interner {
-    ids: HashMap<String, u32>,
+    ids: TextMap<String, u32>,
     names: Vec<String>,
 }
 
@@ -194,8 +199,8 @@ impl Interner {
 /// The state an item plans against and the writes it accumulates.
 #[derive(Default)]
 pub struct Batch {
-    devices: HashMap<String, DeviceSlot>,
-    sets: HashMap<String, SetSlot>,
+    devices: TextMap<String, DeviceSlot>,
+    sets: TextMap<String, SetSlot>,
     hashes: Interner,
     names: Interner,
     places: Vec<Vec<(HashId, Prefix)>>,
@@ -204,7 +209,7 @@ pub struct Batch {
     /// Stream appends, in order: (stream key, fields).
     appends: Vec<(String, Vec<(&'static str, String)>)>,
     /// HyperLogLog key -> members to add.
-    hll: HashMap<String, Vec<String>>,
+    hll: HashMap<HashId, Vec<String>>,
     /// Key -> seconds it has left to live (the longest asked for).
     expire: HashMap<String, i64>,
     /// A buffer for keys built only to be looked up.
@@ -236,7 +241,7 @@ impl Batch {
                 set.to_string(),
                 SetSlot {
                     card: 0,
-                    present: HashSet::default(),
+                    present: TextSet::default(),
                     added: Vec::new(),
                 },
             );
@@ -278,7 +283,8 @@ impl Batch {
         self.admit(set, member, usize::MAX);
     }
 
-    /// The number of counter hash `key` in this batch.
+    /// The number of `key` (a counter hash, or a HyperLogLog for [`Batch::pfadd`]) in this
+    /// batch.
     pub fn hash(&mut self, key: &str) -> HashId {
         HashId(self.hashes.id(key))
     }
@@ -404,13 +410,8 @@ impl Batch {
     }
 
     /// Adds `member` to the HyperLogLog at `key`.
-    pub fn pfadd(&mut self, key: &str, member: &str) {
-        match self.hll.get_mut(key) {
-            Some(m) => m.push(member.to_string()),
-            None => {
-                self.hll.insert(key.to_string(), vec![member.to_string()]);
-            }
-        }
+    pub fn pfadd(&mut self, key: HashId, member: &str) {
+        self.hll.entry(key).or_default().push(member.to_string());
     }
 
     /// Gives `key` (written in this batch) `secs` seconds to live, or the longest of the
@@ -427,11 +428,6 @@ impl Batch {
     /// Appends an entry to a stream in the same transaction as everything else.
     pub fn append(&mut self, stream: &str, fields: Vec<(&'static str, String)>) {
         self.appends.push((stream.to_string(), fields));
-    }
-
-    /// Number of distinct counter fields so far.
-    pub fn counter_fields(&self) -> usize {
-        self.fields().len()
     }
 }
 
@@ -773,7 +769,11 @@ async fn flush(
         item.work.reads(&mut reads);
     }
     let devices: Vec<String> = dedup(reads.devices);
-    let mut sets: Vec<(String, Vec<String>)> = reads.members.into_iter().collect();
+    let mut sets: Vec<(String, Vec<String>)> = reads
+        .members
+        .into_iter()
+        .map(|(set, ms)| (set, ms.into_iter().collect()))
+        .collect();
     sets.sort_unstable();
 
     for _ in 0..=cfg.max_retries {
@@ -807,7 +807,7 @@ async fn flush(
         }));
         let Ok(outcomes) = planned else {
             // Its keys are still watched: the socket does not go back to the pool.
-            pool.discard_raw(conn);
+            Pool::close_raw(conn);
             return Err(StoreError::Bug("planning a batch panicked".into()));
         };
         let fields = batch.fields();
@@ -994,7 +994,9 @@ async fn write_phase(
         }
     }
     for (key, members) in &batch.hll {
-        p.cmd(2 + members.len()).arg("PFADD").arg(key);
+        p.cmd(2 + members.len())
+            .arg("PFADD")
+            .arg(batch.hashes.get(key.0));
         for m in members {
             p.arg(m);
         }

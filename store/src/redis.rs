@@ -376,10 +376,17 @@ impl Pool {
         })
     }
 
-    /// Closes a plain socket whose state is unknown (a failed or timed-out exchange).
+    /// Closes a plain socket after a failed or timed-out exchange: its state is unknown.
+    /// Counted as a Redis error; a cluster reads its slot map again.
     pub fn discard_raw(&self, conn: RawObj) {
         self.note_error();
         self.mark_stale();
+        Pool::close_raw(conn);
+    }
+
+    /// Closes a plain socket that must not be reused (it holds a `WATCH`) although Redis
+    /// did nothing wrong.
+    pub fn close_raw(conn: RawObj) {
         drop(managed::Object::take(conn));
     }
 
