@@ -6,6 +6,7 @@
 //! nothing is acknowledged that is not in Redis.
 
 pub mod geo;
+pub mod metrics;
 pub mod params;
 pub mod plan;
 pub mod ratelimit;

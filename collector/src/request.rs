@@ -247,32 +247,26 @@ impl WriteRequest {
             }
         };
 
-        let metrics_json = p.json(
-            "metrics",
-            "metrics JSON is not properly formed",
-            limits.max_json_depth,
-        )?;
+        let metric_texts = crate::metrics::from_param(p.0.get("metrics"), limits.max_json_depth)?;
         let mut metrics = Vec::new();
-        match metrics_json {
-            None => {}
-            Some(Value::Object(m)) => {
-                let os = m.get("_os").and_then(sanitize::scalar_text);
-                for spec in METRICS {
-                    let Some(raw) = m.get(spec.name).and_then(sanitize::scalar_text) else {
-                        continue;
-                    };
-                    if raw.chars().count() > limits.max_value_length {
-                        return Err(ApiError::bad(format!(
-                            "Metric {} longer than {} characters",
-                            spec.name, limits.max_value_length
-                        )));
-                    }
-                    if let Some(v) = sanitize::metric_value(spec.name, &raw, os.as_deref()) {
-                        metrics.push((spec, v));
-                    }
+        if let Some(texts) = &metric_texts {
+            // `_os` gives `_os_version` and `_density` their prefix.
+            let os = METRICS
+                .iter()
+                .position(|m| m.name == "_os")
+                .and_then(|i| texts[i].as_deref());
+            for (spec, raw) in METRICS.iter().zip(texts) {
+                let Some(raw) = raw else { continue };
+                if raw.chars().count() > limits.max_value_length {
+                    return Err(ApiError::bad(format!(
+                        "Metric {} longer than {} characters",
+                        spec.name, limits.max_value_length
+                    )));
+                }
+                if let Some(v) = sanitize::metric_value(spec.name, raw, os) {
+                    metrics.push((spec, v));
                 }
             }
-            Some(_) => return Err(ApiError::bad("metrics JSON is not properly formed")),
         }
 
         let events_json = p.json(

@@ -106,11 +106,25 @@ pub fn scalar_text(v: &Value) -> Option<String> {
 /// A value that becomes part of a counter path: leading `$` stripped, `.` -> `:`,
 /// NUL -> `&#9647` (as Countly stores it).
 pub fn value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_value(&mut out, s);
+    out
+}
+
+/// [`value`], appended to `out`.
+fn push_value(out: &mut String, s: &str) {
     let s = s.trim_start_matches('$');
-    if !s.contains(['.', '\0']) {
-        return s.to_string();
+    let mut rest = s;
+    while let Some(i) = rest.find(['.', '\0']) {
+        out.push_str(&rest[..i]);
+        out.push_str(if rest.as_bytes()[i] == b'.' {
+            ":"
+        } else {
+            "&#9647"
+        });
+        rest = &rest[i + 1..];
     }
-    s.replace('.', ":").replace('\0', "&#9647")
+    out.push_str(rest);
 }
 
 /// A segmentation key: leading `$` and every dot removed.
@@ -129,8 +143,9 @@ pub fn segment_value(s: &str) -> String {
     }
 }
 
-/// Countly's one- or two-letter OS prefix for `_os_version` and `_density`.
-pub fn os_prefix(os: &str) -> String {
+/// Countly's one- or two-letter OS prefix for `_os_version` and `_density`, appended to
+/// `out` (nothing without an OS).
+fn push_os_prefix(out: &mut String, os: Option<&str>) {
     const PREFIXES: [(&str, &str); 17] = [
         ("android", "a"),
         ("ios", "i"),
@@ -150,16 +165,20 @@ pub fn os_prefix(os: &str) -> String {
         ("roku", "r"),
         ("web", "web"),
     ];
-    let os = os.trim();
+    let os = os.unwrap_or_default().trim();
     if os.is_empty() {
-        return String::new();
+        return;
     }
     match PREFIXES
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(os))
     {
-        Some((_, prefix)) => prefix.to_string(),
-        None => format!("[{os}]"),
+        Some((_, prefix)) => out.push_str(prefix),
+        None => {
+            out.push('[');
+            out.push_str(os);
+            out.push(']');
+        }
     }
 }
 
@@ -171,22 +190,25 @@ pub fn metric_value(name: &str, raw: &str, os: Option<&str>) -> Option<String> {
     }
     let v = match name {
         "_os_version" => {
-            let prefix = os.map(os_prefix).unwrap_or_default();
-            format!("{prefix}{}", value(raw))
+            let mut v = String::with_capacity(raw.len() + 4);
+            push_os_prefix(&mut v, os);
+            push_value(&mut v, raw);
+            v
         }
         "_app_version" => {
-            let v = value(raw);
-            if v.contains(':') {
-                v
-            } else {
-                format!("{v}:0")
+            let mut v = value(raw);
+            if !v.contains(':') {
+                v.push_str(":0");
             }
+            v
         }
         "_carrier" => carrier(raw)?,
         "_density" => {
             let d: f64 = raw.trim_end_matches("dpi").parse().ok()?;
-            let prefix = os.map(os_prefix).unwrap_or_default();
-            format!("{prefix}{}", value(&format!("{d:.2}")))
+            let mut v = String::with_capacity(12);
+            push_os_prefix(&mut v, os);
+            push_value(&mut v, &format!("{d:.2}"));
+            v
         }
         "_locale" => {
             // Countly's `langs` keeps the language, not the region.
@@ -228,6 +250,14 @@ fn carrier(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_never_hold_a_dot_or_a_nul() {
+        assert_eq!(value("$$a.b\0c.."), "a:b&#9647c::");
+        assert_eq!(value("plain"), "plain");
+        assert_eq!(value("é.ü"), "é:ü");
+        assert_eq!(value(""), "");
+    }
 
     #[test]
     fn countly_metric_values() {

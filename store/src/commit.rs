@@ -874,11 +874,18 @@ async fn read_phase(
     for (s, _) in sets {
         p.arg(s);
     }
-    for d in devices {
-        p.cmd(2).arg("GET").arg(d);
+    // One MGET, not a GET per device: Redis's cost is mostly per command, not per key.
+    // MGET answers nil for a key of another type too, so EXISTS counts the keys: more
+    // keys than values means one is not a device state (written by something else).
+    if !devices.is_empty() {
+        for cmd in ["MGET", "EXISTS"] {
+            p.cmd(1 + devices.len()).arg(cmd);
+            for d in devices {
+                p.arg(d);
+            }
+        }
     }
     for (s, ms) in sets {
-        p.cmd(2).arg("SCARD").arg(s);
         p.cmd(2 + ms.len()).arg("SMISMEMBER").arg(s);
         for m in ms {
             p.arg(m);
@@ -887,42 +894,89 @@ async fn read_phase(
     let replies = send(pool, c, &p).await?;
     // Reply 0 is WATCH's OK.
     let mut at = 1;
-    for d in devices {
-        let original = replies.bytes(at).map(<[u8]>::to_vec);
-        at += 1;
-        let state = match original.as_deref().map(DeviceState::decode) {
-            None => DeviceState::default(),
-            Some(Ok(s)) => s,
-            Some(Err(_)) => {
-                tracing::warn!(key = %d, "corrupt device state, starting the device afresh");
-                batch.corrupt_states += 1;
-                DeviceState::default()
-            }
-        };
-        batch
-            .devices
-            .insert(d.clone(), DeviceSlot { original, state });
-    }
-    for (s, ms) in sets {
-        let card = replies.int(at).unwrap_or(0).max(0) as usize;
-        let flags = replies.ints(at + 1);
+    if !devices.is_empty() {
+        let values = replies.items(at).filter(Option::is_some).count();
+        if replies.int(at + 1).unwrap_or(0) > values as i64 {
+            foreign_device_key(pool, c, devices, replies.items(at)).await?;
+        }
+        let mut states = replies.items(at);
+        for d in devices {
+            let original = states.next().ok_or_else(|| {
+                StoreError::Pool("redis: MGET answered fewer values than keys".into())
+            })?;
+            let original = original.map(<[u8]>::to_vec);
+            let state = match original.as_deref().map(DeviceState::decode) {
+                None => DeviceState::default(),
+                Some(Ok(s)) => s,
+                Some(Err(_)) => {
+                    tracing::warn!(key = %d, "corrupt device state, starting the device afresh");
+                    batch.corrupt_states += 1;
+                    DeviceState::default()
+                }
+            };
+            batch
+                .devices
+                .insert(d.clone(), DeviceSlot { original, state });
+        }
         at += 2;
-        let present = ms
+    }
+    // A set's size matters only when a member is new: asked for then, in a third round
+    // trip (still under the WATCH), which a warmed-up app's flushes rarely need.
+    let mut new_members = Vec::new();
+    for (i, (s, ms)) in sets.iter().enumerate() {
+        let flags = replies.ints(at + i);
+        let present: TextSet<String> = ms
             .iter()
-            .zip(flags)
-            .filter(|(_, f)| *f == 1)
+            .zip(&flags)
+            .filter(|(_, f)| **f == 1)
             .map(|(m, _)| m.clone())
             .collect();
+        if present.len() < ms.len() {
+            new_members.push(i);
+        }
         batch.sets.insert(
             s.clone(),
             SetSlot {
-                card,
+                card: 0,
                 present,
                 added: Vec::new(),
             },
         );
     }
+    if !new_members.is_empty() {
+        let mut p = Packer::with_capacity(64 * new_members.len());
+        for &i in &new_members {
+            p.cmd(2).arg("SCARD").arg(&sets[i].0);
+        }
+        let cards = send(pool, c, &p).await?;
+        for (j, &i) in new_members.iter().enumerate() {
+            if let Some(slot) = batch.sets.get_mut(&sets[i].0) {
+                slot.card = cards.int(j).unwrap_or(0).max(0) as usize;
+            }
+        }
+    }
     Ok(batch)
+}
+
+/// A device key holds something other than a string: GET each key MGET had no value for,
+/// so the batch fails with Redis's own error (`WRONGTYPE`), counted, rather than writing a
+/// fresh device state over someone else's data.
+async fn foreign_device_key<'a>(
+    pool: &Pool,
+    c: &mut RawConn,
+    devices: &[String],
+    values: impl Iterator<Item = Option<&'a [u8]>>,
+) -> Result<(), StoreError> {
+    let mut p = Packer::default();
+    for (d, v) in devices.iter().zip(values) {
+        if v.is_none() {
+            p.cmd(2).arg("GET").arg(d);
+        }
+    }
+    if !p.is_empty() {
+        send(pool, c, &p).await?;
+    }
+    Ok(())
 }
 
 /// Writes the batch in one transaction. `Ok(false)` when a watched key changed.
@@ -935,10 +989,19 @@ async fn write_phase(
 ) -> Result<bool, StoreError> {
     let mut p = Packer::with_capacity(32 * 1024);
     p.cmd(1).arg("MULTI");
-    for (key, slot) in &batch.devices {
-        let encoded = slot.state.encode();
-        if slot.original.as_deref() != Some(&encoded[..]) {
-            p.cmd(3).arg("SET").arg(key).arg(&encoded);
+    // One MSET for every changed device state (one command, one AOF record).
+    let changed: Vec<(&String, Vec<u8>)> = batch
+        .devices
+        .iter()
+        .filter_map(|(key, slot)| {
+            let encoded = slot.state.encode();
+            (slot.original.as_deref() != Some(&encoded[..])).then_some((key, encoded))
+        })
+        .collect();
+    if !changed.is_empty() {
+        p.cmd(1 + 2 * changed.len()).arg("MSET");
+        for (key, encoded) in &changed {
+            p.arg(key).arg(encoded);
         }
     }
     for (key, slot) in &batch.sets {

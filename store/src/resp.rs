@@ -213,9 +213,9 @@ impl Replies {
         out
     }
 
-    /// The elements of array reply `i`, each as text when it is a string (nested arrays
-    /// skipped), borrowed.
-    fn elements(&self, i: usize) -> impl Iterator<Item = Option<&str>> + '_ {
+    /// The elements of array reply `i` (as `MGET`'s), each as bytes when it is a string
+    /// and `None` when it is a nil (or a nested array), borrowed.
+    pub fn items(&self, i: usize) -> impl Iterator<Item = Option<&[u8]>> + '_ {
         let (start, n) = match self.tops.get(i).map(|&at| (at, self.toks.get(at))) {
             Some((at, Some(Tok::Array(n)))) => (at + 1, *n),
             _ => (0, 0),
@@ -225,10 +225,16 @@ impl Replies {
             let tok = self.toks.get(j)?;
             j = self.skip(j);
             Some(match tok {
-                Tok::Bulk(s, e) | Tok::Simple(s, e) => self.text(*s, *e),
+                Tok::Bulk(s, e) | Tok::Simple(s, e) => self.buf.get(*s..*e),
                 _ => None,
             })
         })
+    }
+
+    /// The elements of array reply `i`, each as text when it is a UTF-8 string, borrowed.
+    fn elements(&self, i: usize) -> impl Iterator<Item = Option<&str>> + '_ {
+        self.items(i)
+            .map(|b| b.and_then(|b| std::str::from_utf8(b).ok()))
     }
 
     /// The string elements of array reply `i` (others skipped), borrowed.
@@ -424,6 +430,11 @@ mod tests {
         assert_eq!(r.bytes(4), Some(&b"a\x00b"[..]));
         let ints = feed(&[b"*3\r\n:1\r\n:0\r\n:1\r\n"], 1);
         assert_eq!(ints.ints(0), vec![1, 0, 1]);
+        // MGET: binary values and nils keep their places.
+        let mget = feed(&[b"*3\r\n$2\r\n\x00\xff\r\n$-1\r\n$0\r\n\r\n"], 1);
+        let items: Vec<Option<&[u8]>> = mget.items(0).collect();
+        assert_eq!(items, vec![Some(&b"\x00\xff"[..]), None, Some(&b""[..])]);
+        assert_eq!(mget.items(1).count(), 0);
     }
 
     #[test]
