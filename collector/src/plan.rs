@@ -512,12 +512,12 @@ fn begin_session(b: &mut Batch, it: &Item, users: &Target, dev: &mut DeviceState
         }
     }
     users.add(b, &[Y, M, W, D], &format!("f.{freq}"), 1);
-    b.add_member(&keys::meta(&app.id, "f-ranges"), &freq.to_string());
+    b.add_meta_member(&app.id, "f-ranges", &freq.to_string());
     let loyalty = loyalty_range(dev.session_count);
     let (l, none) = (b.name(&format!("l.{loyalty}")), b.name(""));
     users.add_unique(b, &uniq, false, l, none);
     if uniq.year || uniq.month || uniq.week || uniq.day {
-        b.add_member(&keys::meta(&app.id, "l-ranges"), &loyalty.to_string());
+        b.add_meta_member(&app.id, "l-ranges", &loyalty.to_string());
     }
 
     // Country: a value of the users family, with Countly's uniqueness rule for values.
@@ -652,7 +652,7 @@ fn roll_session(b: &mut Batch, it: &Item, at: &Buckets, field: &str, keep: Reten
 /// Plans one event; false when a limit keeps it out.
 fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits: &Limits) -> bool {
     if e.internal {
-        b.add_member(&keys::meta(&app.id, "internal_events"), &e.key);
+        b.add_meta_member(&app.id, "internal_events", &e.key);
     } else if !b.admit_meta(&app.id, "events", &e.key, limits.event_keys) {
         return false;
     }

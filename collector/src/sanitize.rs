@@ -204,10 +204,21 @@ pub fn metric_value(name: &str, raw: &str, os: Option<&str>) -> Option<String> {
         }
         "_carrier" => carrier(raw)?,
         "_density" => {
-            let d: f64 = raw.trim_end_matches("dpi").parse().ok()?;
+            let raw = raw.trim_end_matches("dpi");
+            let d: f64 = raw.parse().ok()?;
             let mut v = String::with_capacity(12);
             push_os_prefix(&mut v, os);
-            push_value(&mut v, &format!("{d:.2}"));
+            match two_decimals(raw) {
+                Some((int, frac)) => {
+                    v.push_str(int);
+                    v.push(':');
+                    v.push_str(frac);
+                    for _ in frac.len()..2 {
+                        v.push('0');
+                    }
+                }
+                None => push_value(&mut v, &format!("{d:.2}")),
+            }
             v
         }
         "_locale" => {
@@ -222,6 +233,16 @@ pub fn metric_value(name: &str, raw: &str, os: Option<&str>) -> Option<String> {
         _ => value(raw),
     };
     (!v.is_empty()).then_some(v)
+}
+
+/// A plain decimal with at most two decimals (`2`, `2.7`, `2.75`, no leading zero, few
+/// digits): its `{:.2}` spelling is itself, padded, so the float formatter (slow for
+/// exact decimals) is not needed. Returns the integer and fraction digits.
+fn two_decimals(raw: &str) -> Option<(&str, &str)> {
+    let (int, frac) = raw.split_once('.').unwrap_or((raw, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let plain_int = (1..=9).contains(&int.len()) && (int == "0" || !int.starts_with('0'));
+    (plain_int && digits(int) && frac.len() <= 2 && digits(frac)).then_some((int, frac))
 }
 
 /// Carrier names in Title Case; Countly drops 16-character space-free values (identifiers,
@@ -257,6 +278,42 @@ mod tests {
         assert_eq!(value("plain"), "plain");
         assert_eq!(value("é.ü"), "é:ü");
         assert_eq!(value(""), "");
+    }
+
+    #[test]
+    fn densities_spell_as_the_float_formatter_does() {
+        for raw in [
+            "2",
+            "2.",
+            "2.7",
+            "2.75",
+            "0",
+            "0.5",
+            "00.5",
+            "02",
+            "2.755",
+            "-1",
+            "+1",
+            "1e3",
+            ".5",
+            "123456789",
+            "1234567890.25",
+            "2.75dpi",
+            "160dpi",
+            "nan",
+            "inf",
+        ] {
+            let slow = raw
+                .trim_end_matches("dpi")
+                .parse::<f64>()
+                .ok()
+                .map(|d| format!("a{}", value(&format!("{d:.2}"))));
+            assert_eq!(
+                metric_value("_density", raw, Some("Android")),
+                slow,
+                "{raw}"
+            );
+        }
     }
 
     #[test]

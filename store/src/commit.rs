@@ -57,10 +57,10 @@ pub enum Outcome {
 #[derive(Default)]
 pub struct ReadSet {
     devices: Vec<String>,
-    /// Set -> members to ask about, each once (most requests of a batch ask about the
-    /// same few values, so a copy is made only the first time).
-    members: TextMap<String, TextSet<String>>,
-    buf: String,
+    /// Sets and the members to ask about, each once (most requests of a batch ask about
+    /// the same few values, so a copy is made only the first time).
+    members: Vec<(String, TextSet<String>)>,
+    sets: SetIndex,
 }
 
 impl ReadSet {
@@ -70,25 +70,73 @@ impl ReadSet {
 
     /// `member` may be added to the capped set `set`.
     pub fn member(&mut self, set: &str, member: &str) {
-        match self.members.get_mut(set) {
-            Some(ms) => {
-                if !ms.contains(member) {
-                    ms.insert(member.to_string());
-                }
-            }
-            None => {
-                let ms = TextSet::from_iter([member.to_string()]);
-                self.members.insert(set.to_string(), ms);
-            }
-        }
+        let i = self.sets.of(set, &mut self.members, TextSet::default);
+        self.ask(i, member);
     }
 
     /// `member` may be added to the app's meta list `list` ([`crate::keys::meta`]).
-    pub fn meta_member(&mut self, app: &crate::keys::AppId, list: &str, member: &str) {
+    pub fn meta_member(&mut self, app: &crate::keys::AppId, list: &'static str, member: &str) {
+        let i = self
+            .sets
+            .of_meta(app, list, &mut self.members, TextSet::default);
+        self.ask(i, member);
+    }
+
+    fn ask(&mut self, i: usize, member: &str) {
+        let ms = &mut self.members[i].1;
+        if !ms.contains(member) {
+            ms.insert(member.to_string());
+        }
+    }
+}
+
+/// Where each set of a batch is in a list of sets, by key, and for the meta lists also by
+/// (app, list name): a request asks about a dozen meta lists, and that second index lets
+/// it neither build nor hash their keys. It keeps at most [`SetIndex::META_SEEN`] pairs;
+/// beyond that, meta lists are found by key.
+#[derive(Default)]
+struct SetIndex {
+    by_key: TextMap<String, usize>,
+    meta: Vec<(crate::keys::AppId, &'static str, usize)>,
+    buf: String,
+}
+
+impl SetIndex {
+    const META_SEEN: usize = 64;
+
+    /// The index of `key` in `list`, appended with `empty()` if new.
+    fn of<T>(
+        &mut self,
+        key: &str,
+        list: &mut Vec<(String, T)>,
+        empty: impl FnOnce() -> T,
+    ) -> usize {
+        if let Some(&i) = self.by_key.get(key) {
+            return i;
+        }
+        list.push((key.to_string(), empty()));
+        self.by_key.insert(key.to_string(), list.len() - 1);
+        list.len() - 1
+    }
+
+    fn of_meta<T>(
+        &mut self,
+        app: &crate::keys::AppId,
+        name: &'static str,
+        list: &mut Vec<(String, T)>,
+        empty: impl FnOnce() -> T,
+    ) -> usize {
+        if let Some(&(_, _, i)) = self.meta.iter().find(|(a, n, _)| *n == name && a == app) {
+            return i;
+        }
         let mut key = std::mem::take(&mut self.buf);
-        crate::keys::meta_into(&mut key, app, list);
-        self.member(&key, member);
+        crate::keys::meta_into(&mut key, app, name);
+        let i = self.of(&key, list, empty);
         self.buf = key;
+        if self.meta.len() < Self::META_SEEN {
+            self.meta.push((app.clone(), name, i));
+        }
+        i
     }
 }
 
@@ -119,6 +167,7 @@ impl Num {
     }
 }
 
+#[derive(Default)]
 struct SetSlot {
     card: usize,
     present: TextSet<String>,
@@ -200,7 +249,8 @@ impl Interner {
 #[derive(Default)]
 pub struct Batch {
     devices: TextMap<String, DeviceSlot>,
-    sets: TextMap<String, SetSlot>,
+    sets: Vec<(String, SetSlot)>,
+    set_index: SetIndex,
     hashes: Interner,
     names: Interner,
     places: Vec<Vec<(HashId, Prefix)>>,
@@ -212,8 +262,6 @@ pub struct Batch {
     hll: HashMap<HashId, Vec<String>>,
     /// Key -> seconds it has left to live (the longest asked for).
     expire: HashMap<String, i64>,
-    /// A buffer for keys built only to be looked up.
-    key_buf: String,
     /// The planner's own memo for this batch (see [`Batch::memo`]).
     memo: Option<Box<dyn std::any::Any + Send + Sync>>,
     corrupt_states: u64,
@@ -236,19 +284,27 @@ impl Batch {
     /// Whether `member` is (or may now become) part of the capped set: true when it is
     /// already there or the set has room, in which case it is added with the batch.
     pub fn admit(&mut self, set: &str, member: &str, cap: usize) -> bool {
-        if !self.sets.contains_key(set) {
-            self.sets.insert(
-                set.to_string(),
-                SetSlot {
-                    card: 0,
-                    present: TextSet::default(),
-                    added: Vec::new(),
-                },
-            );
-        }
-        let Some(slot) = self.sets.get_mut(set) else {
-            return false;
-        };
+        let i = self.set_index.of(set, &mut self.sets, SetSlot::default);
+        self.admit_at(i, member, cap)
+    }
+
+    /// [`Batch::admit`] for the app's meta list `list` ([`crate::keys::meta`]), without
+    /// building its key anew for every request.
+    pub fn admit_meta(
+        &mut self,
+        app: &crate::keys::AppId,
+        list: &'static str,
+        member: &str,
+        cap: usize,
+    ) -> bool {
+        let i = self
+            .set_index
+            .of_meta(app, list, &mut self.sets, SetSlot::default);
+        self.admit_at(i, member, cap)
+    }
+
+    fn admit_at(&mut self, i: usize, member: &str, cap: usize) -> bool {
+        let slot = &mut self.sets[i].1;
         if slot.present.contains(member) {
             return true;
         }
@@ -262,25 +318,14 @@ impl Batch {
         true
     }
 
-    /// [`Batch::admit`] for the app's meta list `list` ([`crate::keys::meta`]), without
-    /// building its key anew for every request.
-    pub fn admit_meta(
-        &mut self,
-        app: &crate::keys::AppId,
-        list: &str,
-        member: &str,
-        cap: usize,
-    ) -> bool {
-        let mut key = std::mem::take(&mut self.key_buf);
-        crate::keys::meta_into(&mut key, app, list);
-        let admitted = self.admit(&key, member, cap);
-        self.key_buf = key;
-        admitted
-    }
-
     /// Adds `member` to an uncapped set that is small by construction (range lists).
     pub fn add_member(&mut self, set: &str, member: &str) {
         self.admit(set, member, usize::MAX);
+    }
+
+    /// [`Batch::add_member`] for the app's meta list `list`.
+    pub fn add_meta_member(&mut self, app: &crate::keys::AppId, list: &'static str, member: &str) {
+        self.admit_meta(app, list, member, usize::MAX);
     }
 
     /// The number of `key` (a counter hash, or a HyperLogLog for [`Batch::pfadd`]) in this
@@ -469,6 +514,8 @@ pub struct CommitStats {
     pub batch_size: Histogram,
     /// Seconds per transaction, both round trips.
     pub flush_seconds: Histogram,
+    /// Exchanges with Redis (two a flush; three when a capped set gets a new member).
+    pub round_trips: AtomicU64,
 }
 
 /// Bucket bounds of the batch-size histogram (requests per transaction).
@@ -480,6 +527,7 @@ impl Default for CommitStats {
     fn default() -> Self {
         CommitStats {
             batches: AtomicU64::default(),
+            round_trips: AtomicU64::default(),
             requests: AtomicU64::default(),
             conflicts: AtomicU64::default(),
             failures: AtomicU64::default(),
@@ -778,7 +826,7 @@ async fn flush(
 
     for _ in 0..=cfg.max_retries {
         let mut conn = pool.raw(route).await?;
-        let mut batch = match read_phase(pool, &mut conn, &devices, &sets).await {
+        let mut batch = match read_phase(pool, stats, &mut conn, &devices, &sets).await {
             Ok(b) => b,
             // A connection that went stale while idle (Redis restarted) fails on its first
             // command. Nothing has been written yet (no MULTI was sent): reconnect once.
@@ -789,7 +837,7 @@ async fn flush(
                     return Err(e);
                 }
                 conn = pool.raw(route).await?;
-                match read_phase(pool, &mut conn, &devices, &sets).await {
+                match read_phase(pool, stats, &mut conn, &devices, &sets).await {
                     Ok(b) => b,
                     Err(e) => {
                         pool.discard_raw(conn);
@@ -813,7 +861,7 @@ async fn flush(
         let fields = batch.fields();
         let (corrupt, drops, written) =
             (batch.corrupt_states, batch.limit_drops, fields.len() as u64);
-        match write_phase(pool, &mut conn, cfg, &batch, &fields).await {
+        match write_phase(pool, stats, &mut conn, cfg, &batch, &fields).await {
             Ok(true) => {
                 stats.corrupt_states.fetch_add(corrupt, Ordering::Relaxed);
                 stats.limit_drops.fetch_add(drops, Ordering::Relaxed);
@@ -847,7 +895,13 @@ fn reply_error(pool: &Pool, err: &str) -> StoreError {
 }
 
 /// Sends `p` and checks that no reply is an error.
-async fn send(pool: &Pool, c: &mut RawConn, p: &Packer) -> Result<Replies, StoreError> {
+async fn send(
+    pool: &Pool,
+    stats: &CommitStats,
+    c: &mut RawConn,
+    p: &Packer,
+) -> Result<Replies, StoreError> {
+    stats.round_trips.fetch_add(1, Ordering::Relaxed);
     let packed = p.finish().map_err(|e| StoreError::Bug(e.to_string()))?;
     let replies = exchange(pool, c, packed, p.len()).await?;
     match replies.first_error() {
@@ -858,6 +912,7 @@ async fn send(pool: &Pool, c: &mut RawConn, p: &Packer) -> Result<Replies, Store
 
 async fn read_phase(
     pool: &Pool,
+    stats: &CommitStats,
     c: &mut RawConn,
     devices: &[String],
     sets: &[(String, Vec<String>)],
@@ -891,13 +946,13 @@ async fn read_phase(
             p.arg(m);
         }
     }
-    let replies = send(pool, c, &p).await?;
+    let replies = send(pool, stats, c, &p).await?;
     // Reply 0 is WATCH's OK.
     let mut at = 1;
     if !devices.is_empty() {
         let values = replies.items(at).filter(Option::is_some).count();
         if replies.int(at + 1).unwrap_or(0) > values as i64 {
-            foreign_device_key(pool, c, devices, replies.items(at)).await?;
+            foreign_device_key(pool, stats, c, devices, replies.items(at)).await?;
         }
         let mut states = replies.items(at);
         for d in devices {
@@ -934,25 +989,20 @@ async fn read_phase(
         if present.len() < ms.len() {
             new_members.push(i);
         }
-        batch.sets.insert(
-            s.clone(),
-            SetSlot {
-                card: 0,
-                present,
-                added: Vec::new(),
-            },
-        );
+        let at = batch.set_index.of(s, &mut batch.sets, SetSlot::default);
+        batch.sets[at].1.present = present;
     }
     if !new_members.is_empty() {
         let mut p = Packer::with_capacity(64 * new_members.len());
         for &i in &new_members {
             p.cmd(2).arg("SCARD").arg(&sets[i].0);
         }
-        let cards = send(pool, c, &p).await?;
+        let cards = send(pool, stats, c, &p).await?;
         for (j, &i) in new_members.iter().enumerate() {
-            if let Some(slot) = batch.sets.get_mut(&sets[i].0) {
-                slot.card = cards.int(j).unwrap_or(0).max(0) as usize;
-            }
+            let at = batch
+                .set_index
+                .of(&sets[i].0, &mut batch.sets, SetSlot::default);
+            batch.sets[at].1.card = cards.int(j).unwrap_or(0).max(0) as usize;
         }
     }
     Ok(batch)
@@ -963,6 +1013,7 @@ async fn read_phase(
 /// fresh device state over someone else's data.
 async fn foreign_device_key<'a>(
     pool: &Pool,
+    stats: &CommitStats,
     c: &mut RawConn,
     devices: &[String],
     values: impl Iterator<Item = Option<&'a [u8]>>,
@@ -974,7 +1025,7 @@ async fn foreign_device_key<'a>(
         }
     }
     if !p.is_empty() {
-        send(pool, c, &p).await?;
+        send(pool, stats, c, &p).await?;
     }
     Ok(())
 }
@@ -982,6 +1033,7 @@ async fn foreign_device_key<'a>(
 /// Writes the batch in one transaction. `Ok(false)` when a watched key changed.
 async fn write_phase(
     pool: &Pool,
+    stats: &CommitStats,
     c: &mut RawConn,
     cfg: &CommitConfig,
     batch: &Batch,
@@ -1072,11 +1124,11 @@ async fn write_phase(
         // Nothing to write (all duplicates): drop the watches.
         let mut unwatch = Packer::default();
         unwatch.cmd(1).arg("UNWATCH");
-        send(pool, c, &unwatch).await?;
+        send(pool, stats, c, &unwatch).await?;
         return Ok(true);
     }
     p.cmd(1).arg("EXEC");
-    let replies = send(pool, c, &p).await?;
+    let replies = send(pool, stats, c, &p).await?;
     let exec = p.len() - 1;
     if replies.is_nil(exec) {
         return Ok(false);
@@ -1101,8 +1153,15 @@ impl crate::http::Metrics for CommitStats {
             out,
             "counter",
             "tally_commit_batches_total",
-            "Group-commit flushes (each is 2 Redis round trips).",
+            "Group-commit flushes.",
             c(&self.batches),
+        );
+        metric(
+            out,
+            "counter",
+            "tally_commit_round_trips_total",
+            "Group-commit exchanges with Redis: two a flush, three when a capped list gets a new member.",
+            c(&self.round_trips),
         );
         metric(
             out,
