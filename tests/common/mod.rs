@@ -22,10 +22,38 @@ pub const DAY: i64 = 86_400;
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(sweep_stale_dirs);
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("tally-test-{}-{tag}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Removes the data folders of earlier test processes that have exited: `deploy/test`
+/// removes its whole temporary folder at the end, but a plain `cargo test` would otherwise
+/// pile them up. Linux only (a process is alive while `/proc/<pid>` exists).
+fn sweep_stale_dirs() {
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("tally-test-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 pub fn start_redis(tag: &str) -> EmbeddedRedis {
