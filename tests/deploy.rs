@@ -53,6 +53,16 @@ fn redis_with_conf(conf: &str, tag: &str) -> (Proc, String) {
     (Proc(child), addr)
 }
 
+/// A Redis setting as `CONFIG GET` reports it (empty when unknown).
+fn config_get(c: &mut redis::Connection, key: &str) -> String {
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(key)
+        .query(c)
+        .unwrap_or_default();
+    v.get(1).cloned().unwrap_or_default()
+}
+
 /// The production redis.conf.
 fn redis_with_deploy_conf() -> (Proc, String) {
     let (proc, addr) = redis_with_conf("deploy/redis.conf", "deploy-redis");
@@ -65,14 +75,7 @@ fn redis_conf_loads_with_the_documented_settings() {
     let mut c = redis::Client::open(url.as_str())
         .and_then(|c| c.get_connection())
         .expect("connect");
-    let get = |c: &mut redis::Connection, k: &str| -> String {
-        let v: Vec<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg(k)
-            .query(c)
-            .unwrap_or_default();
-        v.get(1).cloned().unwrap_or_default()
-    };
+    let get = config_get;
     assert_eq!(get(&mut c, "appendonly"), "yes");
     assert_eq!(get(&mut c, "appendfsync"), "everysec");
     assert_eq!(get(&mut c, "maxmemory-policy"), "noeviction");
@@ -107,14 +110,7 @@ fn tally_alone_runs_its_embedded_redis_as_configured() {
     let mut c = redis::Client::open(url.trim())
         .and_then(|c| c.get_connection())
         .expect("connect to the embedded redis");
-    let get = |c: &mut redis::Connection, k: &str| -> String {
-        let v: Vec<String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg(k)
-            .query(c)
-            .unwrap_or_default();
-        v.get(1).cloned().unwrap_or_default()
-    };
+    let get = config_get;
     assert_eq!(get(&mut c, "appendonly"), "yes");
     assert_eq!(get(&mut c, "auto-aof-rewrite-min-size"), "268435456");
     drop(c);

@@ -40,6 +40,25 @@ fn write_errors_are_countly_shaped_and_write_nothing() {
             "metrics JSON is not properly formed",
         ),
         (
+            format!(
+                "/i?app_key={}&device_id=d&begin_session=1&metrics=%5B1%5D",
+                k.write
+            ),
+            400,
+            "metrics JSON is not properly formed",
+        ),
+        (
+            // Nested past TALLY_MAX_JSON_DEPTH (16) under a key Tally does not read.
+            format!(
+                "/i?app_key={}&device_id=d&begin_session=1&metrics=%7B%22x%22%3A{}1{}%7D",
+                k.write,
+                "%5B".repeat(16),
+                "%5D".repeat(16)
+            ),
+            400,
+            "metrics JSON is not properly formed",
+        ),
+        (
             format!("/i?app_key={}&device_id=%FF", k.write),
             400,
             "Request parameters are not valid UTF-8",
@@ -102,6 +121,19 @@ fn write_errors_are_countly_shaped_and_write_nothing() {
         &json!({"app_key": k.write, "device_id": "d", "events": many}).to_string(),
     );
     assert!(r.status == 400 || r.status == 413, "{}", r.status);
+    // Metrics sent as JSON in a JSON body: not an object, or nested too deeply (which the
+    // body's own depth rule catches first, the body being one level deeper).
+    let deep: serde_json::Value =
+        serde_json::from_str(&format!("{}1{}", "[".repeat(16), "]".repeat(16))).unwrap_or_default();
+    for (metrics, msg) in [
+        (json!([1]), "metrics JSON is not properly formed"),
+        (json!({ "x": deep }), "Request body is nested too deeply"),
+    ] {
+        let body =
+            json!({"app_key": k.write, "device_id": "d", "begin_session": 1, "metrics": metrics});
+        let r = t.post("/i", "application/json", &body.to_string());
+        assert_eq!((r.status, result(&r).as_str()), (400, msg), "{body}");
+    }
     // Nothing of any of that was written.
     assert_eq!(t.key_count(), before);
     // The all-zero IDFA is acknowledged but ignored.

@@ -121,6 +121,7 @@ impl<'de> de::Deserialize<'de> for Text<'de> {
 
 /// A value at nesting level `level` if it were a container: a scalar as text, `None` for
 /// null, arrays and objects (whose contents are checked for depth and skipped).
+#[derive(Clone, Copy)]
 struct Scalar {
     level: usize,
     max_depth: usize,
@@ -184,23 +185,14 @@ impl<'de> Visitor<'de> for Scalar {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let inner = self.deeper()?;
-        while seq
-            .next_element_seed(Scalar {
-                level: inner.level,
-                max_depth: inner.max_depth,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(inner)?.is_some() {}
         Ok(None)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let inner = self.deeper()?;
         while map.next_key::<IgnoredAny>()?.is_some() {
-            map.next_value_seed(Scalar {
-                level: inner.level,
-                max_depth: inner.max_depth,
-            })?;
+            map.next_value_seed(inner)?;
         }
         Ok(None)
     }

@@ -402,7 +402,6 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> 
     let at = Buckets::at(req.time, app.timezone);
     let users = Target::hourly(b, app, &Family::users(), &at);
     let t = req.time.max(0) as u32;
-    let ranges = |name: &str| keys::meta(&app.id, name);
 
     let mut requests: i64 = 0;
     let (mut began, mut ended) = (false, false);
@@ -428,7 +427,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> 
             dev.last_end = 0;
         } else {
             if dev.session_open {
-                close_session(b, &users, &mut dev, &ranges("d-ranges"));
+                close_session(b, app, &users, &mut dev);
             }
             begin_session(b, it, &users, &mut dev, limits);
             began = true;
@@ -446,7 +445,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> 
 
     if req.end_session && dev.session_open {
         ended = true;
-        close_session(b, &users, &mut dev, &ranges("d-ranges"));
+        close_session(b, app, &users, &mut dev);
         dev.session_open = false;
         dev.last_end = t;
     }
@@ -475,10 +474,10 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> 
 
 /// Records the length of the open session; the seconds stay in the state so a
 /// begin_session within the cooldown can continue it.
-fn close_session(b: &mut Batch, users: &Target, dev: &mut DeviceState, d_ranges: &str) {
+fn close_session(b: &mut Batch, app: &App, users: &Target, dev: &mut DeviceState) {
     let r = duration_range(dev.session_secs).to_string();
     users.add(b, &[Y, M, W, D], &format!("ds.{r}"), 1);
-    b.add_member(d_ranges, &r);
+    b.add_meta_member(&app.id, "d-ranges", &r);
     dev.session_open = false;
 }
 

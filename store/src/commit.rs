@@ -5,15 +5,18 @@
 //! `max_batch` items), and for the whole batch:
 //!
 //! 1. **Read** (one round trip): `WATCH` every device key and meta set the batch touches,
-//!    `GET` the device states, `SCARD` + `SMISMEMBER` the meta sets.
+//!    `MGET` the device states (with an `EXISTS` that tells a key of another type from a
+//!    missing one), `SMISMEMBER` the meta sets; a set's `SCARD` only when a member is new,
+//!    in a second exchange under the same `WATCH`.
 //! 2. **Plan** (no I/O): each item, in arrival order, reads and updates device states and
 //!    meta admissions through a [`Batch`] and adds counter increments to it. Increments of
 //!    the same key and field from different requests merge into one. Hashes, names and
 //!    sets of levels are numbered within the batch ([`Batch::hash`], [`Batch::name`],
 //!    [`Batch::places`]), so an increment costs one lookup of a few integers; the fields'
 //!    text is written once per batch, into the packed transaction.
-//! 3. **Write** (one round trip): `MULTI`, the changed device states, the new meta members,
-//!    one `HINCRBY`/`HINCRBYFLOAT` per distinct counter field, the stream appends, `EXEC`.
+//! 3. **Write** (one round trip): `MULTI`, the changed device states (one `MSET`), the new
+//!    meta members, one `HINCRBY`/`HINCRBYFLOAT` per distinct counter field, the stream
+//!    appends, `EXEC`.
 //!
 //! Both round trips go over a plain pooled socket ([`crate::redis::RawConn`]); Tally packs
 //! the commands and parses the answers itself ([`crate::resp`]).
@@ -318,12 +321,8 @@ impl Batch {
         true
     }
 
-    /// Adds `member` to an uncapped set that is small by construction (range lists).
-    pub fn add_member(&mut self, set: &str, member: &str) {
-        self.admit(set, member, usize::MAX);
-    }
-
-    /// [`Batch::add_member`] for the app's meta list `list`.
+    /// Adds `member` to the app's meta list `list`, uncapped: for lists small by
+    /// construction (range lists) or counted elsewhere (internal events).
     pub fn add_meta_member(&mut self, app: &crate::keys::AppId, list: &'static str, member: &str) {
         self.admit_meta(app, list, member, usize::MAX);
     }
