@@ -7,7 +7,7 @@
 //! a 400, never silently mangled.
 
 use serde_json::Value;
-use std::collections::HashMap;
+use tally_store::texthash::TextMap;
 use tally_store::ApiError;
 
 /// One parameter: text from a query/form, or a JSON value from a JSON body.
@@ -18,7 +18,7 @@ pub enum Param {
 }
 
 #[derive(Debug, Default, Clone)]
-pub struct Params(pub HashMap<String, Param>);
+pub struct Params(pub TextMap<String, Param>);
 
 /// Adds the pairs of a query string or form body (strictly decoded).
 pub fn parse_urlencoded(raw: &[u8], into: &mut Params) -> Result<(), ApiError> {

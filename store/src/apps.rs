@@ -150,7 +150,7 @@ pub fn keys_equal(given: &str, expected: &str) -> bool {
 }
 
 /// Cached lookups: when they were made, and the app (or that there is none).
-type CacheMap<K> = Mutex<HashMap<K, (Instant, Option<Arc<App>>)>>;
+type CacheMap<K> = Mutex<crate::texthash::TextMap<K, (Instant, Option<Arc<App>>)>>;
 
 /// Lookups by write key or id, cached for `ttl`, including misses (so a flood of unknown
 /// keys does not become a flood of Redis reads). Bounded: when full it starts afresh.

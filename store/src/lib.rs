@@ -9,6 +9,7 @@
 //! - [`redis`]: connection pools and routing (standalone Redis or a Redis Cluster).
 //! - [`resp`]: the read path's in-place reply parser.
 //! - [`embedded`]: the private `redis-server` child.
+//! - [`texthash`]: hash maps keyed by text that clients choose.
 //! - [`config`], [`clock`], [`error`], [`http`]: what every service shares.
 
 pub mod apps;
@@ -23,6 +24,7 @@ pub mod http;
 pub mod keys;
 pub mod redis;
 pub mod resp;
+pub mod texthash;
 pub mod time;
 
 pub use error::{ApiError, StoreError};
