@@ -278,3 +278,117 @@ fn acknowledged_writes_survive_killing_tally() {
 fn sigterm_drains_and_flushes_before_exit() {
     process_stop_loses_nothing("-TERM");
 }
+
+/// A unit of work for the committer: reads one device state and counts one. The first
+/// time a `spoiler` one is planned, it changes its watched device key from another
+/// connection, as another collector would, so its transaction must conflict.
+struct Touch {
+    device: String,
+    counter: String,
+    pause: Duration,
+    /// Told when planning starts.
+    planning: Option<Arc<tokio::sync::Notify>>,
+    spoiler: Option<(String, AtomicBool)>,
+}
+
+impl tally_store::commit::Work for Touch {
+    fn route(&self) -> &[u8] {
+        self.device.as_bytes()
+    }
+
+    fn reads(&self, r: &mut tally_store::commit::ReadSet) {
+        r.device(self.device.clone());
+    }
+
+    fn plan(&self, b: &mut tally_store::commit::Batch) -> Vec<tally_store::commit::Outcome> {
+        if let Some(n) = &self.planning {
+            n.notify_one();
+        }
+        std::thread::sleep(self.pause);
+        if let Some((url, spoiled)) = &self.spoiler {
+            if !spoiled.swap(true, Ordering::SeqCst) {
+                let mut c = redis::Client::open(url.as_str())
+                    .and_then(|c| c.get_connection())
+                    .expect("second connection");
+                let _: () = redis::cmd("SET")
+                    .arg(&self.device)
+                    .arg("written elsewhere")
+                    .query(&mut c)
+                    .expect("SET");
+            }
+        }
+        b.device(&self.device).session_count += 1;
+        let h = b.hash(&self.counter);
+        let at = b.places(&[(h, tally_store::commit::Prefix::None)]);
+        let (n, none) = (b.name("n"), b.name(""));
+        b.incr_at(at, n, none, 1);
+        vec![tally_store::commit::Outcome::Applied]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chained_batch_that_conflicts_is_planned_again_and_counted_once() {
+    use tally_store::commit::{CommitConfig, Committer, Outcome};
+    let redis = start_redis("chain");
+    let pool = tally_store::redis::pool(&tally_store::redis::RedisConfig {
+        url: redis.url(),
+        cluster: Vec::new(),
+        pool_size: 4,
+        timeout: Duration::from_secs(5),
+    })
+    .expect("pool");
+    let cfg = CommitConfig {
+        linger: Duration::ZERO,
+        max_batch: 100,
+        queue: 100,
+        max_retries: 3,
+        committers: 1,
+        stream_max_len: 1000,
+        stream_max_age: Duration::from_secs(3600),
+    };
+    let (committer, stopper) = Committer::start(pool, cfg);
+    let planning = Arc::new(tokio::sync::Notify::new());
+    let touch = |device: &str, pause_ms: u64, spoiler: Option<String>| Touch {
+        device: format!("{{t}}:dev:{device}"),
+        counter: "{t}:c:chain".into(),
+        pause: Duration::from_millis(pause_ms),
+        planning: (pause_ms > 0).then(|| planning.clone()),
+        spoiler: spoiler.map(|url| (url, AtomicBool::new(false))),
+    };
+    // The first batch takes 300 ms to plan; the second is queued meanwhile, so its reads
+    // ride in the first batch's write, and its own write then conflicts.
+    let first = {
+        let c = committer.clone();
+        let w = touch("a", 300, None);
+        tokio::spawn(async move { c.submit(Box::new(w), 1).await })
+    };
+    planning.notified().await;
+    let second = committer
+        .submit(Box::new(touch("b", 0, Some(redis.url()))), 1)
+        .await;
+    let first = first.await.expect("task");
+    assert_eq!(first.expect("first batch"), vec![Outcome::Applied]);
+    assert_eq!(second.expect("second batch"), vec![Outcome::Applied]);
+    let stats = committer.stats.clone();
+    stopper.stop().await;
+    assert_eq!(stats.conflicts.load(Ordering::Relaxed), 1);
+    // Reads of the first batch; its write with the second's reads; the second's write
+    // (aborted); the second planned again on its own: a read and a write. Without the
+    // chain it would be six.
+    assert_eq!(stats.round_trips.load(Ordering::Relaxed), 5);
+    let mut c = redis::Client::open(redis.url().as_str())
+        .and_then(|c| c.get_connection())
+        .expect("connection");
+    let n: i64 = redis::cmd("HGET")
+        .arg("{t}:c:chain")
+        .arg("n")
+        .query(&mut c)
+        .expect("HGET");
+    assert_eq!(n, 2, "each request counted exactly once");
+    // The spoiled state was replaced by the device's own (read again after the conflict).
+    let state: Vec<u8> = redis::cmd("GET")
+        .arg("{t}:dev:b")
+        .query(&mut c)
+        .expect("GET");
+    assert_ne!(state, b"written elsewhere".to_vec());
+}
