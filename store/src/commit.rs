@@ -18,14 +18,8 @@
 //!    meta members, one `HINCRBY`/`HINCRBYFLOAT` per distinct counter field, the stream
 //!    appends, `EXEC`.
 //!
-//! Under load the read of one batch rides in the write of the one before: the requests
-//! queued while a batch is planned become the next batch, and its `WATCH` and reads are
-//! packed after the `EXEC`, on the same connection, so Redis runs them after the write
-//! and they see it. A flush is then one round trip ([`commit_ready`]). Only on standalone
-//! Redis with no linger: a cluster commits a batch over several connections.
-//!
-//! Exchanges go over a plain pooled socket ([`crate::redis::RawConn`]); Tally packs the
-//! commands and parses the answers itself ([`crate::resp`]).
+//! Both round trips go over a plain pooled socket ([`crate::redis::RawConn`]); Tally packs
+//! the commands and parses the answers itself ([`crate::resp`]).
 //!
 //! If another process changed a watched key in between, `EXEC` aborts, nothing is written,
 //! and the batch is planned again from fresh reads. Every request of the batch is answered
@@ -42,7 +36,7 @@
 use crate::device::DeviceState;
 use crate::error::StoreError;
 use crate::http::Histogram;
-use crate::redis::{exchange, is_redirect_reply, is_transport_error, slot, Pool, RawConn, RawObj};
+use crate::redis::{exchange, is_redirect_reply, is_transport_error, slot, Pool, RawConn};
 use crate::resp::{Packer, Replies};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 // Maps keyed by text that clients choose (device ids, metric and segment values, event
@@ -519,9 +513,7 @@ pub struct CommitStats {
     pub batch_size: Histogram,
     /// Seconds per transaction, both round trips.
     pub flush_seconds: Histogram,
-    /// Exchanges with Redis: one a flush under load (the next batch's reads ride in this
-    /// one's write), two when nothing was queued meanwhile, one more when a capped set
-    /// gets a new member.
+    /// Exchanges with Redis (two a flush; three when a capped set gets a new member).
     pub round_trips: AtomicU64,
 }
 
@@ -718,256 +710,15 @@ async fn run(
     cfg: CommitConfig,
     stats: Arc<CommitStats>,
 ) {
-    // On standalone Redis, with no linger asked for, the next batch's reads ride in the
-    // exchange that writes the current one (see [`commit_ready`]). A cluster splits a
-    // batch over several connections, and a linger means to wait for a batch, so those
-    // keep one batch a cycle.
-    let chained = !pool.is_cluster() && cfg.linger.is_zero();
-    let mut ready: Option<Ready> = None;
-    loop {
-        let r = match ready.take() {
-            Some(r) => r,
-            None => {
-                let Some((items, weight)) = next_batch(&rx, &mut stop, &cfg).await else {
-                    break;
-                };
-                if !chained {
-                    let started = std::time::Instant::now();
-                    let results = flush_all(&pool, &cfg, &stats, &items).await;
-                    answer(&stats, items, weight, results, started);
-                    continue;
-                }
-                match prepare(&pool, &cfg, &stats, items, weight).await {
-                    Some(r) => r,
-                    None => continue,
-                }
-            }
-        };
-        ready = commit_ready(&pool, &cfg, &stats, &rx, r).await;
-    }
-}
-
-/// Answers the requests of a batch and counts it.
-fn answer(
-    stats: &CommitStats,
-    items: Vec<Item>,
-    weight: usize,
-    results: Vec<Result<Vec<Outcome>, StoreError>>,
-    started: std::time::Instant,
-) {
-    stats
-        .flush_micros
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    stats.requests.fetch_add(weight as u64, Ordering::Relaxed);
-    for (item, result) in items.into_iter().zip(results) {
-        let _ = item.reply.send(result);
-    }
-}
-
-/// One batch's result as [`flush_all`] gives it: per request, counted as one transaction.
-fn per_request(
-    stats: &CommitStats,
-    n: usize,
-    result: Result<Vec<Vec<Outcome>>, StoreError>,
-) -> Vec<Result<Vec<Outcome>, StoreError>> {
-    stats.batches.fetch_add(1, Ordering::Relaxed);
-    match result {
-        Ok(outcomes) => {
-            let dups = outcomes
-                .iter()
-                .flatten()
-                .filter(|o| **o == Outcome::Duplicate)
-                .count();
-            stats.duplicates.fetch_add(dups as u64, Ordering::Relaxed);
-            outcomes.into_iter().map(Ok).collect()
-        }
-        Err(e) => {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, requests = n, "group commit failed");
-            (0..n).map(|_| Err(clone_err(&e))).collect()
-        }
-    }
-}
-
-/// A batch whose reads Redis has answered, with its keys watched on `conn`: ready to plan
-/// and write.
-struct Ready {
-    items: Vec<Item>,
-    weight: usize,
-    batch: Batch,
-    conn: RawObj,
-    started: std::time::Instant,
-}
-
-/// Reads a batch on a pooled connection (the first exchange of a chain). A batch that
-/// cannot be read is answered here, and `None` returned.
-async fn prepare(
-    pool: &Pool,
-    cfg: &CommitConfig,
-    stats: &CommitStats,
-    items: Vec<Item>,
-    weight: usize,
-) -> Option<Ready> {
-    let started = std::time::Instant::now();
-    let refs: Vec<&Item> = items.iter().collect();
-    let reads = Reads::of(&refs);
-    match connect_and_read(pool, None, stats, &reads).await {
-        Ok((conn, batch)) => Some(Ready {
-            items,
-            weight,
-            batch,
-            conn,
-            started,
-        }),
-        Err(e) => {
-            drop(refs);
-            finish_one(pool, cfg, stats, items, weight, Err(e), started).await;
-            None
-        }
-    }
-}
-
-/// Answers a batch with `result`; a batch whose transaction conflicted (`Ok(None)`) is
-/// planned again the ordinary way first, on a connection of its own.
-async fn finish_one(
-    pool: &Pool,
-    cfg: &CommitConfig,
-    stats: &CommitStats,
-    items: Vec<Item>,
-    weight: usize,
-    result: Result<Option<Vec<Vec<Outcome>>>, StoreError>,
-    started: std::time::Instant,
-) {
-    let result = match result {
-        Ok(Some(outcomes)) => Ok(outcomes),
-        Ok(None) => {
-            let refs: Vec<&Item> = items.iter().collect();
-            flush(pool, None, cfg, stats, &refs).await
-        }
-        Err(e) => Err(e),
-    };
-    stats.batch_size.observe(weight as f64);
-    stats.flush_seconds.observe(started.elapsed().as_secs_f64());
-    let results = per_request(stats, items.len(), result);
-    answer(stats, items, weight, results, started);
-}
-
-/// Takes what is queued now, without waiting: the batch whose reads ride with a write.
-fn take_queued(rx: &Mutex<mpsc::Receiver<Item>>, cfg: &CommitConfig) -> Option<(Vec<Item>, usize)> {
-    let mut rx = rx.try_lock().ok()?;
-    let mut items = Vec::new();
-    let mut weight = 0;
-    while weight < cfg.max_batch {
-        match rx.try_recv() {
-            Ok(item) => {
-                weight += item.weight;
-                items.push(item);
-            }
-            Err(_) => break,
-        }
-    }
-    (!items.is_empty()).then_some((items, weight))
-}
-
-/// Plans and writes a read batch. The requests queued meanwhile form the next batch, and
-/// its reads (`WATCH`, `MGET`, ...) go after this batch's `EXEC` in the same exchange, so
-/// they see this batch's writes: a flush costs one round trip, not two, and Redis and the
-/// committer wake once a flush instead of twice. If this batch's transaction conflicts,
-/// it is planned again on another connection; the next batch's `WATCH` then catches any
-/// key that retry writes, so the next batch is planned again in turn rather than written
-/// over a stale read. If the exchange fails, the next batch, not yet written, starts
-/// afresh.
-async fn commit_ready(
-    pool: &Pool,
-    cfg: &CommitConfig,
-    stats: &CommitStats,
-    rx: &Mutex<mpsc::Receiver<Item>>,
-    r: Ready,
-) -> Option<Ready> {
-    let Ready {
-        items,
-        weight,
-        mut batch,
-        mut conn,
-        started,
-    } = r;
-    let refs: Vec<&Item> = items.iter().collect();
-    let Some(outcomes) = plan_all(&refs, &mut batch) else {
-        drop(refs);
-        // Its keys are still watched: the socket does not go back to the pool.
-        Pool::close_raw(conn);
-        let bug = Err(StoreError::Bug("planning a batch panicked".into()));
-        finish_one(pool, cfg, stats, items, weight, bug, started).await;
-        return None;
-    };
-    drop(refs);
-    let fields = batch.fields();
-    let mut p = Packer::with_capacity(32 * 1024);
-    let exec = pack_write(&mut p, cfg, &batch, &fields);
-    let written = p.len();
-    let next = take_queued(rx, cfg);
-    let next_reads = next.as_ref().map(|(items, _)| {
-        let refs: Vec<&Item> = items.iter().collect();
-        Reads::of(&refs)
-    });
-    if let Some(reads) = &next_reads {
-        reads.pack(&mut p);
-    }
-    let next_started = std::time::Instant::now();
-    let replies = match exchange_counted(pool, stats, &mut conn, &p).await {
-        Ok(replies) => replies,
-        Err(e) => {
-            pool.discard_raw(conn);
-            finish_one(pool, cfg, stats, items, weight, Err(e), started).await;
-            let (items, weight) = next?;
-            return prepare(pool, cfg, stats, items, weight).await;
-        }
-    };
-    let result = check_write(pool, &replies, 0..written, exec);
-    let conn_ok = result.is_ok();
-    if let Ok(true) = result {
+    while let Some((items, weight)) = next_batch(&rx, &mut stop, &cfg).await {
+        let started = std::time::Instant::now();
+        let results = flush_all(&pool, &cfg, &stats, &items).await;
         stats
-            .corrupt_states
-            .fetch_add(batch.corrupt_states, Ordering::Relaxed);
-        stats
-            .limit_drops
-            .fetch_add(batch.limit_drops, Ordering::Relaxed);
-        stats
-            .counter_writes
-            .fetch_add(fields.len() as u64, Ordering::Relaxed);
-    } else if let Ok(false) = result {
-        stats.conflicts.fetch_add(1, Ordering::Relaxed);
-    }
-    // The next batch's replies, read before this batch is answered (a conflict retry below
-    // writes on another connection; this one's watches must already be in place, and are).
-    let next_batch = match (next_reads, conn_ok) {
-        (Some(reads), true) if replies.error_in(written..p.len()).is_none() => {
-            Some(take_reads(pool, stats, &mut conn, &reads, &replies, written).await)
-        }
-        _ => None,
-    };
-    let result = result.map(|ok| ok.then_some(outcomes));
-    finish_one(pool, cfg, stats, items, weight, result, started).await;
-    match (next, next_batch) {
-        (None, _) => {
-            if !conn_ok {
-                pool.discard_raw(conn);
-            }
-            None
-        }
-        (Some((items, weight)), Some(Ok(batch))) => Some(Ready {
-            items,
-            weight,
-            batch,
-            conn,
-            started: next_started,
-        }),
-        (Some((items, weight)), read) => {
-            if let Some(Err(e)) = read {
-                tracing::debug!(error = %e, "reading a chained batch failed; reading it afresh");
-            }
-            pool.discard_raw(conn);
-            prepare(pool, cfg, stats, items, weight).await
+            .flush_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats.requests.fetch_add(weight as u64, Ordering::Relaxed);
+        for (item, result) in items.into_iter().zip(results) {
+            let _ = item.reply.send(result);
         }
     }
 }
@@ -1011,8 +762,26 @@ async fn flush_all(
     let mut out: Vec<Option<Result<Vec<Outcome>, StoreError>>> =
         (0..items.len()).map(|_| None).collect();
     for ((_, idx), result) in groups.iter().zip(done) {
-        for (&i, r) in idx.iter().zip(per_request(stats, idx.len(), result)) {
-            out[i] = Some(r);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(outcomes) => {
+                let dups = outcomes
+                    .iter()
+                    .flatten()
+                    .filter(|o| **o == Outcome::Duplicate)
+                    .count();
+                stats.duplicates.fetch_add(dups as u64, Ordering::Relaxed);
+                for (&i, o) in idx.iter().zip(outcomes) {
+                    out[i] = Some(Ok(o));
+                }
+            }
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, requests = idx.len(), "group commit failed");
+                for &i in idx {
+                    out[i] = Some(Err(clone_err(&e)));
+                }
+            }
         }
     }
     out.into_iter()
@@ -1035,8 +804,6 @@ fn clone_err(e: &StoreError) -> StoreError {
     }
 }
 
-/// Commits a batch on a connection of its own: read, plan, write, and again from fresh
-/// reads after a conflict.
 async fn flush(
     pool: &Pool,
     route: Option<&[u8]>,
@@ -1044,31 +811,60 @@ async fn flush(
     stats: &CommitStats,
     items: &[&Item],
 ) -> Result<Vec<Vec<Outcome>>, StoreError> {
-    let reads = Reads::of(items);
+    let mut reads = ReadSet::default();
+    for item in items {
+        item.work.reads(&mut reads);
+    }
+    let devices: Vec<String> = dedup(reads.devices);
+    let mut sets: Vec<(String, Vec<String>)> = reads
+        .members
+        .into_iter()
+        .map(|(set, ms)| (set, ms.into_iter().collect()))
+        .collect();
+    sets.sort_unstable();
+
     for _ in 0..=cfg.max_retries {
-        let (mut conn, mut batch) = connect_and_read(pool, route, stats, &reads).await?;
-        let Some(outcomes) = plan_all(items, &mut batch) else {
+        let mut conn = pool.raw(route).await?;
+        let mut batch = match read_phase(pool, stats, &mut conn, &devices, &sets).await {
+            Ok(b) => b,
+            // A connection that went stale while idle (Redis restarted) fails on its first
+            // command. Nothing has been written yet (no MULTI was sent): reconnect once.
+            Err(e) => {
+                let transport = matches!(&e, StoreError::Redis(r) if is_transport_error(r));
+                pool.discard_raw(conn);
+                if !transport {
+                    return Err(e);
+                }
+                conn = pool.raw(route).await?;
+                match read_phase(pool, stats, &mut conn, &devices, &sets).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        pool.discard_raw(conn);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        // A bug in planning must fail this batch, not stop the committer for good.
+        let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            items
+                .iter()
+                .map(|i| i.work.plan(&mut batch))
+                .collect::<Vec<Vec<Outcome>>>()
+        }));
+        let Ok(outcomes) = planned else {
             // Its keys are still watched: the socket does not go back to the pool.
             Pool::close_raw(conn);
             return Err(StoreError::Bug("planning a batch panicked".into()));
         };
         let fields = batch.fields();
-        let mut p = Packer::with_capacity(32 * 1024);
-        let exec = pack_write(&mut p, cfg, &batch, &fields);
-        let written = exchange_counted(pool, stats, &mut conn, &p)
-            .await
-            .and_then(|replies| check_write(pool, &replies, 0..p.len(), exec));
-        match written {
+        let (corrupt, drops, written) =
+            (batch.corrupt_states, batch.limit_drops, fields.len() as u64);
+        match write_phase(pool, stats, &mut conn, cfg, &batch, &fields).await {
             Ok(true) => {
-                stats
-                    .corrupt_states
-                    .fetch_add(batch.corrupt_states, Ordering::Relaxed);
-                stats
-                    .limit_drops
-                    .fetch_add(batch.limit_drops, Ordering::Relaxed);
-                stats
-                    .counter_writes
-                    .fetch_add(fields.len() as u64, Ordering::Relaxed);
+                stats.corrupt_states.fetch_add(corrupt, Ordering::Relaxed);
+                stats.limit_drops.fetch_add(drops, Ordering::Relaxed);
+                stats.counter_writes.fetch_add(written, Ordering::Relaxed);
                 return Ok(outcomes);
             }
             Ok(false) => {}
@@ -1080,44 +876,6 @@ async fn flush(
         stats.conflicts.fetch_add(1, Ordering::Relaxed);
     }
     Err(StoreError::Contention)
-}
-
-/// A pooled connection with the batch's reads done on it (its keys now watched).
-async fn connect_and_read(
-    pool: &Pool,
-    route: Option<&[u8]>,
-    stats: &CommitStats,
-    reads: &Reads,
-) -> Result<(RawObj, Batch), StoreError> {
-    let mut conn = pool.raw(route).await?;
-    let e = match read_phase(pool, stats, &mut conn, reads).await {
-        Ok(b) => return Ok((conn, b)),
-        Err(e) => e,
-    };
-    // A connection that went stale while idle (Redis restarted) fails on its first
-    // command. Nothing has been written yet (no MULTI was sent): reconnect once.
-    let transport = matches!(&e, StoreError::Redis(r) if is_transport_error(r));
-    pool.discard_raw(conn);
-    if !transport {
-        return Err(e);
-    }
-    let mut conn = pool.raw(route).await?;
-    match read_phase(pool, stats, &mut conn, reads).await {
-        Ok(b) => Ok((conn, b)),
-        Err(e) => {
-            pool.discard_raw(conn);
-            Err(e)
-        }
-    }
-}
-
-/// Plans every item in order; `None` if planning panicked (a bug must fail this batch,
-/// not stop the committer for good).
-fn plan_all(items: &[&Item], batch: &mut Batch) -> Option<Vec<Vec<Outcome>>> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        items.iter().map(|i| i.work.plan(batch)).collect()
-    }))
-    .ok()
 }
 
 fn dedup(mut v: Vec<String>) -> Vec<String> {
@@ -1135,18 +893,6 @@ fn reply_error(pool: &Pool, err: &str) -> StoreError {
     StoreError::Pool(format!("redis: {err}"))
 }
 
-/// Sends `p` and reads its answers, counted as one round trip.
-async fn exchange_counted(
-    pool: &Pool,
-    stats: &CommitStats,
-    c: &mut RawConn,
-    p: &Packer,
-) -> Result<Replies, StoreError> {
-    stats.round_trips.fetch_add(1, Ordering::Relaxed);
-    let packed = p.finish().map_err(|e| StoreError::Bug(e.to_string()))?;
-    exchange(pool, c, packed, p.len()).await
-}
-
 /// Sends `p` and checks that no reply is an error.
 async fn send(
     pool: &Pool,
@@ -1154,72 +900,12 @@ async fn send(
     c: &mut RawConn,
     p: &Packer,
 ) -> Result<Replies, StoreError> {
-    let replies = exchange_counted(pool, stats, c, p).await?;
+    stats.round_trips.fetch_add(1, Ordering::Relaxed);
+    let packed = p.finish().map_err(|e| StoreError::Bug(e.to_string()))?;
+    let replies = exchange(pool, c, packed, p.len()).await?;
     match replies.first_error() {
         Some(err) => Err(reply_error(pool, err)),
         None => Ok(replies),
-    }
-}
-
-/// The keys a batch reads, each once: device states, and the members to ask capped sets
-/// about.
-struct Reads {
-    devices: Vec<String>,
-    sets: Vec<(String, Vec<String>)>,
-}
-
-impl Reads {
-    fn of(items: &[&Item]) -> Reads {
-        let mut reads = ReadSet::default();
-        for item in items {
-            item.work.reads(&mut reads);
-        }
-        let mut sets: Vec<(String, Vec<String>)> = reads
-            .members
-            .into_iter()
-            .map(|(set, ms)| (set, ms.into_iter().collect()))
-            .collect();
-        sets.sort_unstable();
-        Reads {
-            devices: dedup(reads.devices),
-            sets,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.devices.is_empty() && self.sets.is_empty()
-    }
-
-    /// `WATCH` of every key, then the reads; nothing when there is nothing to read.
-    fn pack(&self, p: &mut Packer) {
-        if self.is_empty() {
-            return;
-        }
-        let (devices, sets) = (&self.devices, &self.sets);
-        p.cmd(1 + devices.len() + sets.len()).arg("WATCH");
-        for d in devices {
-            p.arg(d);
-        }
-        for (s, _) in sets {
-            p.arg(s);
-        }
-        // One MGET, not a GET per device: Redis's cost is mostly per command, not per key.
-        // MGET answers nil for a key of another type too, so EXISTS counts the keys: more
-        // keys than values means one is not a device state (written by something else).
-        if !devices.is_empty() {
-            for cmd in ["MGET", "EXISTS"] {
-                p.cmd(1 + devices.len()).arg(cmd);
-                for d in devices {
-                    p.arg(d);
-                }
-            }
-        }
-        for (s, ms) in sets {
-            p.cmd(2 + ms.len()).arg("SMISMEMBER").arg(s);
-            for m in ms {
-                p.arg(m);
-            }
-        }
     }
 }
 
@@ -1227,34 +913,41 @@ async fn read_phase(
     pool: &Pool,
     stats: &CommitStats,
     c: &mut RawConn,
-    reads: &Reads,
-) -> Result<Batch, StoreError> {
-    if reads.is_empty() {
-        return Ok(Batch::default());
-    }
-    let mut p = Packer::with_capacity(64 * (reads.devices.len() + reads.sets.len()) + 256);
-    reads.pack(&mut p);
-    let replies = send(pool, stats, c, &p).await?;
-    take_reads(pool, stats, c, reads, &replies, 0).await
-}
-
-/// The batch's starting state from the answers to [`Reads::pack`], which start at reply
-/// `first`. Asks more on `c` (still under the `WATCH`) when it must.
-async fn take_reads(
-    pool: &Pool,
-    stats: &CommitStats,
-    c: &mut RawConn,
-    reads: &Reads,
-    replies: &Replies,
-    first: usize,
+    devices: &[String],
+    sets: &[(String, Vec<String>)],
 ) -> Result<Batch, StoreError> {
     let mut batch = Batch::default();
-    if reads.is_empty() {
+    if devices.is_empty() && sets.is_empty() {
         return Ok(batch);
     }
-    let (devices, sets) = (&reads.devices, &reads.sets);
-    // Reply `first` is WATCH's OK.
-    let mut at = first + 1;
+    let mut p = Packer::with_capacity(64 * (devices.len() + sets.len()) + 256);
+    p.cmd(1 + devices.len() + sets.len()).arg("WATCH");
+    for d in devices {
+        p.arg(d);
+    }
+    for (s, _) in sets {
+        p.arg(s);
+    }
+    // One MGET, not a GET per device: Redis's cost is mostly per command, not per key.
+    // MGET answers nil for a key of another type too, so EXISTS counts the keys: more
+    // keys than values means one is not a device state (written by something else).
+    if !devices.is_empty() {
+        for cmd in ["MGET", "EXISTS"] {
+            p.cmd(1 + devices.len()).arg(cmd);
+            for d in devices {
+                p.arg(d);
+            }
+        }
+    }
+    for (s, ms) in sets {
+        p.cmd(2 + ms.len()).arg("SMISMEMBER").arg(s);
+        for m in ms {
+            p.arg(m);
+        }
+    }
+    let replies = send(pool, stats, c, &p).await?;
+    // Reply 0 is WATCH's OK.
+    let mut at = 1;
     if !devices.is_empty() {
         let values = replies.items(at).filter(Option::is_some).count();
         if replies.int(at + 1).unwrap_or(0) > values as i64 {
@@ -1336,14 +1029,17 @@ async fn foreign_device_key<'a>(
     Ok(())
 }
 
-/// Packs the batch's transaction (`MULTI` ... `EXEC`) and gives the index of `EXEC`'s
-/// answer; a batch with nothing to write (all duplicates) only drops its watches.
-fn pack_write(
-    p: &mut Packer,
+/// Writes the batch in one transaction. `Ok(false)` when a watched key changed.
+async fn write_phase(
+    pool: &Pool,
+    stats: &CommitStats,
+    c: &mut RawConn,
     cfg: &CommitConfig,
     batch: &Batch,
     fields: &HashMap<Field, Num>,
-) -> Option<usize> {
+) -> Result<bool, StoreError> {
+    let mut p = Packer::with_capacity(32 * 1024);
+    p.cmd(1).arg("MULTI");
     // One MSET for every changed device state (one command, one AOF record).
     let changed: Vec<(&String, Vec<u8>)> = batch
         .devices
@@ -1353,17 +1049,6 @@ fn pack_write(
             (slot.original.as_deref() != Some(&encoded[..])).then_some((key, encoded))
         })
         .collect();
-    let nothing = changed.is_empty()
-        && fields.is_empty()
-        && batch.sets.iter().all(|(_, s)| s.added.is_empty())
-        && batch.appends.is_empty()
-        && batch.hll.is_empty()
-        && batch.expire.is_empty();
-    if nothing {
-        p.cmd(1).arg("UNWATCH");
-        return None;
-    }
-    p.cmd(1).arg("MULTI");
     if !changed.is_empty() {
         p.cmd(1 + 2 * changed.len()).arg("MSET");
         for (key, encoded) in &changed {
@@ -1434,25 +1119,26 @@ fn pack_write(
     for (key, secs) in &batch.expire {
         p.cmd(3).arg("EXPIRE").arg(key).int(*secs);
     }
+    if p.len() == 1 {
+        // Nothing to write (all duplicates): drop the watches.
+        let mut unwatch = Packer::default();
+        unwatch.cmd(1).arg("UNWATCH");
+        send(pool, stats, c, &unwatch).await?;
+        return Ok(true);
+    }
     p.cmd(1).arg("EXEC");
-    Some(p.len() - 1)
-}
-
-/// Whether the transaction packed by [`pack_write`], answered in `range` of `replies`,
-/// was applied: `Ok(false)` when a watched key changed (nothing was written).
-fn check_write(
-    pool: &Pool,
-    replies: &Replies,
-    range: std::ops::Range<usize>,
-    exec: Option<usize>,
-) -> Result<bool, StoreError> {
-    if exec.is_some_and(|i| replies.is_nil(range.start + i)) {
+    let replies = send(pool, stats, c, &p).await?;
+    let exec = p.len() - 1;
+    if replies.is_nil(exec) {
         return Ok(false);
     }
-    if let Some(err) = replies.error_in(range) {
+    if let Some(err) = replies.any_error() {
         // A command failed inside the transaction (a key of the wrong type): Redis applied
         // the others. Only data written by something else than Tally can cause this.
-        tracing::error!(error = err, "a command of a group commit failed");
+        tracing::error!(
+            error = err,
+            "a command of a group commit failed inside EXEC"
+        );
         return Err(reply_error(pool, err));
     }
     Ok(true)
@@ -1473,7 +1159,7 @@ impl crate::http::Metrics for CommitStats {
             out,
             "counter",
             "tally_commit_round_trips_total",
-            "Group-commit exchanges with Redis: one a flush under load, two or three otherwise.",
+            "Group-commit exchanges with Redis: two a flush, three when a capped list gets a new member.",
             c(&self.round_trips),
         );
         metric(

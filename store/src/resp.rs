@@ -179,17 +179,6 @@ impl Replies {
         })
     }
 
-    /// The first error among replies `range`, nested ones included: when one exchange
-    /// carries two batches' commands, each batch looks at its own replies only.
-    pub fn error_in(&self, range: std::ops::Range<usize>) -> Option<&str> {
-        let from = *self.tops.get(range.start)?;
-        let to = self.tops.get(range.end).copied().unwrap_or(self.toks.len());
-        self.toks.get(from..to)?.iter().find_map(|t| match t {
-            Tok::Error(s, e) => Some(self.text(*s, *e).unwrap_or("(not UTF-8)")),
-            _ => None,
-        })
-    }
-
     /// Whether reply `i` is a nil (`EXEC` after a watched key changed answers one).
     pub fn is_nil(&self, i: usize) -> bool {
         matches!(
@@ -437,11 +426,6 @@ mod tests {
         let r = feed(&[all], 5);
         assert_eq!(r.first_error(), None);
         assert_eq!(r.any_error(), Some("WRONGTYPE no"));
-        // The nested error belongs to reply 2 only.
-        assert_eq!(r.error_in(0..2), None);
-        assert_eq!(r.error_in(2..3), Some("WRONGTYPE no"));
-        assert_eq!(r.error_in(3..5), None);
-        assert_eq!(r.error_in(1..5), Some("WRONGTYPE no"));
         assert!(r.is_nil(3) && !r.is_nil(2));
         assert_eq!(r.bytes(4), Some(&b"a\x00b"[..]));
         let ints = feed(&[b"*3\r\n:1\r\n:0\r\n:1\r\n"], 1);
