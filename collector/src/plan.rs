@@ -292,6 +292,16 @@ pub fn frequency_range(hours_since: Option<i64>) -> u32 {
     }
 }
 
+/// The range numbers as text, and as the field names of frequency (`f.`) and loyalty
+/// (`l.`) ranges: spelled once, not formatted on every session.
+const RANGES: [&str; 12] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"];
+const FREQUENCY_NAMES: [&str; 12] = [
+    "f.0", "f.1", "f.2", "f.3", "f.4", "f.5", "f.6", "f.7", "f.8", "f.9", "f.10", "f.11",
+];
+const LOYALTY_NAMES: [&str; 12] = [
+    "l.0", "l.1", "l.2", "l.3", "l.4", "l.5", "l.6", "l.7", "l.8", "l.9", "l.10", "l.11",
+];
+
 /// Countly's loyalty ranges: the session number.
 pub fn loyalty_range(session_number: u32) -> u32 {
     match session_number {
@@ -510,13 +520,15 @@ fn begin_session(b: &mut Batch, it: &Item, users: &Target, dev: &mut DeviceState
             users.add(b, &[level], "u", 1);
         }
     }
-    users.add(b, &[Y, M, W, D], &format!("f.{freq}"), 1);
-    b.add_meta_member(&app.id, "f-ranges", &freq.to_string());
+    let f = freq as usize % RANGES.len();
+    users.add(b, &[Y, M, W, D], FREQUENCY_NAMES[f], 1);
+    b.add_meta_member(&app.id, "f-ranges", RANGES[f]);
     let loyalty = loyalty_range(dev.session_count);
-    let (l, none) = (b.name(&format!("l.{loyalty}")), b.name(""));
-    users.add_unique(b, &uniq, false, l, none);
+    let l = loyalty as usize % RANGES.len();
+    let (l_name, none) = (b.name(LOYALTY_NAMES[l]), b.name(""));
+    users.add_unique(b, &uniq, false, l_name, none);
     if uniq.year || uniq.month || uniq.week || uniq.day {
-        b.add_meta_member(&app.id, "l-ranges", &loyalty.to_string());
+        b.add_meta_member(&app.id, "l-ranges", RANGES[l]);
     }
 
     // Country: a value of the users family, with Countly's uniqueness rule for values.
@@ -704,6 +716,24 @@ fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_names_are_the_ranges_spelled() {
+        for i in 0..RANGES.len() {
+            assert_eq!(RANGES[i], i.to_string());
+            assert_eq!(FREQUENCY_NAMES[i], format!("f.{i}"));
+            assert_eq!(LOYALTY_NAMES[i], format!("l.{i}"));
+        }
+        // Every range either function gives has its name.
+        let freq = (0..2000)
+            .map(|h| frequency_range(Some(h)))
+            .chain([frequency_range(None)]);
+        assert!(freq.max().is_some_and(|m| (m as usize) < RANGES.len()));
+        let loyal = (0..2000)
+            .map(loyalty_range)
+            .chain([loyalty_range(u32::MAX)]);
+        assert!(loyal.max().is_some_and(|m| (m as usize) < RANGES.len()));
+    }
 
     #[test]
     fn ranges_match_countly() {

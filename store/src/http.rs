@@ -77,10 +77,16 @@ fn decode(part: &[u8]) -> Result<String, ApiError> {
     let mut out = Vec::with_capacity(part.len());
     let mut i = 0;
     while i < part.len() {
-        let b = part[i];
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => match (
+        // Plain bytes are copied a run at a time.
+        let run = part[i..]
+            .iter()
+            .position(|&b| b == b'%' || b == b'+')
+            .unwrap_or(part.len() - i);
+        out.extend_from_slice(&part[i..i + run]);
+        i += run;
+        match part.get(i) {
+            Some(b'+') => out.push(b' '),
+            Some(_) => match (
                 part.get(i + 1).copied().and_then(hex),
                 part.get(i + 2).copied().and_then(hex),
             ) {
@@ -90,7 +96,7 @@ fn decode(part: &[u8]) -> Result<String, ApiError> {
                 }
                 _ => out.push(b'%'),
             },
-            _ => out.push(b),
+            None => break,
         }
         i += 1;
     }
@@ -110,6 +116,11 @@ mod tests {
             (b"100%25+sure", "100% sure"),
             (b"%e2%82%AC", "\u{20ac}"),
             (b"a%2Bb", "a+b"),
+            (b"", ""),
+            (b"plain", "plain"),
+            (b"++a+", "  a "),
+            (b"ab%41cd%42", "abAcdB"),
+            (b"x%2", "x%2"),
         ] {
             assert_eq!(decode(raw).ok().as_deref(), Some(want), "{raw:?}");
             let reference = percent_encoding::percent_decode(
