@@ -7,6 +7,7 @@
 //! a 400, never silently mangled.
 
 use serde_json::Value;
+use std::borrow::Cow;
 use tally_store::texthash::TextMap;
 use tally_store::ApiError;
 
@@ -83,18 +84,18 @@ impl Params {
 
     /// A parameter as text: JSON strings as they are, numbers and booleans spelled out,
     /// `null` as absent. Objects and arrays are not text (`None`).
-    pub fn text(&self, name: &str) -> Option<String> {
+    /// Borrowed from the map unless it had to be spelled out.
+    pub fn text(&self, name: &str) -> Option<Cow<'_, str>> {
         match self.0.get(name)? {
-            Param::Text(s) => Some(s.clone()),
-            Param::Json(Value::String(s)) => Some(s.clone()),
-            Param::Json(Value::Number(n)) => Some(n.to_string()),
-            Param::Json(Value::Bool(b)) => Some(b.to_string()),
+            Param::Text(s) | Param::Json(Value::String(s)) => Some(Cow::Borrowed(s)),
+            Param::Json(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
+            Param::Json(Value::Bool(b)) => Some(Cow::Owned(b.to_string())),
             Param::Json(_) => None,
         }
     }
 
     /// A non-empty text parameter.
-    pub fn nonempty(&self, name: &str) -> Option<String> {
+    pub fn nonempty(&self, name: &str) -> Option<Cow<'_, str>> {
         self.text(name).filter(|s| !s.is_empty())
     }
 

@@ -317,7 +317,7 @@ impl WriteRequest {
             && events.is_empty());
 
         Ok(WriteRequest {
-            device_id,
+            device_id: device_id.into_owned(),
             time,
             begin_session,
             end_session,

@@ -23,7 +23,6 @@ const DUPLICATE: &str = "Request ignored: Duplicate request";
 
 struct Incoming {
     params: Params,
-    query: String,
     body: web::Bytes,
 }
 
@@ -44,16 +43,12 @@ async fn incoming(
         &body,
         st.shared.limits.max_json_depth,
     )?;
-    Ok(Incoming {
-        params,
-        query: req.query_string().to_string(),
-        body,
-    })
+    Ok(Incoming { params, body })
 }
 
 /// Countly's checksum: SHA-1 (`checksum`) or SHA-256 (`checksum256`) in hex of the query
 /// string or body exactly as sent, without the checksum parameter, followed by the salt.
-fn verify_checksum(inc: &Incoming, salt: &str) -> Result<(), ApiError> {
+fn verify_checksum(query: &str, inc: &Incoming, salt: &str) -> Result<(), ApiError> {
     let (given, sha256) = match (
         inc.params.nonempty("checksum256"),
         inc.params.nonempty("checksum"),
@@ -68,7 +63,7 @@ fn verify_checksum(inc: &Incoming, salt: &str) -> Result<(), ApiError> {
             .collect::<Vec<_>>()
             .join("&")
     };
-    let mut candidates = vec![strip(&inc.query)];
+    let mut candidates = vec![strip(query)];
     if let Ok(body) = std::str::from_utf8(&inc.body) {
         if !body.is_empty() {
             candidates.push(strip(body));
@@ -139,7 +134,7 @@ pub async fn ingest(
     }
     let app = app_for(&st, &app_key).await?;
     if let Some(salt) = &app.salt {
-        verify_checksum(&inc, salt)?;
+        verify_checksum(req.query_string(), &inc, salt)?;
     }
     limit(&st, &app, 1)?;
     let now = st.shared.clock.now_secs();
@@ -188,7 +183,7 @@ pub async fn bulk(
     if let Some(key) = &top_key {
         let app = app_for(&st, key).await?;
         if let Some(salt) = &app.salt {
-            verify_checksum(&inc, salt)?;
+            verify_checksum(req.query_string(), &inc, salt)?;
         }
     }
     let now_ms = st.shared.clock.now_ms();
@@ -204,7 +199,7 @@ pub async fn bulk(
         let mut p = Params::from_object(obj);
         if !p.has("app_key") {
             if let Some(k) = &top_key {
-                p.0.insert("app_key".into(), crate::params::Param::Text(k.clone()));
+                p.0.insert("app_key".into(), crate::params::Param::Text(k.to_string()));
             }
         }
         let (Some(key), Some(device_id)) = (p.nonempty("app_key"), p.nonempty("device_id")) else {
@@ -215,11 +210,11 @@ pub async fn bulk(
             rejected.push(json!({"index": index, "result": "Ignoring device_id"}));
             continue;
         }
-        let app = match apps.get(&key) {
+        let app = match apps.get(key.as_ref()) {
             Some(a) => a.clone(),
             None => match app_for(&st, &key).await {
                 Ok(a) => {
-                    apps.insert(key, a.clone());
+                    apps.insert(key.into_owned(), a.clone());
                     a
                 }
                 Err(ApiError::BadRequest(msg)) => {

@@ -274,14 +274,19 @@ pub struct Batch {
 impl Batch {
     /// The state of a device key the item declared in [`Work::reads`].
     pub fn device(&mut self, key: &str) -> &mut DeviceState {
-        &mut self
-            .devices
-            .entry(key.to_string())
-            .or_insert_with(|| DeviceSlot {
+        // The read phase has put every declared key in already: look it up by `&str`
+        // rather than copy the key for an entry on every call.
+        if !self.devices.contains_key(key) {
+            let fresh = DeviceSlot {
                 original: None,
                 state: DeviceState::default(),
-            })
-            .state
+            };
+            self.devices.insert(key.to_string(), fresh);
+        }
+        match self.devices.get_mut(key) {
+            Some(slot) => &mut slot.state,
+            None => unreachable!("the key was just inserted"),
+        }
     }
 
     /// Whether `member` is (or may now become) part of the capped set: true when it is
