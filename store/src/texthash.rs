@@ -6,9 +6,10 @@
 //! of the group commit's CPU on the write path (README, "Measured figures"). These maps use
 //! foldhash instead (already in the tree through actix), keyed with 64 bits from the
 //! operating system's random generator once per process plus a fresh random seed per map,
-//! so collisions cannot be computed without the key. foldhash's own `RandomState` seeds
-//! itself from addresses and the clock, which is why Tally seeds it here. Every map of
-//! this kind is bounded besides (a batch by `TALLY_MAX_BATCH`, a request by its limits).
+//! so crafting collisions takes a key that never leaves the process. foldhash's own
+//! `RandomState` seeds itself from addresses and the clock, which is why Tally seeds it
+//! here. foldhash is not a cryptographic hash, so every map of this kind is also bounded:
+//! a batch by `TALLY_FLUSH_MAX_REQUESTS`, a request by its limits.
 
 use foldhash::fast::{FoldHasher, SeedableRandomState};
 use foldhash::SharedSeed;
