@@ -3,7 +3,8 @@
 //! sockets), and prints one table. Every figure is measured in this run; throughput is
 //! also given as a ratio to the baseline measured in the same run.
 //!
-//! Usage: `bench [--seconds N] [--conns N] [--scale] [--only TEXT]` (deploy/bench builds and runs it).
+//! Usage: `bench [--seconds N] [--conns N] [--rounds N] [--scale] [--only TEXT]` (deploy/bench
+//! builds and runs it; `--help` prints this).
 //! `--scale` measures the split `collector` on one and two processes, on standalone Redis
 //! and on a three-master Redis Cluster, instead (see [`scale`]).
 
@@ -334,6 +335,35 @@ fn only() -> Option<String> {
     args.get(i + 1).cloned()
 }
 
+const USAGE: &str = "usage: bench [--seconds N] [--conns N] [--rounds N] [--scale] [--only TEXT]";
+
+/// Refuses what the bench would otherwise ignore (an unknown flag, a number that is not
+/// one), so a typo does not silently run the whole default bench.
+fn check_args() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let ok = match args[i].as_str() {
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--scale" => true,
+            "--only" => args.get(i + 1).is_some(),
+            "--seconds" | "--conns" | "--rounds" => args
+                .get(i + 1)
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0),
+            _ => false,
+        };
+        if !ok {
+            eprintln!("bench: bad argument {:?}\n{USAGE}", args[i]);
+            std::process::exit(2);
+        }
+        i += if args[i] == "--scale" { 1 } else { 2 };
+    }
+}
+
 fn arg(name: &str, default: f64) -> f64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -358,6 +388,7 @@ fn dirs(tag: &str) -> Res<(std::path::PathBuf, std::path::PathBuf)> {
 }
 
 fn main() -> Res<()> {
+    check_args();
     let secs = arg("--seconds", 8.0);
     let conns = arg("--conns", 64.0) as usize;
     let rounds_wanted = (arg("--rounds", 3.0) as usize).max(1);

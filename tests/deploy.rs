@@ -75,11 +75,13 @@ fn redis_conf_loads_with_the_documented_settings() {
     let mut c = redis::Client::open(url.as_str())
         .and_then(|c| c.get_connection())
         .expect("connect");
-    let get = config_get;
-    assert_eq!(get(&mut c, "appendonly"), "yes");
-    assert_eq!(get(&mut c, "appendfsync"), "everysec");
-    assert_eq!(get(&mut c, "maxmemory-policy"), "noeviction");
-    assert_eq!(get(&mut c, "auto-aof-rewrite-min-size"), "1073741824");
+    assert_eq!(config_get(&mut c, "appendonly"), "yes");
+    assert_eq!(config_get(&mut c, "appendfsync"), "everysec");
+    assert_eq!(config_get(&mut c, "maxmemory-policy"), "noeviction");
+    assert_eq!(
+        config_get(&mut c, "auto-aof-rewrite-min-size"),
+        "1073741824"
+    );
 }
 
 /// `tally` without `REDIS_URL` (the first of README's two commands) starts its own
@@ -110,9 +112,8 @@ fn tally_alone_runs_its_embedded_redis_as_configured() {
     let mut c = redis::Client::open(url.trim())
         .and_then(|c| c.get_connection())
         .expect("connect to the embedded redis");
-    let get = config_get;
-    assert_eq!(get(&mut c, "appendonly"), "yes");
-    assert_eq!(get(&mut c, "auto-aof-rewrite-min-size"), "268435456");
+    assert_eq!(config_get(&mut c, "appendonly"), "yes");
+    assert_eq!(config_get(&mut c, "auto-aof-rewrite-min-size"), "268435456");
     drop(c);
     let pid = tally.0.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();

@@ -7,7 +7,7 @@
 //! a JSON object whose nesting (the object itself is 1) is at most `max_depth`; a scalar
 //! spelled as `Value`'s `to_string` spells it; the last of repeated keys wins.
 
-use crate::params::{depth, Param};
+use crate::params::{Param, Params};
 use crate::sanitize::{scalar_text, METRICS};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -19,8 +19,10 @@ use tally_store::ApiError;
 pub type MetricTexts<'a> = [Option<Cow<'a, str>>; METRICS.len()];
 
 /// The one answer to a `metrics` that is not JSON, not an object, or nested too deeply.
+const MALFORMED: &str = "metrics JSON is not properly formed";
+
 fn malformed() -> ApiError {
-    ApiError::bad("metrics JSON is not properly formed")
+    ApiError::bad(MALFORMED)
 }
 
 /// Parses a `metrics` object from its text.
@@ -33,29 +35,28 @@ pub fn parse(text: &str, max_depth: usize) -> Result<MetricTexts<'_>, ApiError> 
     Ok(out)
 }
 
-/// The metrics of parameter `metrics`: JSON text (a query or form), or a JSON value (a
-/// JSON body). `Ok(None)` when absent, null or blank.
-pub fn from_param(
-    p: Option<&Param>,
-    max_depth: usize,
-) -> Result<Option<MetricTexts<'_>>, ApiError> {
-    match p {
-        None | Some(Param::Json(Value::Null)) => Ok(None),
-        Some(Param::Text(s) | Param::Json(Value::String(s))) if s.trim().is_empty() => Ok(None),
-        Some(Param::Text(s) | Param::Json(Value::String(s))) => parse(s, max_depth).map(Some),
-        Some(Param::Json(v)) => {
-            let Value::Object(m) = v else {
-                return Err(malformed());
-            };
-            if depth(v) > max_depth {
-                return Err(malformed());
-            }
+/// The metrics of a request: parameter `metrics` as JSON text (a query or form) is read
+/// straight from the text; as a JSON value (a JSON body) it goes through
+/// [`Params::json`], whose rules the text route keeps. `Ok(None)` when absent, null or
+/// blank.
+pub fn from_params(p: &Params, max_depth: usize) -> Result<Option<MetricTexts<'_>>, ApiError> {
+    if let Some(Param::Text(s) | Param::Json(Value::String(s))) = p.0.get("metrics") {
+        return if s.trim().is_empty() {
+            Ok(None)
+        } else {
+            parse(s, max_depth).map(Some)
+        };
+    }
+    match p.json("metrics", MALFORMED, max_depth)? {
+        None => Ok(None),
+        Some(Value::Object(m)) => {
             let mut out: MetricTexts<'_> = Default::default();
             for (slot, spec) in out.iter_mut().zip(METRICS) {
                 *slot = m.get(spec.name).and_then(scalar_text).map(Cow::Owned);
             }
             Ok(Some(out))
         }
+        Some(_) => Err(malformed()),
     }
 }
 
@@ -201,6 +202,7 @@ impl<'de> Visitor<'de> for Scalar {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::depth;
 
     /// What the `Value` route made of the same text.
     fn by_value(text: &str, max_depth: usize) -> Result<Vec<Option<String>>, ()> {

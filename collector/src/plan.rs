@@ -292,9 +292,12 @@ pub fn frequency_range(hours_since: Option<i64>) -> u32 {
     }
 }
 
-/// The range numbers as text, and as the field names of frequency (`f.`) and loyalty
-/// (`l.`) ranges: spelled once, not formatted on every session.
+/// The range numbers as text, and as the field names of duration (`ds.`), frequency
+/// (`f.`) and loyalty (`l.`) ranges: spelled once, not formatted on every session.
 const RANGES: [&str; 12] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"];
+const DURATION_NAMES: [&str; 8] = [
+    "ds.0", "ds.1", "ds.2", "ds.3", "ds.4", "ds.5", "ds.6", "ds.7",
+];
 const FREQUENCY_NAMES: [&str; 12] = [
     "f.0", "f.1", "f.2", "f.3", "f.4", "f.5", "f.6", "f.7", "f.8", "f.9", "f.10", "f.11",
 ];
@@ -431,8 +434,8 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> 
             // recorded; its end will be recorded again, with the whole length.
             let ended = Buckets::at(i64::from(dev.last_end), app.timezone);
             let prev = Target::hourly(b, app, &Family::users(), &ended);
-            let r = duration_range(dev.session_secs);
-            prev.add(b, &[Y, M, W, D], &format!("ds.{r}"), -1);
+            let r = duration_range(dev.session_secs) as usize % DURATION_NAMES.len();
+            prev.add(b, &[Y, M, W, D], DURATION_NAMES[r], -1);
             dev.session_open = true;
             dev.last_end = 0;
         } else {
@@ -485,9 +488,9 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> 
 /// Records the length of the open session; the seconds stay in the state so a
 /// begin_session within the cooldown can continue it.
 fn close_session(b: &mut Batch, app: &App, users: &Target, dev: &mut DeviceState) {
-    let r = duration_range(dev.session_secs).to_string();
-    users.add(b, &[Y, M, W, D], &format!("ds.{r}"), 1);
-    b.add_meta_member(&app.id, "d-ranges", &r);
+    let r = duration_range(dev.session_secs) as usize % DURATION_NAMES.len();
+    users.add(b, &[Y, M, W, D], DURATION_NAMES[r], 1);
+    b.add_meta_member(&app.id, "d-ranges", RANGES[r]);
     dev.session_open = false;
 }
 
@@ -724,6 +727,11 @@ mod tests {
             assert_eq!(FREQUENCY_NAMES[i], format!("f.{i}"));
             assert_eq!(LOYALTY_NAMES[i], format!("l.{i}"));
         }
+        for (i, name) in DURATION_NAMES.iter().enumerate() {
+            assert_eq!(*name, format!("ds.{i}"));
+        }
+        let longest = (0..4000).chain([u32::MAX]).map(duration_range).max();
+        assert!(longest.is_some_and(|m| (m as usize) < DURATION_NAMES.len()));
         // Every range either function gives has its name.
         let freq = (0..2000)
             .map(|h| frequency_range(Some(h)))

@@ -247,7 +247,7 @@ impl WriteRequest {
             }
         };
 
-        let metric_texts = crate::metrics::from_param(p.0.get("metrics"), limits.max_json_depth)?;
+        let metric_texts = crate::metrics::from_params(p, limits.max_json_depth)?;
         let mut metrics = Vec::new();
         if let Some(texts) = &metric_texts {
             // `_os` gives `_os_version` and `_density` their prefix.

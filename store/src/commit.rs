@@ -990,23 +990,20 @@ async fn read_phase(
             .filter(|(_, f)| **f == 1)
             .map(|(m, _)| m.clone())
             .collect();
+        let slot = batch.set_index.of(s, &mut batch.sets, SetSlot::default);
         if present.len() < ms.len() {
-            new_members.push(i);
+            new_members.push(slot);
         }
-        let at = batch.set_index.of(s, &mut batch.sets, SetSlot::default);
-        batch.sets[at].1.present = present;
+        batch.sets[slot].1.present = present;
     }
     if !new_members.is_empty() {
         let mut p = Packer::with_capacity(64 * new_members.len());
-        for &i in &new_members {
-            p.cmd(2).arg("SCARD").arg(&sets[i].0);
+        for &slot in &new_members {
+            p.cmd(2).arg("SCARD").arg(&batch.sets[slot].0);
         }
         let cards = send(pool, stats, c, &p).await?;
-        for (j, &i) in new_members.iter().enumerate() {
-            let at = batch
-                .set_index
-                .of(&sets[i].0, &mut batch.sets, SetSlot::default);
-            batch.sets[at].1.card = cards.int(j).unwrap_or(0).max(0) as usize;
+        for (j, &slot) in new_members.iter().enumerate() {
+            batch.sets[slot].1.card = cards.int(j).unwrap_or(0).max(0) as usize;
         }
     }
     Ok(batch)
