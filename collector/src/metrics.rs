@@ -39,8 +39,11 @@ pub fn parse(text: &str, max_depth: usize) -> Result<MetricTexts<'_>, ApiError> 
 /// straight from the text; as a JSON value (a JSON body) it goes through
 /// [`Params::json`], whose rules the text route keeps. `Ok(None)` when absent, null or
 /// blank.
-pub fn from_params(p: &Params, max_depth: usize) -> Result<Option<MetricTexts<'_>>, ApiError> {
-    if let Some(Param::Text(s) | Param::Json(Value::String(s))) = p.0.get("metrics") {
+pub fn from_params<'b>(
+    p: &'b Params<'_>,
+    max_depth: usize,
+) -> Result<Option<MetricTexts<'b>>, ApiError> {
+    if let Some(s) = p.0.get("metrics").and_then(Param::as_str) {
         return if s.trim().is_empty() {
             Ok(None)
         } else {

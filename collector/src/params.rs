@@ -11,19 +11,39 @@ use std::borrow::Cow;
 use tally_store::texthash::TextMap;
 use tally_store::ApiError;
 
-/// One parameter: text from a query/form, or a JSON value from a JSON body.
+/// One parameter: text from a query/form (borrowed from the request unless it had to be
+/// percent-decoded), or a JSON value from a JSON body.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Param {
-    Text(String),
+pub enum Param<'a> {
+    Text(Cow<'a, str>),
     Json(Value),
 }
 
+impl Param<'_> {
+    /// The text of a query/form parameter or of a JSON string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Param::Text(s) => Some(s),
+            Param::Json(Value::String(s)) => Some(s),
+            Param::Json(_) => None,
+        }
+    }
+}
+
+/// The parameters of one request, borrowing from its query string and body.
 #[derive(Debug, Default, Clone)]
-pub struct Params(pub TextMap<String, Param>);
+pub struct Params<'a>(pub TextMap<Cow<'a, str>, Param<'a>>);
+
+/// Room reserved up front for the pairs of a query or form: enough for what SDKs send, so
+/// the map does not grow while it is filled, and not more, whatever the request claims.
+const RESERVE_PAIRS: usize = 32;
 
 /// Adds the pairs of a query string or form body (strictly decoded).
-pub fn parse_urlencoded(raw: &[u8], into: &mut Params) -> Result<(), ApiError> {
-    for (k, v) in tally_store::http::decode_pairs(raw)? {
+pub fn parse_urlencoded<'a>(raw: &'a [u8], into: &mut Params<'a>) -> Result<(), ApiError> {
+    let n = raw.iter().filter(|&&b| b == b'&').count() + 1;
+    into.0.reserve(n.min(RESERVE_PAIRS));
+    for pair in tally_store::http::pairs(raw) {
+        let (k, v) = pair?;
         into.0.insert(k, Param::Text(v));
     }
     Ok(())
@@ -38,14 +58,14 @@ pub fn depth(v: &Value) -> usize {
     }
 }
 
-impl Params {
+impl<'a> Params<'a> {
     /// Parameters of a request: the query string, then the body by its content type.
     pub fn from_request(
-        query: &str,
+        query: &'a str,
         content_type: &str,
-        body: &[u8],
+        body: &'a [u8],
         max_depth: usize,
-    ) -> Result<Params, ApiError> {
+    ) -> Result<Params<'a>, ApiError> {
         let mut p = Params::default();
         parse_urlencoded(query.as_bytes(), &mut p)?;
         if body.iter().all(u8::is_ascii_whitespace) {
@@ -62,7 +82,7 @@ impl Params {
             match v {
                 Value::Object(o) => {
                     for (k, v) in o {
-                        p.0.insert(k, Param::Json(v));
+                        p.0.insert(Cow::Owned(k), Param::Json(v));
                     }
                 }
                 _ => return Err(ApiError::bad("Request body must be a JSON object")),
@@ -74,8 +94,12 @@ impl Params {
     }
 
     /// Parameters of one `/i/bulk` item (a JSON object).
-    pub fn from_object(o: serde_json::Map<String, Value>) -> Params {
-        Params(o.into_iter().map(|(k, v)| (k, Param::Json(v))).collect())
+    pub fn from_object(o: serde_json::Map<String, Value>) -> Params<'a> {
+        Params(
+            o.into_iter()
+                .map(|(k, v)| (Cow::Owned(k), Param::Json(v)))
+                .collect(),
+        )
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -87,7 +111,8 @@ impl Params {
     /// Borrowed from the map unless it had to be spelled out.
     pub fn text(&self, name: &str) -> Option<Cow<'_, str>> {
         match self.0.get(name)? {
-            Param::Text(s) | Param::Json(Value::String(s)) => Some(Cow::Borrowed(s)),
+            Param::Text(s) => Some(Cow::Borrowed(s)),
+            Param::Json(Value::String(s)) => Some(Cow::Borrowed(s)),
             Param::Json(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
             Param::Json(Value::Bool(b)) => Some(Cow::Owned(b.to_string())),
             Param::Json(_) => None,
@@ -108,15 +133,15 @@ impl Params {
         max_depth: usize,
     ) -> Result<Option<Value>, ApiError> {
         let v = match self.0.get(name) {
-            None => return Ok(None),
-            Some(Param::Json(Value::Null)) => return Ok(None),
-            Some(Param::Json(Value::String(s))) | Some(Param::Text(s)) => {
+            None | Some(Param::Json(Value::Null)) => return Ok(None),
+            Some(Param::Json(v)) if !v.is_string() => v.clone(),
+            Some(p) => {
+                let s = p.as_str().unwrap_or_default();
                 if s.trim().is_empty() {
                     return Ok(None);
                 }
                 serde_json::from_str(s).map_err(|_| ApiError::bad(error))?
             }
-            Some(Param::Json(v)) => v.clone(),
         };
         if depth(&v) > max_depth {
             return Err(ApiError::bad(error));
@@ -139,10 +164,11 @@ impl Params {
     /// A canonical spelling of the parameters minus `skip`, for request fingerprints:
     /// sorted by name, JSON in its compact form.
     pub fn canonical(&self, skip: &[&str]) -> String {
-        let mut keys: Vec<&String> = self
+        let mut keys: Vec<&str> = self
             .0
             .keys()
-            .filter(|k| !skip.contains(&k.as_str()))
+            .map(|k| k.as_ref())
+            .filter(|k| !skip.contains(k))
             .collect();
         keys.sort();
         let mut out = String::new();
@@ -150,8 +176,8 @@ impl Params {
             out.push_str(k);
             out.push('=');
             match &self.0[k] {
-                Param::Text(s) | Param::Json(Value::String(s)) => out.push_str(s),
-                Param::Json(v) => out.push_str(&v.to_string()),
+                Param::Json(v) if !v.is_string() => out.push_str(&v.to_string()),
+                p => out.push_str(p.as_str().unwrap_or_default()),
             }
             out.push('\u{1}');
         }
@@ -199,7 +225,8 @@ mod tests {
         assert!(Params::from_request("", "application/json", b"{nope", 8).is_err());
         assert!(Params::from_request("", "application/json", b"[1]", 8).is_err());
         let deep = format!("{}{}", "[".repeat(20), "]".repeat(20));
-        let p = Params::from_request(&format!("events={deep}"), "", b"", 8).unwrap_or_default();
+        let query = format!("events={deep}");
+        let p = Params::from_request(&query, "", b"", 8).unwrap_or_default();
         assert!(p.json("events", "bad", 8).is_err());
     }
 

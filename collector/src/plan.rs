@@ -372,7 +372,7 @@ impl Work for Ingest {
             if it.req.begin_session {
                 let cc = it.req.country.as_deref().unwrap_or("Unknown");
                 r.meta_member(app, "countries", cc);
-                for (spec, v) in &it.req.metrics {
+                for (spec, v) in it.req.metrics.iter() {
                     r.meta_member(app, spec.meta, v);
                 }
             }
@@ -540,7 +540,7 @@ fn begin_session(b: &mut Batch, it: &Item, users: &Target, dev: &mut DeviceState
         count_value(b, users, dev, COUNTRY_SLOT, cc, is_new, &uniq);
     }
 
-    for (spec, v) in &req.metrics {
+    for (spec, v) in req.metrics.iter() {
         if !b.admit_meta(&app.id, spec.meta, v, limits.values_per_metric) {
             continue;
         }

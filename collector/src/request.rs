@@ -43,6 +43,36 @@ pub struct Event {
     pub time: i64,
 }
 
+/// A request's sanitized metric values, kept in one buffer: a begin_session carries up
+/// to ten, and one allocation for all of them is cheaper than one each.
+#[derive(Debug, Clone, Default)]
+pub struct MetricValues {
+    text: String,
+    /// Each value's metric and where its text ends in `text` (it starts where the one
+    /// before it ends).
+    ends: Vec<(&'static MetricSpec, usize)>,
+}
+
+impl MetricValues {
+    /// Adds the sanitized value of `spec` ([`sanitize::push_metric_value`]), unless it is
+    /// dropped.
+    fn push(&mut self, spec: &'static MetricSpec, raw: &str, os: Option<&str>) {
+        if sanitize::push_metric_value(&mut self.text, spec.name, raw, os) {
+            self.ends.push((spec, self.text.len()));
+        }
+    }
+
+    /// The values in the order of [`METRICS`].
+    pub fn iter(&self) -> impl Iterator<Item = (&'static MetricSpec, &str)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(spec, end)| {
+            let v = self.text.get(start..end).unwrap_or_default();
+            start = end;
+            (spec, v)
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WriteRequest {
     pub device_id: String,
@@ -53,7 +83,7 @@ pub struct WriteRequest {
     /// Seconds to add (0 = none), already capped.
     pub session_duration: u32,
     /// Sanitized metric values; used on begin_session only, as in Countly.
-    pub metrics: Vec<(&'static MetricSpec, String)>,
+    pub metrics: MetricValues,
     /// ISO country code; `None` is `Unknown`.
     pub country: Option<String>,
     pub events: Vec<Event>,
@@ -248,8 +278,12 @@ impl WriteRequest {
         };
 
         let metric_texts = crate::metrics::from_params(p, limits.max_json_depth)?;
-        let mut metrics = Vec::new();
+        let mut metrics = MetricValues::default();
         if let Some(texts) = &metric_texts {
+            // An OS prefix or a `:0` adds a few bytes to a value.
+            let room: usize = texts.iter().flatten().map(|t| t.len() + 4).sum();
+            metrics.text.reserve(room);
+            metrics.ends.reserve(METRICS.len());
             // `_os` gives `_os_version` and `_density` their prefix.
             let os = METRICS
                 .iter()
@@ -263,9 +297,7 @@ impl WriteRequest {
                         spec.name, limits.max_value_length
                     )));
                 }
-                if let Some(v) = sanitize::metric_value(spec.name, raw, os) {
-                    metrics.push((spec, v));
-                }
+                metrics.push(spec, raw, os);
             }
         }
 
@@ -424,7 +456,7 @@ mod tests {
         let m: Vec<(&str, &str)> = r
             .metrics
             .iter()
-            .map(|(s, v)| (s.name, v.as_str()))
+            .map(|(s, v)| (s.name, v))
             .collect();
         assert_eq!(m, vec![("_os", "Android"), ("_os_version", "a4:4")]);
         assert_eq!(r.country.as_deref(), Some("TR"));

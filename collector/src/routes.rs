@@ -21,29 +21,27 @@ const MISSING: &str = "Missing parameter \"app_key\" or \"device_id\"";
 const ZERO_IDFA: &str = "00000000-0000-0000-0000-000000000000";
 const DUPLICATE: &str = "Request ignored: Duplicate request";
 
-struct Incoming {
-    params: Params,
-    body: web::Bytes,
+/// A request's body and its parameters, which borrow from it and from the query string.
+struct Incoming<'a> {
+    params: Params<'a>,
+    body: &'a [u8],
 }
 
-async fn incoming(
-    req: &HttpRequest,
-    payload: web::Payload,
-    st: &Collector,
-) -> Result<Incoming, ApiError> {
-    let body = read_body(payload, st.shared.limits.max_body_bytes).await?;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let params = Params::from_request(
-        req.query_string(),
-        content_type,
-        &body,
-        st.shared.limits.max_json_depth,
-    )?;
-    Ok(Incoming { params, body })
+impl<'a> Incoming<'a> {
+    fn parse(req: &'a HttpRequest, body: &'a [u8], st: &Collector) -> Result<Self, ApiError> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let params = Params::from_request(
+            req.query_string(),
+            content_type,
+            body,
+            st.shared.limits.max_json_depth,
+        )?;
+        Ok(Incoming { params, body })
+    }
 }
 
 /// Countly's checksum: SHA-1 (`checksum`) or SHA-256 (`checksum256`) in hex of the query
@@ -64,7 +62,7 @@ fn verify_checksum(query: &str, inc: &Incoming, salt: &str) -> Result<(), ApiErr
             .join("&")
     };
     let mut candidates = vec![strip(query)];
-    if let Ok(body) = std::str::from_utf8(&inc.body) {
+    if let Ok(body) = std::str::from_utf8(inc.body) {
         if !body.is_empty() {
             candidates.push(strip(body));
         }
@@ -86,7 +84,7 @@ fn verify_checksum(query: &str, inc: &Incoming, salt: &str) -> Result<(), ApiErr
 
 /// The country of the request's client, when a GeoIP database is configured and the
 /// request does not name its country.
-fn client_country(req: &HttpRequest, p: &Params, st: &Collector) -> Option<String> {
+fn client_country(req: &HttpRequest, p: &Params<'_>, st: &Collector) -> Option<String> {
     let geo = st.geo.as_ref()?;
     if p.has("country_code") {
         return None;
@@ -122,7 +120,8 @@ pub async fn ingest(
     payload: web::Payload,
     st: web::Data<Collector>,
 ) -> Result<HttpResponse, ApiError> {
-    let inc = incoming(&req, payload, &st).await?;
+    let body = read_body(payload, st.shared.limits.max_body_bytes).await?;
+    let inc = Incoming::parse(&req, &body, &st)?;
     let (Some(app_key), Some(device_id)) = (
         inc.params.nonempty("app_key"),
         inc.params.nonempty("device_id"),
@@ -163,7 +162,8 @@ pub async fn bulk(
     st: web::Data<Collector>,
 ) -> Result<HttpResponse, ApiError> {
     let limits = st.shared.limits.clone();
-    let inc = incoming(&req, payload, &st).await?;
+    let body = read_body(payload, limits.max_body_bytes).await?;
+    let inc = Incoming::parse(&req, &body, &st)?;
     let list = match inc.params.json(
         "requests",
         "Missing parameter \"requests\"",
@@ -199,7 +199,7 @@ pub async fn bulk(
         let mut p = Params::from_object(obj);
         if !p.has("app_key") {
             if let Some(k) = &top_key {
-                p.0.insert("app_key".into(), crate::params::Param::Text(k.to_string()));
+                p.0.insert("app_key".into(), crate::params::Param::Text(k.clone()));
             }
         }
         let (Some(key), Some(device_id)) = (p.nonempty("app_key"), p.nonempty("device_id")) else {

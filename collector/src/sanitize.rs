@@ -182,57 +182,68 @@ fn push_os_prefix(out: &mut String, os: Option<&str>) {
     }
 }
 
-/// The stored value of metric `name`, given the request's `_os`; `None` drops it.
-pub fn metric_value(name: &str, raw: &str, os: Option<&str>) -> Option<String> {
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return None;
+/// Appends the sanitized value of metric `name` to `out`, as Countly stores it; `false`
+/// (and `out` as it was) when the value is dropped. `os` is the request's `_os`, which
+/// prefixes `_os_version` and `_density`. Appending lets a request keep all its metric
+/// values in one buffer instead of one allocation each.
+pub fn push_metric_value(out: &mut String, name: &str, raw: &str, os: Option<&str>) -> bool {
+    let start = out.len();
+    let kept = push_metric(out, name, raw.trim(), os);
+    if !kept || out.len() == start {
+        out.truncate(start);
+        return false;
     }
-    let v = match name {
+    true
+}
+
+fn push_metric(out: &mut String, name: &str, raw: &str, os: Option<&str>) -> bool {
+    if raw.is_empty() {
+        return false;
+    }
+    let start = out.len();
+    match name {
         "_os_version" => {
-            let mut v = String::with_capacity(raw.len() + 4);
-            push_os_prefix(&mut v, os);
-            push_value(&mut v, raw);
-            v
+            push_os_prefix(out, os);
+            push_value(out, raw);
         }
         "_app_version" => {
-            let mut v = value(raw);
-            if !v.contains(':') {
-                v.push_str(":0");
+            push_value(out, raw);
+            if !out[start..].contains(':') {
+                out.push_str(":0");
             }
-            v
         }
-        "_carrier" => carrier(raw)?,
+        "_carrier" => match carrier(raw) {
+            Some(titled) => push_value(out, &titled),
+            None => return false,
+        },
         "_density" => {
             let raw = raw.trim_end_matches("dpi");
-            let d: f64 = raw.parse().ok()?;
-            let mut v = String::with_capacity(12);
-            push_os_prefix(&mut v, os);
+            let Ok(d) = raw.parse::<f64>() else {
+                return false;
+            };
+            push_os_prefix(out, os);
             match two_decimals(raw) {
                 Some((int, frac)) => {
-                    v.push_str(int);
-                    v.push(':');
-                    v.push_str(frac);
+                    out.push_str(int);
+                    out.push(':');
+                    out.push_str(frac);
                     for _ in frac.len()..2 {
-                        v.push('0');
+                        out.push('0');
                     }
                 }
-                None => push_value(&mut v, &format!("{d:.2}")),
+                None => push_value(out, &format!("{d:.2}")),
             }
-            v
         }
         "_locale" => {
-            // Countly's `langs` keeps the language, not the region.
-            let lang = raw
-                .split(['_', '-'])
-                .next()
-                .unwrap_or(raw)
-                .to_ascii_lowercase();
-            value(&lang)
+            // Countly's `langs` keeps the language, not the region. Lower-casing after
+            // the value rules is the same as before them: they touch no letter.
+            let lang = raw.split(['_', '-']).next().unwrap_or(raw);
+            push_value(out, lang);
+            out[start..].make_ascii_lowercase();
         }
-        _ => value(raw),
-    };
-    (!v.is_empty()).then_some(v)
+        _ => push_value(out, raw),
+    }
+    true
 }
 
 /// A plain decimal with at most two decimals (`2`, `2.7`, `2.75`, no leading zero, few
@@ -265,12 +276,24 @@ fn carrier(raw: &str) -> Option<String> {
             titled.extend(c.flat_map(char::to_lowercase));
         }
     }
-    Some(value(&titled))
+    Some(titled)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`push_metric_value`] after other text, as a request's buffer has it: what it
+    /// appended, and the buffer untouched when it dropped the value.
+    fn metric_value(name: &str, raw: &str, os: Option<&str>) -> Option<String> {
+        let mut out = String::from("before|");
+        if push_metric_value(&mut out, name, raw, os) {
+            out.strip_prefix("before|").map(str::to_string)
+        } else {
+            assert_eq!(out, "before|", "a dropped value leaves the buffer as it was");
+            None
+        }
+    }
 
     #[test]
     fn values_never_hold_a_dot_or_a_nul() {

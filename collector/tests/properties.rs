@@ -177,7 +177,8 @@ proptest! {
             "begin_session": begin, "end_session": end, "session_duration": duration,
             "timestamp": ts, "country_code": country,
         });
-        let p = Params::from_request("", "application/json", body.to_string().as_bytes(), 16);
+        let text = body.to_string();
+        let p = Params::from_request("", "application/json", text.as_bytes(), 16);
         prop_assert!(p.is_ok());
         if let Ok(p) = p {
             check_plan(&p);

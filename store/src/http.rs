@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use crate::redis::Pool;
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// What every service's handlers share: built once at start-up.
@@ -55,27 +56,47 @@ pub fn result(msg: &str) -> HttpResponse {
 /// Decodes `a=1&b=x+y%20z` strictly: a pair that is not valid UTF-8 after percent-decoding
 /// is a 400, never silently mangled.
 pub fn decode_pairs(raw: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    pairs(raw)
+        .map(|pair| pair.map(|(k, v)| (k.into_owned(), v.into_owned())))
+        .collect()
+}
+
+/// The pairs of a query or form, as [`decode_pairs`] decodes them, each part borrowed from
+/// `raw` when it has nothing to decode: on `/i` that is most of them (keys, app key,
+/// device id, flags), so only the JSON-bearing values are copied.
+pub fn pairs(
+    raw: &[u8],
+) -> impl Iterator<Item = Result<(Cow<'_, str>, Cow<'_, str>), ApiError>> + '_ {
     raw.split(|&b| b == b'&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| match pair.iter().position(|&b| b == b'=') {
             Some(i) => Ok((decode(&pair[..i])?, decode(&pair[i + 1..])?)),
-            None => Ok((decode(pair)?, String::new())),
+            None => Ok((decode(pair)?, Cow::Borrowed(""))),
         })
-        .collect()
+}
+
+fn not_utf8() -> ApiError {
+    ApiError::bad("Request parameters are not valid UTF-8")
 }
 
 /// One part of a query or form: `+` is a space, `%XX` a byte (a `%` without two hex digits
-/// stays as it is), and the result must be UTF-8. One pass and one copy: every `/i` decodes
-/// a dozen parts, its metrics and events among them.
-fn decode(part: &[u8]) -> Result<String, ApiError> {
+/// stays as it is), and the result must be UTF-8. Borrowed when there is nothing to
+/// decode; otherwise one pass and one copy.
+fn decode(part: &[u8]) -> Result<Cow<'_, str>, ApiError> {
     let hex = |b: u8| match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     };
+    let Some(first) = part.iter().position(|&b| b == b'%' || b == b'+') else {
+        return std::str::from_utf8(part)
+            .map(Cow::Borrowed)
+            .map_err(|_| not_utf8());
+    };
     let mut out = Vec::with_capacity(part.len());
-    let mut i = 0;
+    out.extend_from_slice(&part[..first]);
+    let mut i = first;
     while i < part.len() {
         // Plain bytes are copied a run at a time.
         let run = part[i..]
@@ -100,7 +121,7 @@ fn decode(part: &[u8]) -> Result<String, ApiError> {
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| ApiError::bad("Request parameters are not valid UTF-8"))
+    String::from_utf8(out).map(Cow::Owned).map_err(|_| not_utf8())
 }
 
 #[cfg(test)]
@@ -133,6 +154,17 @@ mod tests {
             .ok();
             assert_eq!(reference.as_deref(), Some(want));
         }
+    }
+
+    #[test]
+    fn plain_parts_are_borrowed() {
+        assert!(matches!(decode(b"plain-1_x"), Ok(Cow::Borrowed("plain-1_x"))));
+        assert!(matches!(decode("\u{e9}t\u{e9}".as_bytes()), Ok(Cow::Borrowed(_))));
+        assert!(matches!(decode(b"a+b"), Ok(Cow::Owned(s)) if s == "a b"));
+        assert!(decode(b"\xff").is_err());
+        let got: Vec<_> = pairs(b"k=v&x=%41").filter_map(Result::ok).collect();
+        assert!(matches!(got[0], (Cow::Borrowed("k"), Cow::Borrowed("v"))));
+        assert!(matches!(&got[1], (Cow::Borrowed("x"), Cow::Owned(a)) if a == "A"));
     }
 
     #[test]
