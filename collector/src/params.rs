@@ -34,14 +34,13 @@ impl Param<'_> {
 #[derive(Debug, Default, Clone)]
 pub struct Params<'a>(pub TextMap<Cow<'a, str>, Param<'a>>);
 
-/// Room reserved up front for the pairs of a query or form: enough for what SDKs send, so
-/// the map does not grow while it is filled, and not more, whatever the request claims.
-const RESERVE_PAIRS: usize = 32;
+/// Room reserved up front for the pairs of a query or form: what the SDKs send (a dozen
+/// or so), so the map does not grow while it is filled; a longer query grows it as usual.
+const RESERVE_PAIRS: usize = 16;
 
 /// Adds the pairs of a query string or form body (strictly decoded).
 pub fn parse_urlencoded<'a>(raw: &'a [u8], into: &mut Params<'a>) -> Result<(), ApiError> {
-    let n = raw.iter().filter(|&&b| b == b'&').count() + 1;
-    into.0.reserve(n.min(RESERVE_PAIRS));
+    into.0.reserve(RESERVE_PAIRS);
     for pair in tally_store::http::pairs(raw) {
         let (k, v) = pair?;
         into.0.insert(k, Param::Text(v));

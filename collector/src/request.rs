@@ -94,6 +94,12 @@ pub struct WriteRequest {
     pub counted: bool,
 }
 
+/// Whether `s` has more than `max` characters. Limits count characters, as Countly does;
+/// a text of at most `max` bytes cannot have more, so most texts are not walked.
+fn longer_than(s: &str, max: usize) -> bool {
+    s.len() > max && s.chars().count() > max
+}
+
 /// Parses `timestamp`-like values: seconds (10 digits, maybe with a fraction) or
 /// milliseconds (13 digits). Out of range is a 400; slightly in the future is "now".
 pub fn parse_timestamp(raw: &str, name: &str, now: i64, limits: &Limits) -> Result<i64, ApiError> {
@@ -150,7 +156,7 @@ fn parse_event(
     if key.is_empty() {
         return Ok(None);
     }
-    if key.chars().count() > limits.max_key_length {
+    if longer_than(&key, limits.max_key_length) {
         return Err(ApiError::bad(format!(
             "Event key longer than {} characters",
             limits.max_key_length
@@ -204,13 +210,13 @@ fn parse_event(
                 if k.is_empty() || v.is_empty() {
                     continue;
                 }
-                if k.chars().count() > limits.max_key_length {
+                if longer_than(&k, limits.max_key_length) {
                     return Err(ApiError::bad(format!(
                         "Segmentation key longer than {} characters",
                         limits.max_key_length
                     )));
                 }
-                if v.chars().count() > limits.max_value_length {
+                if longer_than(&v, limits.max_value_length) {
                     return Err(ApiError::bad(format!(
                         "Segmentation value longer than {} characters",
                         limits.max_value_length
@@ -246,7 +252,7 @@ impl WriteRequest {
         client_country: Option<String>,
     ) -> Result<WriteRequest, ApiError> {
         let device_id = p.text("device_id").unwrap_or_default();
-        if device_id.chars().count() > limits.max_device_id_length {
+        if longer_than(&device_id, limits.max_device_id_length) {
             return Err(ApiError::bad(format!(
                 "Invalid parameter \"device_id\": longer than {} characters",
                 limits.max_device_id_length
@@ -291,7 +297,7 @@ impl WriteRequest {
                 .and_then(|i| texts[i].as_deref());
             for (spec, raw) in METRICS.iter().zip(texts) {
                 let Some(raw) = raw else { continue };
-                if raw.chars().count() > limits.max_value_length {
+                if longer_than(raw, limits.max_value_length) {
                     return Err(ApiError::bad(format!(
                         "Metric {} longer than {} characters",
                         spec.name, limits.max_value_length
@@ -448,16 +454,20 @@ mod tests {
     }
 
     #[test]
+    fn limits_count_characters_not_bytes() {
+        assert!(!longer_than("\u{e9}\u{e9}\u{e9}", 3));
+        assert!(longer_than("\u{e9}\u{e9}\u{e9}", 2));
+        assert!(!longer_than("abc", 3) && longer_than("abcd", 3));
+        assert!(!longer_than("", 0));
+    }
+
+    #[test]
     fn sessions_metrics_and_location() {
         let r = req(r#"device_id=d&begin_session=1&session_duration=-5&metrics={"_os":"Android","_os_version":"4.4","_ua":"x"}&country_code=tr"#)
             .expect("valid request");
         assert!(r.begin_session && !r.end_session);
         assert_eq!(r.session_duration, 0);
-        let m: Vec<(&str, &str)> = r
-            .metrics
-            .iter()
-            .map(|(s, v)| (s.name, v))
-            .collect();
+        let m: Vec<(&str, &str)> = r.metrics.iter().map(|(s, v)| (s.name, v)).collect();
         assert_eq!(m, vec![("_os", "Android"), ("_os_version", "a4:4")]);
         assert_eq!(r.country.as_deref(), Some("TR"));
         assert_eq!(

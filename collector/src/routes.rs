@@ -136,11 +136,16 @@ pub async fn ingest(
         verify_checksum(req.query_string(), &inc, salt)?;
     }
     limit(&st, &app, 1)?;
-    let now = st.shared.clock.now_secs();
+    let now_ms = st.shared.clock.now_ms();
     let country = client_country(&req, &inc.params, &st);
-    let wr = WriteRequest::from_params(&inc.params, &st.shared.limits, now, country)?;
+    let wr = WriteRequest::from_params(
+        &inc.params,
+        &st.shared.limits,
+        now_ms.div_euclid(1000),
+        country,
+    )?;
     let work = Ingest {
-        items: vec![Item::new(app, wr, st.shared.clock.now_ms())],
+        items: vec![Item::new(app, wr, now_ms)],
         limits: st.shared.limits.clone(),
         keep: st.keep,
     };

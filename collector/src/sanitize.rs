@@ -115,7 +115,8 @@ pub fn value(s: &str) -> String {
 fn push_value(out: &mut String, s: &str) {
     let s = s.trim_start_matches('$');
     let mut rest = s;
-    while let Some(i) = rest.find(['.', '\0']) {
+    // A byte search: both are ASCII, so `i` is always a character boundary.
+    while let Some(i) = rest.bytes().position(|b| b == b'.' || b == 0) {
         out.push_str(&rest[..i]);
         out.push_str(if rest.as_bytes()[i] == b'.' {
             ":"
@@ -290,7 +291,10 @@ mod tests {
         if push_metric_value(&mut out, name, raw, os) {
             out.strip_prefix("before|").map(str::to_string)
         } else {
-            assert_eq!(out, "before|", "a dropped value leaves the buffer as it was");
+            assert_eq!(
+                out, "before|",
+                "a dropped value leaves the buffer as it was"
+            );
             None
         }
     }

@@ -121,7 +121,9 @@ fn decode(part: &[u8]) -> Result<Cow<'_, str>, ApiError> {
         }
         i += 1;
     }
-    String::from_utf8(out).map(Cow::Owned).map_err(|_| not_utf8())
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| not_utf8())
 }
 
 #[cfg(test)]
@@ -158,8 +160,14 @@ mod tests {
 
     #[test]
     fn plain_parts_are_borrowed() {
-        assert!(matches!(decode(b"plain-1_x"), Ok(Cow::Borrowed("plain-1_x"))));
-        assert!(matches!(decode("\u{e9}t\u{e9}".as_bytes()), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            decode(b"plain-1_x"),
+            Ok(Cow::Borrowed("plain-1_x"))
+        ));
+        assert!(matches!(
+            decode("\u{e9}t\u{e9}".as_bytes()),
+            Ok(Cow::Borrowed(_))
+        ));
         assert!(matches!(decode(b"a+b"), Ok(Cow::Owned(s)) if s == "a b"));
         assert!(decode(b"\xff").is_err());
         let got: Vec<_> = pairs(b"k=v&x=%41").filter_map(Result::ok).collect();

@@ -71,13 +71,18 @@ pub fn random_hex(n: usize) -> String {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
+    push_hex(&mut s, bytes);
     s
+}
+
+/// [`hex`], appended to `out`.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
 }
 
 /// FNV-1a, 64 bit: names in keys must hash the same in every build and on every
@@ -185,8 +190,14 @@ pub fn push_int(s: &mut String, n: i64) {
 /// A device's state key. The device id is hashed (96 bits) so that keys stay short and
 /// carry no personal identifier.
 pub fn device(app: &AppId, device_id: &str) -> String {
+    // Written in place rather than with `format!`: every /i builds one.
     let d = Sha1::digest(device_id.as_bytes());
-    format!("{{{app}}}:dev:{}", hex(&d[..12]))
+    let mut k = String::with_capacity(app.0.len() + 30);
+    k.push('{');
+    k.push_str(&app.0);
+    k.push_str("}:dev:");
+    push_hex(&mut k, &d[..12]);
+    k
 }
 
 /// A named meta list of an app (`countries`, `os`, `events`, `d-ranges`, ...).
