@@ -403,7 +403,7 @@ fn main() -> Res<()> {
     let url = redis.url();
 
     let tally_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let _tally = Proc(
+    let tally = Proc(
         Command::new(release.join("tally"))
             .env("REDIS_URL", &url)
             .env("TALLY_BIND", tally_addr.to_string())
@@ -629,6 +629,8 @@ fn main() -> Res<()> {
         println!("Settings: {conns} connections, {secs} s per row, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
         Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
     })?;
+    // Tally first: stopped after Redis, it would log the lost connection.
+    drop(tally);
     drop(redis);
     let _ = std::fs::remove_dir_all(&data);
     Ok(())
