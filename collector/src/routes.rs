@@ -21,9 +21,10 @@ const MISSING: &str = "Missing parameter \"app_key\" or \"device_id\"";
 const ZERO_IDFA: &str = "00000000-0000-0000-0000-000000000000";
 const DUPLICATE: &str = "Request ignored: Duplicate request";
 
-/// A request's body and its parameters, which borrow from it and from the query string.
+/// A request's query string, body and parameters (which borrow from both).
 struct Incoming<'a> {
     params: Params<'a>,
+    query: &'a str,
     body: &'a [u8],
 }
 
@@ -34,19 +35,20 @@ impl<'a> Incoming<'a> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let params = Params::from_request(
-            req.query_string(),
-            content_type,
+        let query = req.query_string();
+        let params =
+            Params::from_request(query, content_type, body, st.shared.limits.max_json_depth)?;
+        Ok(Incoming {
+            params,
+            query,
             body,
-            st.shared.limits.max_json_depth,
-        )?;
-        Ok(Incoming { params, body })
+        })
     }
 }
 
 /// Countly's checksum: SHA-1 (`checksum`) or SHA-256 (`checksum256`) in hex of the query
 /// string or body exactly as sent, without the checksum parameter, followed by the salt.
-fn verify_checksum(query: &str, inc: &Incoming, salt: &str) -> Result<(), ApiError> {
+fn verify_checksum(inc: &Incoming, salt: &str) -> Result<(), ApiError> {
     let (given, sha256) = match (
         inc.params.nonempty("checksum256"),
         inc.params.nonempty("checksum"),
@@ -61,7 +63,7 @@ fn verify_checksum(query: &str, inc: &Incoming, salt: &str) -> Result<(), ApiErr
             .collect::<Vec<_>>()
             .join("&")
     };
-    let mut candidates = vec![strip(query)];
+    let mut candidates = vec![strip(inc.query)];
     if let Ok(body) = std::str::from_utf8(inc.body) {
         if !body.is_empty() {
             candidates.push(strip(body));
@@ -133,7 +135,7 @@ pub async fn ingest(
     }
     let app = app_for(&st, &app_key).await?;
     if let Some(salt) = &app.salt {
-        verify_checksum(req.query_string(), &inc, salt)?;
+        verify_checksum(&inc, salt)?;
     }
     limit(&st, &app, 1)?;
     let now_ms = st.shared.clock.now_ms();
@@ -188,7 +190,7 @@ pub async fn bulk(
     if let Some(key) = &top_key {
         let app = app_for(&st, key).await?;
         if let Some(salt) = &app.salt {
-            verify_checksum(req.query_string(), &inc, salt)?;
+            verify_checksum(&inc, salt)?;
         }
     }
     let now_ms = st.shared.clock.now_ms();

@@ -89,7 +89,8 @@ fn decode(part: &[u8]) -> Result<Cow<'_, str>, ApiError> {
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     };
-    let Some(first) = part.iter().position(|&b| b == b'%' || b == b'+') else {
+    let special = |b: &u8| *b == b'%' || *b == b'+';
+    let Some(first) = part.iter().position(special) else {
         return std::str::from_utf8(part)
             .map(Cow::Borrowed)
             .map_err(|_| not_utf8());
@@ -99,10 +100,7 @@ fn decode(part: &[u8]) -> Result<Cow<'_, str>, ApiError> {
     let mut i = first;
     while i < part.len() {
         // Plain bytes are copied a run at a time.
-        let run = part[i..]
-            .iter()
-            .position(|&b| b == b'%' || b == b'+')
-            .unwrap_or(part.len() - i);
+        let run = part[i..].iter().position(special).unwrap_or(part.len() - i);
         out.extend_from_slice(&part[i..i + run]);
         i += run;
         match part.get(i) {

@@ -159,10 +159,15 @@ pub fn counters(app: &AppId, family: &Family, period: Period) -> String {
 /// `{app}` with room for `more` bytes.
 fn tagged(app: &AppId, more: usize) -> String {
     let mut k = String::with_capacity(app.0.len() + 2 + more);
-    k.push('{');
-    k.push_str(&app.0);
-    k.push('}');
+    push_tag(&mut k, app);
     k
+}
+
+/// Appends `{app}`, the hash tag every key of the app starts with.
+fn push_tag(out: &mut String, app: &AppId) {
+    out.push('{');
+    out.push_str(&app.0);
+    out.push('}');
 }
 
 /// Appends the decimal digits of `n` (no allocation, unlike `to_string`).
@@ -192,10 +197,8 @@ pub fn push_int(s: &mut String, n: i64) {
 pub fn device(app: &AppId, device_id: &str) -> String {
     // Written in place rather than with `format!`: every /i builds one.
     let d = Sha1::digest(device_id.as_bytes());
-    let mut k = String::with_capacity(app.0.len() + 30);
-    k.push('{');
-    k.push_str(&app.0);
-    k.push_str("}:dev:");
+    let mut k = tagged(app, 29);
+    k.push_str(":dev:");
     push_hex(&mut k, &d[..12]);
     k
 }
@@ -210,9 +213,7 @@ pub fn meta(app: &AppId, list: &str) -> String {
 /// [`meta`] written into `out` (cleared first), for the hot path to reuse one buffer.
 pub fn meta_into(out: &mut String, app: &AppId, list: &str) {
     out.clear();
-    out.push('{');
-    out.push_str(&app.0);
-    out.push('}');
+    push_tag(out, app);
     out.push_str(":m:");
     out.push_str(list);
 }
@@ -387,6 +388,11 @@ mod tests {
             "{0123456789abcdef01234567}:c:users:2024:12:31:h"
         );
         assert_eq!(meta(&app, "os"), "{0123456789abcdef01234567}:m:os");
+        // SHA-1("abc") = a9993e364706816aba3e25717850c26c9cd0d89d; the key keeps 96 bits.
+        assert_eq!(
+            device(&app, "abc"),
+            "{0123456789abcdef01234567}:dev:a9993e364706816aba3e2571"
+        );
         for n in [0i64, 7, 10, 99, 100, -5, i64::MAX, i64::MIN] {
             let mut s = String::new();
             push_int(&mut s, n);
