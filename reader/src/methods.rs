@@ -4,10 +4,12 @@ use crate::period::Range;
 use crate::shape::{escape, sort_meta, Num, Tree};
 use chrono::{Datelike, NaiveDate};
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use tally_store::apps::App;
 use tally_store::config::Limits;
-use tally_store::counters::{Answers, Reads, Slot};
+use tally_store::counters::{day_field, month_field, summed, Answers, Reads, Slot};
 use tally_store::keys::{self, Family, Period};
+use tally_store::texthash::TextMap;
 use tally_store::redis::Pool;
 use tally_store::StoreError;
 
@@ -71,18 +73,28 @@ pub const USERS_META: &[&str] = &["countries", "f-ranges", "d-ranges", "l-ranges
 
 struct TimeReads {
     years: Vec<(String, Slot)>,
-    months: Vec<(String, String, Slot)>,
+    /// Every month of the years read, for the month and year totals of additive counters
+    /// ([`summed`]); `true` for those whose days the answer holds.
+    months: Vec<(String, String, Slot, bool)>,
     hours: Vec<(String, String, String, Slot)>,
 }
 
 fn read_time(r: &mut Reads, q: &Query, family: &Family, hourly: bool) -> TimeReads {
     let (years, months) = if q.refresh {
+        // Today and the year and month uniques: no totals, so this month's hash only.
         (
             vec![q.today.year()],
-            vec![(q.today.year(), q.today.month())],
+            vec![(q.today.year(), q.today.month(), true)],
         )
     } else {
-        (q.range.years(), q.range.months())
+        let answered = q.range.months();
+        let years = q.range.years();
+        let months = years
+            .iter()
+            .flat_map(|&y| (1..=12).map(move |m| (y, m)))
+            .map(|(y, m)| (y, m, answered.contains(&(y, m))))
+            .collect();
+        (years, months)
     };
     let hour_days: Vec<NaiveDate> = match q.hour_window() {
         Some(w) if hourly => w.from.iter_days().take_while(|d| *d <= w.to).collect(),
@@ -96,11 +108,12 @@ fn read_time(r: &mut Reads, q: &Query, family: &Family, hourly: bool) -> TimeRea
             .collect(),
         months: months
             .into_iter()
-            .map(|(y, m)| {
+            .map(|(y, m, answered)| {
                 (
                     y.to_string(),
                     m.to_string(),
                     r.hash(&key(Period::Month(y, m))),
+                    answered,
                 )
             })
             .collect(),
@@ -115,20 +128,82 @@ fn read_time(r: &mut Reads, q: &Query, family: &Family, hourly: bool) -> TimeRea
     }
 }
 
+/// A Countly week field of a year hash (`w43.u`).
+fn week_field(field: &str) -> bool {
+    let first = field.split('.').next().unwrap_or("");
+    first.starts_with('w') && first[1..].parse::<u32>().is_ok()
+}
+
 /// Whether a year-hash field is a year or this month's unique count (`u`, `Android.u`,
 /// `11.u`, `11.Android.u`): the only year-hash fields `action=refresh` keeps.
 fn refresh_unique(field: &str, month: &str) -> bool {
     if field != "u" && !field.ends_with(".u") {
         return false;
     }
-    let first = field.split('.').next().unwrap_or("");
-    if first.starts_with('w') && first[1..].parse::<u32>().is_ok() {
+    if week_field(field) {
         return false;
     }
+    let first = field.split('.').next().unwrap_or("");
     match first.parse::<u32>() {
         Ok(_) => first == month,
         Err(_) => true,
     }
+}
+
+/// A year hash into `tree`: its unique users, loyalty and weeks. Additive totals
+/// ([`summed`]) come from the days ([`add_month`]); such a field in a year hash was
+/// written by a version before that, and its days hold the same count.
+fn add_year(tree: &mut Tree, year: &str, fields: &[(&str, &str)]) {
+    for (f, v) in fields {
+        let total = month_field(f).map_or(*f, |(_, rest)| rest);
+        if week_field(f) || !summed(total) {
+            tree.add(&[year], f, v);
+        }
+    }
+}
+
+/// Sums of additive counters by name (borrowed from the replies): one map update a day
+/// field, rather than one more tree entry for the month and one for the year to sort.
+#[derive(Default)]
+struct Totals<'a>(TextMap<&'a str, Num>);
+
+impl<'a> Totals<'a> {
+    fn add(&mut self, field: &'a str, v: Num) {
+        self.0
+            .entry(field)
+            .and_modify(|sum| *sum = sum.plus(v))
+            .or_insert(v);
+    }
+
+    fn into_tree(self, tree: &mut Tree, prefix: &[&str]) {
+        for (f, v) in self.0 {
+            tree.add_num(prefix, f, v);
+        }
+    }
+}
+
+/// A month hash into `tree`: its days if the answer holds them (`answered`), and the sums
+/// of its additive days as the month's totals, added to the year's too.
+fn add_month<'a>(
+    tree: &mut Tree,
+    at: [&str; 2],
+    fields: &[(&'a str, &'a str)],
+    answered: bool,
+    year: &mut Totals<'a>,
+) {
+    let mut month = Totals::default();
+    for &(f, v) in fields {
+        if answered {
+            tree.add(&at, f, v);
+        }
+        if let Some((_, rest)) = day_field(f).filter(|(_, rest)| summed(rest)) {
+            if let Some(n) = Num::parse(v) {
+                month.add(rest, n);
+                year.add(rest, n);
+            }
+        }
+    }
+    month.into_tree(tree, &at);
 }
 
 /// Adds one family's counters to `tree` in Countly's nesting.
@@ -140,16 +215,26 @@ fn fill_time(tree: &mut Tree, a: &Answers, t: &TimeReads, q: &Query) {
         if q.refresh {
             tree.add_hash(&[ys], &fields, |f| refresh_unique(f, &today_m));
         } else {
-            tree.add_hash(&[ys], &fields, |_| true);
+            add_year(tree, ys, &fields);
         }
     }
-    for (ys, ms, slot) in &t.months {
+    let mut years: HashMap<&str, Totals> = HashMap::new();
+    for (ys, ms, slot, answered) in &t.months {
         let fields = a.hash_pairs(*slot);
         if q.refresh {
             tree.add_hash(&[ys, ms], &fields, |f| f.starts_with(&today_d));
         } else {
-            tree.add_hash(&[ys, ms], &fields, |_| true);
+            add_month(
+                tree,
+                [ys, ms],
+                &fields,
+                *answered,
+                years.entry(ys).or_default(),
+            );
         }
+    }
+    for (ys, totals) in years {
+        totals.into_tree(tree, &[ys]);
     }
     for (ys, ms, ds, slot) in &t.hours {
         tree.add_hash(&[ys, ms, ds], &a.hash_pairs(*slot), |_| true);
@@ -449,7 +534,108 @@ pub async fn live(pool: &Pool, app: &App, now_secs: i64) -> Result<String, Store
 
 #[cfg(test)]
 mod tests {
-    use super::refresh_unique;
+    use super::{add_month, add_year, refresh_unique, Totals};
+    use crate::shape::Tree;
+    use serde_json::{json, Value};
+
+    type Fields = [(&'static str, &'static str)];
+
+    fn answer(year: &Fields, october: &Fields, november: &Fields) -> String {
+        let mut tree = Tree::new();
+        let mut totals = Totals::default();
+        add_year(&mut tree, "2026", year);
+        add_month(&mut tree, ["2026", "10"], october, false, &mut totals);
+        add_month(&mut tree, ["2026", "11"], november, true, &mut totals);
+        totals.into_tree(&mut tree, &["2026"]);
+        tree.render(None, false)
+    }
+
+    #[test]
+    fn month_and_year_totals_are_the_sums_of_their_days() {
+        let year: &Fields = &[
+            ("u", "4"),
+            ("10.u", "3"),
+            ("11.u", "2"),
+            ("w45.u", "2"),
+            ("w45.f.0", "1"),
+            ("Android.u", "4"),
+            ("11.Android.u", "2"),
+            ("l.1", "2"),
+            ("11.l.1", "2"),
+        ];
+        let october: &Fields = &[
+            ("3.t", "2"),
+            ("4.t", "1"),
+            ("3.n", "1"),
+            ("3.u", "2"),
+            ("3.Android.t", "3"),
+            ("3.f.0", "3"),
+            ("3.ds.2", "-1"),
+            ("3.d", "1.5"),
+        ];
+        let november: &Fields = &[
+            ("2.t", "2"),
+            ("2.u", "2"),
+            ("2.Android.t", "2"),
+            ("2.ds.2", "1"),
+            ("2.d", "2"),
+        ];
+        let got = answer(year, october, november);
+        let v: serde_json::Value = serde_json::from_str(&got).unwrap_or_default();
+        let y = &v["2026"];
+        // The year: totals summed over both months, uniques and loyalty as stored; the
+        // duration range's -1 in October and +1 in November make no total, as a stored
+        // zero would not.
+        assert_eq!(
+            (&y["t"], &y["n"], &y["u"], &y["d"]),
+            (&json!(5), &json!(1), &json!(4), &json!(3.5)),
+            "{got}"
+        );
+        assert_eq!(y["Android"], json!({"t": 5, "u": 4}), "{got}");
+        assert_eq!(
+            (&y["f"], &y["l"], &y["ds"]),
+            (&json!({"0": 3}), &json!({"1": 2}), &Value::Null),
+            "{got}"
+        );
+        assert_eq!(y["w45"], json!({"f": {"0": 1}, "u": 2}), "{got}");
+        // October is outside the answered days: its totals but not its days.
+        assert_eq!(
+            y["10"],
+            json!({"Android": {"t": 3}, "d": 1.5, "ds": {"2": -1}, "f": {"0": 3}, "n": 1, "t": 3, "u": 3}),
+            "{got}"
+        );
+        // November: its days and its totals.
+        assert_eq!(
+            y["11"],
+            json!({
+                "2": {"Android": {"t": 2}, "d": 2, "ds": {"2": 1}, "t": 2, "u": 2},
+                "Android": {"t": 2, "u": 2}, "d": 2, "ds": {"2": 1}, "l": {"1": 2}, "t": 2, "u": 2
+            }),
+            "{got}"
+        );
+
+        // A year hash written before these totals were summed holds them too: the answer
+        // is the same, not doubled.
+        let mut old = year.to_vec();
+        old.extend([
+            ("t", "5"),
+            ("10.t", "3"),
+            ("11.t", "2"),
+            ("n", "1"),
+            ("10.n", "1"),
+            ("Android.t", "5"),
+            ("10.Android.t", "3"),
+            ("11.Android.t", "2"),
+            ("f.0", "3"),
+            ("10.f.0", "3"),
+            ("d", "3.5"),
+            ("10.d", "1.5"),
+            ("11.d", "2"),
+            ("10.ds.2", "-1"),
+            ("11.ds.2", "1"),
+        ]);
+        assert_eq!(answer(&old, october, november), got);
+    }
 
     #[test]
     fn refresh_keeps_year_and_this_months_uniques() {

@@ -58,7 +58,7 @@ impl Num {
         }
     }
 
-    fn plus(self, o: Num) -> Num {
+    pub fn plus(self, o: Num) -> Num {
         match (self, o) {
             (Num::Int(a), Num::Int(b)) => Num::Int(a.saturating_add(b)),
             (a, b) => Num::Float(a.as_f64() + b.as_f64()).normal(),
@@ -126,7 +126,13 @@ impl Tree {
 
     /// Adds `value` (counter text) at `prefix` + the dotted `field`; zeros are left out.
     pub fn add(&mut self, prefix: &[&str], field: &str, value: &str) {
-        let Some(v) = Num::parse(value) else { return };
+        if let Some(v) = Num::parse(value) {
+            self.add_num(prefix, field, v);
+        }
+    }
+
+    /// [`Tree::add`] of a number already parsed.
+    pub fn add_num(&mut self, prefix: &[&str], field: &str, v: Num) {
         if v.is_zero()
             || field.contains('\0')
             || prefix.len() + field.split('.').count() > MAX_DEPTH
@@ -176,6 +182,9 @@ impl Tree {
                 _ => merged.push(e),
             }
         }
+        // As for a single counter, a zero sum is left out (a duration range's -1 in one
+        // month and +1 in another).
+        merged.retain(|e| !e.value.is_zero());
         let mut out = String::with_capacity(merged.len() * 16 + 64);
         out.push('{');
         let mut open: Vec<&[u8]> = Vec::new();

@@ -57,6 +57,53 @@ impl Reads {
     }
 }
 
+/// Whether `field` is an additive counter, whose month and year totals are the sums of its
+/// days and so are not written: a begin_session with metrics writes about a third fewer
+/// counter fields. The reader sums them from the month hashes it reads
+/// (`<day>.<field>`). Additive are sessions (`t`), new users (`n`), requests (`e`),
+/// duration (`d`), frequency and duration ranges (`f.<r>`, `ds.<r>`), a value's `t` and
+/// `n`, and an event's or segment value's count, sum and duration (`c`, `s`, `dur`).
+/// Unique users (`u`) and loyalty (`l.<r>`, counted where the session is unique) do not add
+/// up over days, so they keep their month and year fields.
+///
+/// Field names are unambiguous here: values and segment keys never hold a `.` (the
+/// collector replaces or drops it), so the last part is always the counter's own name.
+pub fn summed(field: &str) -> bool {
+    let (head, last) = match field.rsplit_once('.') {
+        Some((h, l)) => (Some(h), l),
+        None => (None, field),
+    };
+    match last {
+        "t" | "n" | "e" | "d" | "c" | "s" | "dur" => true,
+        _ => {
+            matches!(head, Some("f" | "ds"))
+                && !last.is_empty()
+                && last.bytes().all(|b| b.is_ascii_digit())
+        }
+    }
+}
+
+/// A year-hash field's month (`1`..`12`) and the rest of its name: `10.Android.t` is
+/// October's `Android.t`. Week (`w43.u`) and year fields have none.
+pub fn month_field(field: &str) -> Option<(u32, &str)> {
+    numbered(field, 12)
+}
+
+/// A month-hash field's day (`1`..`31`) and the rest of its name: `22.t`.
+pub fn day_field(field: &str) -> Option<(u32, &str)> {
+    numbered(field, 31)
+}
+
+/// `<n>.<rest>` with `n` in `1..=max`, spelled without a leading zero.
+fn numbered(field: &str, max: u32) -> Option<(u32, &str)> {
+    let (n, rest) = field.split_once('.')?;
+    if n.is_empty() || n.len() > 2 || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u32 = n.parse().ok()?;
+    (n <= max).then_some((n, rest))
+}
+
 pub struct Answers(Replies);
 
 impl Answers {
@@ -80,5 +127,78 @@ impl Answers {
             .collect();
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn additive_counters_are_summed_from_days() {
+        for f in [
+            "t",
+            "n",
+            "e",
+            "d",
+            "f.0",
+            "f.11",
+            "ds.7",
+            "US.t",
+            "US.n",
+            "Android.t",
+            "Android.n",
+            "c",
+            "s",
+            "dur",
+            "iPhone:12.c",
+            "red.s",
+            "red.dur",
+            "u.t",
+            "l.n",
+        ] {
+            assert!(summed(f), "{f}");
+        }
+        for f in [
+            "u",
+            "l.0",
+            "l.8",
+            "US.u",
+            "Android.u",
+            "f.u",
+            "ds.u",
+            "f.",
+            "f.x",
+            "x.3",
+            "",
+            "tt",
+        ] {
+            assert!(!summed(f), "{f}");
+        }
+    }
+
+    #[test]
+    fn month_fields_are_told_from_week_and_year_fields() {
+        assert_eq!(month_field("10.Android.t"), Some((10, "Android.t")));
+        assert_eq!(month_field("1.t"), Some((1, "t")));
+        assert_eq!(month_field("12.f.3"), Some((12, "f.3")));
+        for f in [
+            "t",
+            "w43.u",
+            "13.t",
+            "0.t",
+            "010.t",
+            "01.t",
+            ".t",
+            "Android.t",
+            "+1.t",
+        ] {
+            assert_eq!(month_field(f), None, "{f}");
+        }
+        assert_eq!(day_field("31.Android.n"), Some((31, "Android.n")));
+        assert_eq!(day_field("13.t"), Some((13, "t")));
+        for f in ["t", "32.t", "0.t", "07.t", "w43.u"] {
+            assert_eq!(day_field(f), None, "{f}");
+        }
     }
 }
