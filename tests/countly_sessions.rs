@@ -483,7 +483,12 @@ fn periods_and_refresh() {
     assert_eq!(at(&year, &["2024", "10", "21", "t"]), &json!(1));
     let week = t.o(&k, "sessions", &[p("period", "7days")]);
     assert_eq!(at(&week, &["2024", "8", "23"]), &json!(null)); // that month is not loaded
-    assert_eq!(at(&week, &["2024", "8", "t"]), &json!(1)); // but month totals are
+                                                               // As in Countly, totals are summed from the loaded days; uniques are stored and answered.
+    assert_eq!(at(&week, &["2024", "8", "t"]), &json!(null));
+    assert_eq!(at(&week, &["2024", "8", "u"]), &json!(1));
+    assert_eq!(at(&week, &["2024", "t"]), &json!(2));
+    assert_eq!(at(&year, &["2024", "t"]), &json!(3));
+    assert_eq!(at(&year, &["2024", "8", "t"]), &json!(1));
     assert_eq!(at(&week, &["2024", "10", "22", "t"]), &json!(1));
     let range = format!("[{},{}]", (NOW - 61 * DAY) * 1000, (NOW - 59 * DAY) * 1000);
     let r = t.o(&k, "sessions", &[p("period", range)]);

@@ -18,9 +18,8 @@
 //! | event `c`, `s`, `dur` | D H | each event, at its own time |
 //! | segment `<v>.c/s/dur` | D | each event, per segmentation value |
 //!
-//! An additive counter has no month or year field: its totals are the sums of its days,
-//! which the reader adds up from the month hashes
-//! ([`tally_store::counters::summed`]). Unique users and loyalty do not add up over days,
+//! An additive counter has no month or year field: as in Countly, its totals are the sums
+//! of the days a read loads, which the reader adds up ([`tally_store::counters::summed`]). Unique users and loyalty do not add up over days,
 //! so they keep theirs. For a begin_session with metrics that is about a third fewer fields
 //! for each group commit to send, and for Redis to parse, apply and append to its AOF.
 //! Weeks keep their frequency and duration ranges: a week spans two months.

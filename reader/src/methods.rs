@@ -9,8 +9,8 @@ use tally_store::apps::App;
 use tally_store::config::Limits;
 use tally_store::counters::{day_field, month_field, summed, Answers, Reads, Slot};
 use tally_store::keys::{self, Family, Period};
-use tally_store::texthash::TextMap;
 use tally_store::redis::Pool;
+use tally_store::texthash::TextMap;
 use tally_store::StoreError;
 
 /// What every method needs to know about the request.
@@ -73,9 +73,7 @@ pub const USERS_META: &[&str] = &["countries", "f-ranges", "d-ranges", "l-ranges
 
 struct TimeReads {
     years: Vec<(String, Slot)>,
-    /// Every month of the years read, for the month and year totals of additive counters
-    /// ([`summed`]); `true` for those whose days the answer holds.
-    months: Vec<(String, String, Slot, bool)>,
+    months: Vec<(String, String, Slot)>,
     hours: Vec<(String, String, String, Slot)>,
 }
 
@@ -84,17 +82,10 @@ fn read_time(r: &mut Reads, q: &Query, family: &Family, hourly: bool) -> TimeRea
         // Today and the year and month uniques: no totals, so this month's hash only.
         (
             vec![q.today.year()],
-            vec![(q.today.year(), q.today.month(), true)],
+            vec![(q.today.year(), q.today.month())],
         )
     } else {
-        let answered = q.range.months();
-        let years = q.range.years();
-        let months = years
-            .iter()
-            .flat_map(|&y| (1..=12).map(move |m| (y, m)))
-            .map(|(y, m)| (y, m, answered.contains(&(y, m))))
-            .collect();
-        (years, months)
+        (q.range.years(), q.range.months())
     };
     let hour_days: Vec<NaiveDate> = match q.hour_window() {
         Some(w) if hourly => w.from.iter_days().take_while(|d| *d <= w.to).collect(),
@@ -108,12 +99,11 @@ fn read_time(r: &mut Reads, q: &Query, family: &Family, hourly: bool) -> TimeRea
             .collect(),
         months: months
             .into_iter()
-            .map(|(y, m, answered)| {
+            .map(|(y, m)| {
                 (
                     y.to_string(),
                     m.to_string(),
                     r.hash(&key(Period::Month(y, m))),
-                    answered,
                 )
             })
             .collect(),
@@ -182,26 +172,25 @@ impl<'a> Totals<'a> {
     }
 }
 
-/// A month hash into `tree`: its days if the answer holds them (`answered`), and the sums
-/// of its additive days as the month's totals, added to the year's too.
+/// A month hash into `tree`: its days, and the sums of its additive days as the month's
+/// totals, added to the year's too. As in Countly, year and month totals are summed from
+/// the months the period loads: a `30days` answer's year total covers those months only.
 fn add_month<'a>(
     tree: &mut Tree,
     at: [&str; 2],
     fields: &[(&'a str, &'a str)],
-    answered: bool,
     year: &mut Totals<'a>,
 ) {
     let mut month = Totals::default();
     for &(f, v) in fields {
-        if answered {
-            tree.add(&at, f, v);
-        }
+        let Some(n) = Num::parse(v) else { continue };
+        tree.add_num(&at, f, n);
         if let Some((_, rest)) = day_field(f).filter(|(_, rest)| summed(rest)) {
-            if let Some(n) = Num::parse(v) {
-                month.add(rest, n);
-                year.add(rest, n);
-            }
+            month.add(rest, n);
         }
+    }
+    for (&f, &n) in &month.0 {
+        year.add(f, n);
     }
     month.into_tree(tree, &at);
 }
@@ -219,18 +208,12 @@ fn fill_time(tree: &mut Tree, a: &Answers, t: &TimeReads, q: &Query) {
         }
     }
     let mut years: HashMap<&str, Totals> = HashMap::new();
-    for (ys, ms, slot, answered) in &t.months {
+    for (ys, ms, slot) in &t.months {
         let fields = a.hash_pairs(*slot);
         if q.refresh {
             tree.add_hash(&[ys, ms], &fields, |f| f.starts_with(&today_d));
         } else {
-            add_month(
-                tree,
-                [ys, ms],
-                &fields,
-                *answered,
-                years.entry(ys).or_default(),
-            );
+            add_month(tree, [ys, ms], &fields, years.entry(ys).or_default());
         }
     }
     for (ys, totals) in years {
@@ -544,8 +527,8 @@ mod tests {
         let mut tree = Tree::new();
         let mut totals = Totals::default();
         add_year(&mut tree, "2026", year);
-        add_month(&mut tree, ["2026", "10"], october, false, &mut totals);
-        add_month(&mut tree, ["2026", "11"], november, true, &mut totals);
+        add_month(&mut tree, ["2026", "10"], october, &mut totals);
+        add_month(&mut tree, ["2026", "11"], november, &mut totals);
         totals.into_tree(&mut tree, &["2026"]);
         tree.render(None, false)
     }
@@ -598,10 +581,14 @@ mod tests {
             "{got}"
         );
         assert_eq!(y["w45"], json!({"f": {"0": 1}, "u": 2}), "{got}");
-        // October is outside the answered days: its totals but not its days.
+        // October: its days and its totals.
         assert_eq!(
             y["10"],
-            json!({"Android": {"t": 3}, "d": 1.5, "ds": {"2": -1}, "f": {"0": 3}, "n": 1, "t": 3, "u": 3}),
+            json!({
+                "3": {"Android": {"t": 3}, "d": 1.5, "ds": {"2": -1}, "f": {"0": 3}, "n": 1, "t": 2, "u": 2},
+                "4": {"t": 1},
+                "Android": {"t": 3}, "d": 1.5, "ds": {"2": -1}, "f": {"0": 3}, "n": 1, "t": 3, "u": 3
+            }),
             "{got}"
         );
         // November: its days and its totals.

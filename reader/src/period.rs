@@ -11,7 +11,8 @@
 //! | `[from_ms, to_ms]` | the local days of those two instants, inclusive |
 //!
 //! As in Countly, a period selects whole months to load: the answer holds every day of
-//! those months, and the year/month totals of the years they are in.
+//! those months, the year and month uniques of the years they are in, and year and month
+//! totals summed from the loaded days.
 
 use chrono::{Datelike, Duration, NaiveDate};
 use chrono_tz::Tz;

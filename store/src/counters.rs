@@ -59,8 +59,8 @@ impl Reads {
 
 /// Whether `field` is an additive counter, whose month and year totals are the sums of its
 /// days and so are not written: a begin_session with metrics writes about a third fewer
-/// counter fields. The reader sums them from the month hashes it reads
-/// (`<day>.<field>`). Additive are sessions (`t`), new users (`n`), requests (`e`),
+/// counter fields. As in Countly, the reader sums them from the days of the months it
+/// loads (`<day>.<field>`). Additive are sessions (`t`), new users (`n`), requests (`e`),
 /// duration (`d`), frequency and duration ranges (`f.<r>`, `ds.<r>`), a value's `t` and
 /// `n`, and an event's or segment value's count, sum and duration (`c`, `s`, `dur`).
 /// Unique users (`u`) and loyalty (`l.<r>`, counted where the session is unique) do not add
