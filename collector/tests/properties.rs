@@ -11,7 +11,7 @@ use tally_collector::request::WriteRequest;
 use tally_store::apps::App;
 use tally_store::commit::Batch;
 use tally_store::config::Limits;
-use tally_store::counters::{month_field, summed};
+use tally_store::counters::{month_field, summed, week_field};
 use tally_store::keys::AppId;
 
 const NOW: i64 = 1_729_593_000;
@@ -130,12 +130,7 @@ fn check_plan(p: &Params) {
             .next()
             .and_then(|p| p.parse::<u32>().ok())
             .is_some_and(|y| y >= 1000);
-        let week = field
-            .split('.')
-            .next()
-            .and_then(|p| p.strip_prefix('w'))
-            .is_some_and(|w| w.parse::<u32>().is_ok());
-        if year_hash && !week {
+        if year_hash && !week_field(&field) {
             let total = month_field(&field).map_or(field.as_str(), |(_, rest)| rest);
             assert!(!summed(total), "{key} {field:?}");
         }

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use tally_store::apps::App;
 use tally_store::config::Limits;
-use tally_store::counters::{day_field, month_field, summed, Answers, Reads, Slot};
+use tally_store::counters::{day_field, month_field, summed, week_field, Answers, Reads, Slot};
 use tally_store::keys::{self, Family, Period};
 use tally_store::redis::Pool;
 use tally_store::texthash::TextMap;
@@ -118,25 +118,16 @@ fn read_time(r: &mut Reads, q: &Query, family: &Family, hourly: bool) -> TimeRea
     }
 }
 
-/// A Countly week field of a year hash (`w43.u`).
-fn week_field(field: &str) -> bool {
-    let first = field.split('.').next().unwrap_or("");
-    first.starts_with('w') && first[1..].parse::<u32>().is_ok()
-}
-
 /// Whether a year-hash field is a year or this month's unique count (`u`, `Android.u`,
 /// `11.u`, `11.Android.u`): the only year-hash fields `action=refresh` keeps.
-fn refresh_unique(field: &str, month: &str) -> bool {
-    if field != "u" && !field.ends_with(".u") {
+fn refresh_unique(field: &str, month: u32) -> bool {
+    let unique = field == "u" || field.ends_with(".u");
+    if !unique || week_field(field) {
         return false;
     }
-    if week_field(field) {
-        return false;
-    }
-    let first = field.split('.').next().unwrap_or("");
-    match first.parse::<u32>() {
-        Ok(_) => first == month,
-        Err(_) => true,
+    match month_field(field) {
+        Some((m, _)) => m == month,
+        None => true,
     }
 }
 
@@ -197,12 +188,11 @@ fn add_month<'a>(
 
 /// Adds one family's counters to `tree` in Countly's nesting.
 fn fill_time(tree: &mut Tree, a: &Answers, t: &TimeReads, q: &Query) {
-    let today_m = q.today.month().to_string();
     let today_d = format!("{}.", q.today.day());
     for (ys, slot) in &t.years {
         let fields = a.hash_pairs(*slot);
         if q.refresh {
-            tree.add_hash(&[ys], &fields, |f| refresh_unique(f, &today_m));
+            tree.add_hash(&[ys], &fields, |f| refresh_unique(f, q.today.month()));
         } else {
             add_year(tree, ys, &fields);
         }
@@ -627,10 +617,10 @@ mod tests {
     #[test]
     fn refresh_keeps_year_and_this_months_uniques() {
         for keep in ["u", "Android.u", "11.u", "11.Android.u"] {
-            assert!(refresh_unique(keep, "11"), "{keep}");
+            assert!(refresh_unique(keep, 11), "{keep}");
         }
         for drop in ["t", "10.u", "w47.u", "11.t", "f.0", "10.Android.u"] {
-            assert!(!refresh_unique(drop, "11"), "{drop}");
+            assert!(!refresh_unique(drop, 11), "{drop}");
         }
     }
 }

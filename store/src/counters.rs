@@ -89,6 +89,14 @@ pub fn month_field(field: &str) -> Option<(u32, &str)> {
     numbered(field, 12)
 }
 
+/// A Countly week field of a year hash: `w43.u`, `w43.f.1`.
+pub fn week_field(field: &str) -> bool {
+    let first = field.split('.').next().unwrap_or("");
+    first
+        .strip_prefix('w')
+        .is_some_and(|w| w.parse::<u32>().is_ok())
+}
+
 /// A month-hash field's day (`1`..`31`) and the rest of its name: `22.t`.
 pub fn day_field(field: &str) -> Option<(u32, &str)> {
     numbered(field, 31)
@@ -195,6 +203,8 @@ mod tests {
         ] {
             assert_eq!(month_field(f), None, "{f}");
         }
+        assert!(week_field("w43.u") && week_field("w1.f.0"));
+        assert!(!week_field("wifi.u") && !week_field("w.u") && !week_field("10.u"));
         assert_eq!(day_field("31.Android.n"), Some((31, "Android.n")));
         assert_eq!(day_field("13.t"), Some((13, "t")));
         for f in ["t", "32.t", "0.t", "07.t", "w43.u"] {
