@@ -406,7 +406,8 @@ impl Work for Ingest {
 pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> Outcome {
     let (app, req) = (&*it.app, &it.req);
     let received = it.received.max(0) as u32;
-    let mut dev: DeviceState = b.device(&it.device_key).clone();
+    let device = b.device_id(&it.device_key);
+    let mut dev: DeviceState = b.device(device).clone();
     if let Some(fp) = req.fingerprint {
         if dev.is_duplicate(fp, received, limits.dedup_window_secs) {
             return Outcome::Duplicate;
@@ -414,7 +415,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> 
         dev.remember_request(fp, received);
     }
     if !req.counted {
-        *b.device(&it.device_key) = dev;
+        *b.device(device) = dev;
         return Outcome::Applied;
     }
 
@@ -487,7 +488,7 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> 
         append(b, it, events);
     }
 
-    *b.device(&it.device_key) = dev;
+    *b.device(device) = dev;
     Outcome::Applied
 }
 

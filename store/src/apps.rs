@@ -172,11 +172,11 @@ impl AppCache {
         }
     }
 
-    fn cached<K: std::hash::Hash + Eq + Clone>(
-        &self,
-        map: &CacheMap<K>,
-        k: &K,
-    ) -> Option<Option<Arc<App>>> {
+    fn cached<K, Q>(&self, map: &CacheMap<K>, k: &Q) -> Option<Option<Arc<App>>>
+    where
+        K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         let map = map.lock().unwrap_or_else(|p| p.into_inner());
         map.get(k)
             .filter(|(at, _)| at.elapsed() < self.ttl)
@@ -185,7 +185,11 @@ impl AppCache {
 
     /// A found app however old its entry: used when Redis cannot be asked, so apps already
     /// known keep working while the registry's node (one slot on a cluster) is down.
-    fn stale<K: std::hash::Hash + Eq + Clone>(&self, map: &CacheMap<K>, k: &K) -> Option<Arc<App>> {
+    fn stale<K, Q>(&self, map: &CacheMap<K>, k: &Q) -> Option<Arc<App>>
+    where
+        K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         let map = map.lock().unwrap_or_else(|p| p.into_inner());
         map.get(k).and_then(|(_, app)| app.clone())
     }
@@ -203,15 +207,16 @@ impl AppCache {
         pool: &Pool,
         key: &str,
     ) -> Result<Option<Arc<App>>, StoreError> {
-        let k = key.to_string();
-        if let Some(hit) = self.cached(&self.by_write_key, &k) {
+        if let Some(hit) = self.cached(&self.by_write_key, key) {
             return Ok(hit);
         }
-        let app = match by_write_key(pool, key).await {
+        // Boxed: the Redis query's future is large, and every request's handler future
+        // would carry (and be copied with) its room though nearly all lookups hit.
+        let app = match Box::pin(by_write_key(pool, key)).await {
             Ok(app) => app.map(Arc::new),
-            Err(e) => return self.stale(&self.by_write_key, &k).map(Some).ok_or(e),
+            Err(e) => return self.stale(&self.by_write_key, key).map(Some).ok_or(e),
         };
-        self.store(&self.by_write_key, k, app.clone());
+        self.store(&self.by_write_key, key.to_string(), app.clone());
         Ok(app)
     }
 
@@ -219,7 +224,7 @@ impl AppCache {
         if let Some(hit) = self.cached(&self.by_id, id) {
             return Ok(hit);
         }
-        let app = match by_id(pool, id).await {
+        let app = match Box::pin(by_id(pool, id)).await {
             Ok(app) => app.map(Arc::new),
             Err(e) => return self.stale(&self.by_id, id).map(Some).ok_or(e),
         };

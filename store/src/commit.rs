@@ -129,7 +129,13 @@ impl SetIndex {
         list: &mut Vec<(String, T)>,
         empty: impl FnOnce() -> T,
     ) -> usize {
-        if let Some(&(_, _, i)) = self.meta.iter().find(|(a, n, _)| *n == name && a == app) {
+        // The names are literals of the planner's: told apart by address, not by content.
+        // The same name at another address only misses here and is found by key below.
+        if let Some(&(_, _, i)) = self
+            .meta
+            .iter()
+            .find(|(a, n, _)| std::ptr::eq(*n, name) && a == app)
+        {
             return i;
         }
         let mut key = std::mem::take(&mut self.buf);
@@ -181,6 +187,11 @@ struct DeviceSlot {
     original: Option<Vec<u8>>,
     state: DeviceState,
 }
+
+/// A device key's place in the batch ([`Batch::device_id`]): a request looks its device
+/// up once, not on every read and write of its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceId(usize);
 
 /// A key the batch writes (a counter hash, or a HyperLogLog), by number: hashing and
 /// comparing a number, not a key of some fifty bytes, on every one of a request's
@@ -251,7 +262,9 @@ impl Interner {
 /// The state an item plans against and the writes it accumulates.
 #[derive(Default)]
 pub struct Batch {
-    devices: TextMap<String, DeviceSlot>,
+    /// Device key -> its slot in `devices`.
+    device_index: TextMap<String, usize>,
+    devices: Vec<DeviceSlot>,
     sets: Vec<(String, SetSlot)>,
     set_index: SetIndex,
     hashes: Interner,
@@ -272,21 +285,30 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// The state of a device key the item declared in [`Work::reads`].
-    pub fn device(&mut self, key: &str) -> &mut DeviceState {
-        // The read phase has put every declared key in already: look it up by `&str`
-        // rather than copy the key for an entry on every call.
-        if !self.devices.contains_key(key) {
-            let fresh = DeviceSlot {
-                original: None,
-                state: DeviceState::default(),
-            };
-            self.devices.insert(key.to_string(), fresh);
+    /// The place of a device key the item declared in [`Work::reads`] (the read phase
+    /// has put every declared key in already; an undeclared one starts afresh).
+    pub fn device_id(&mut self, key: &str) -> DeviceId {
+        if let Some(&i) = self.device_index.get(key) {
+            return DeviceId(i);
         }
-        match self.devices.get_mut(key) {
-            Some(slot) => &mut slot.state,
-            None => unreachable!("the key was just inserted"),
-        }
+        self.add_device(key.to_string(), None, DeviceState::default())
+    }
+
+    /// The state of a device, to read or change.
+    pub fn device(&mut self, id: DeviceId) -> &mut DeviceState {
+        &mut self.devices[id.0].state
+    }
+
+    fn add_device(
+        &mut self,
+        key: String,
+        original: Option<Vec<u8>>,
+        state: DeviceState,
+    ) -> DeviceId {
+        let i = self.devices.len();
+        self.devices.push(DeviceSlot { original, state });
+        self.device_index.insert(key, i);
+        DeviceId(i)
     }
 
     /// Whether `member` is (or may now become) part of the capped set: true when it is
@@ -925,6 +947,8 @@ async fn read_phase(
     if devices.is_empty() && sets.is_empty() {
         return Ok(batch);
     }
+    batch.device_index.reserve(devices.len());
+    batch.devices.reserve(devices.len());
     let mut p = Packer::with_capacity(64 * (devices.len() + sets.len()) + 256);
     p.cmd(1 + devices.len() + sets.len()).arg("WATCH");
     for d in devices {
@@ -973,9 +997,7 @@ async fn read_phase(
                     DeviceState::default()
                 }
             };
-            batch
-                .devices
-                .insert(d.clone(), DeviceSlot { original, state });
+            batch.add_device(d.clone(), original, state);
         }
         at += 2;
     }
@@ -1044,9 +1066,10 @@ async fn write_phase(
     p.cmd(1).arg("MULTI");
     // One MSET for every changed device state (one command, one AOF record).
     let changed: Vec<(&String, Vec<u8>)> = batch
-        .devices
+        .device_index
         .iter()
-        .filter_map(|(key, slot)| {
+        .filter_map(|(key, &i)| {
+            let slot = &batch.devices[i];
             let encoded = slot.state.encode();
             (slot.original.as_deref() != Some(&encoded[..])).then_some((key, encoded))
         })
