@@ -225,6 +225,17 @@ fn command_stats(c: &mut redis::Connection) -> Res<(u64, u64)> {
         }))
 }
 
+/// The size Redis's main key table doubled past while the keyspace grew from `from` to
+/// `to` keys, if it did. Redis grows that table when its keys reach its size (a power of
+/// two) and then moves every key into the new table, a step with each command and a
+/// millisecond in each cron tick: about two seconds of extra Redis CPU at a million keys
+/// (`perf`: `dictRehash` and key hashing), which the rows' latency shows.
+fn table_doubled((from, to): (u64, u64)) -> Option<u64> {
+    let next = from.max(1).checked_next_power_of_two()?;
+    let next = if next == from { next * 2 } else { next };
+    (to >= next && from >= 1024).then_some(next)
+}
+
 /// AOF rewrites Redis has made since it started.
 fn aof_rewrites(c: &mut redis::Connection) -> Res<u64> {
     let info: String = redis::cmd("INFO").arg("persistence").query(c)?;
@@ -461,7 +472,7 @@ fn main() -> Res<()> {
         // a slow spell of this shared machine shows in both; each row reports its median
         // round (by ratio).
         let mut rounds: Vec<Vec<Row>> = Vec::new();
-        let mut half: Option<(f64, Load, u64)> = None;
+        let mut half: Option<(f64, Load, u64, (u64, u64))> = None;
         let rewrites_before = aof_rewrites(&mut rc)?;
         for round in 0..rounds_wanted {
             let mut rows = Vec::new();
@@ -498,9 +509,11 @@ fn main() -> Res<()> {
             if round == 0 {
                 if let Some(max) = rounds[0].iter().find(|r| r.name.starts_with("/i begin_session")).map(|r| r.load.rps()) {
                     let w0 = aof_rewrites(&mut rc)?;
+                    let k0: u64 = redis::cmd("DBSIZE").query(&mut rc)?;
                     let l = load(&[tally_addr], begin_in(rounds_wanted), conns, secs, Some(max / 2.0)).await?;
                     let rewrites = aof_rewrites(&mut rc)? - w0;
-                    half = Some((max / 2.0, l, rewrites));
+                    let k1: u64 = redis::cmd("DBSIZE").query(&mut rc)?;
+                    half = Some((max / 2.0, l, rewrites, (k0, k1)));
                 }
             }
         }
@@ -522,8 +535,11 @@ fn main() -> Res<()> {
             rows.push(picked.swap_remove(median));
         }
         let base_rps = rows.first().map_or(1.0, |r| r.load.rps());
-        if let Some((rate, l, rewrites)) = half {
-            let during = if rewrites > 0 { format!(", {rewrites} AOF rewrite(s) during it") } else { String::new() };
+        if let Some((rate, l, rewrites, keys)) = half {
+            let mut during = if rewrites > 0 { format!(", {rewrites} AOF rewrite(s) during it") } else { String::new() };
+            if let Some(size) = table_doubled(keys) {
+                during.push_str(&format!(", keyspace past {size} keys during it"));
+            }
             rows.push(Row { name: format!("/i begin_session at half max ({rate:.0}/s, open loop{during})"), ratio: None, cmds_per_req: None, trips_per_req: None, redis_us_per_req: None, load: l });
         }
         println!("\nAOF rewrites during the /i rows: {}", aof_rewrites(&mut rc)? - rewrites_before);
@@ -810,5 +826,20 @@ mod scale {
         })?;
         let _ = std::fs::remove_dir_all(&data);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table_doubled;
+
+    #[test]
+    fn a_doubling_is_a_power_of_two_passed() {
+        assert_eq!(table_doubled((950_000, 1_190_000)), Some(1 << 20));
+        assert_eq!(table_doubled((1 << 20, (1 << 20) + 5)), None);
+        assert_eq!(table_doubled((1 << 20, (1 << 21) + 1)), Some(1 << 21));
+        assert_eq!(table_doubled((600_000, 1_000_000)), None);
+        // A nearly empty keyspace doubles all the time; that is not worth a note.
+        assert_eq!(table_doubled((5, 900)), None);
     }
 }
