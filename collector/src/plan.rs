@@ -76,7 +76,7 @@ struct Known {
     places: [Option<PlacesId>; 32],
 }
 
-/// What the collector works out once per batch ([`Batch::memo`]): the [`Known`] targets,
+/// What the collector works out once per batch ([`Batch::take_memo`]): the [`Known`] targets,
 /// the session rollups of each app and minute ([`Rolled`]) and the names every request
 /// uses. Bounded: a batch over many apps or hours plans the rest without it.
 #[derive(Default)]
@@ -84,6 +84,8 @@ struct Memo {
     targets: Vec<Known>,
     rolled: Vec<Rolled>,
     names: Option<Names>,
+    /// Names spelled by literals, by the literal's address and length ([`fixed`]).
+    fixed: Vec<((usize, usize), NameId)>,
 }
 
 /// Names most requests use, numbered once per batch.
@@ -95,8 +97,8 @@ struct Names {
     u: NameId,
 }
 
-fn names(b: &mut Batch) -> Names {
-    if let Some(n) = b.memo::<Memo>().names {
+fn names(b: &mut Planning) -> Names {
+    if let Some(n) = b.memo.names {
         return n;
     }
     let n = Names {
@@ -105,8 +107,21 @@ fn names(b: &mut Batch) -> Names {
         n: b.name(".n"),
         u: b.name(".u"),
     };
-    b.memo::<Memo>().names = Some(n);
+    b.memo.names = Some(n);
     n
+}
+
+/// The number of a name the planner spells with a literal, looked up by the literal's
+/// address instead of hashing its text: a begin_session adds a dozen such fields. Two
+/// literals of the same text are two entries with one number, as the batch numbers text.
+fn fixed(b: &mut Planning, name: &'static str) -> NameId {
+    let at = (name.as_ptr() as usize, name.len());
+    if let Some(&(_, id)) = b.memo.fixed.iter().find(|(k, _)| *k == at) {
+        return id;
+    }
+    let id = b.name(name);
+    b.memo.fixed.push((at, id));
+    id
 }
 
 /// The session rollups of one app, minute and local hour, already numbered and given their
@@ -122,30 +137,66 @@ struct Rolled {
 
 const KNOWN_TARGETS: usize = 256;
 
+/// A batch with the collector's memo of it taken out for the length of one unit's
+/// planning, so the planner reaches the memo as a field: the batch keeps it as `dyn Any`,
+/// and a type check at each of a request's few dozen counters cost more than the lookups
+/// they guarded.
+struct Planning<'b> {
+    batch: &'b mut Batch,
+    memo: Box<Memo>,
+}
+
+impl<'b> Planning<'b> {
+    fn of(batch: &'b mut Batch) -> Planning<'b> {
+        let memo = batch.take_memo::<Memo>();
+        Planning { batch, memo }
+    }
+
+    /// Gives the memo back to the batch, for the batch's next unit.
+    fn done(self) {
+        self.batch.put_memo(self.memo);
+    }
+}
+
+// The planner calls the batch's own methods through a `Planning` as it would on the
+// batch: the memo is the only thing it adds.
+impl std::ops::Deref for Planning<'_> {
+    type Target = Batch;
+    fn deref(&self) -> &Batch {
+        self.batch
+    }
+}
+
+impl std::ops::DerefMut for Planning<'_> {
+    fn deref_mut(&mut self) -> &mut Batch {
+        self.batch
+    }
+}
+
 impl<'a> Target<'a> {
     /// A family without hour counters (metrics, segments).
-    fn new(b: &mut Batch, app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
+    fn new(b: &mut Planning, app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
         Target::numbered(b, app, family, at, false)
     }
 
     /// A family with hour counters (sessions, events).
-    fn hourly(b: &mut Batch, app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
+    fn hourly(b: &mut Planning, app: &App, family: &Family, at: &'a Buckets) -> Target<'a> {
         Target::numbered(b, app, family, at, true)
     }
 
     fn numbered(
-        b: &mut Batch,
+        b: &mut Planning,
         app: &App,
         family: &Family,
         at: &'a Buckets,
         hourly: bool,
     ) -> Target<'a> {
         let when = (at.year, at.month, at.day, at.hour);
-        let known = b.memo::<Memo>().targets.iter().position(|k| {
+        let known = b.memo.targets.iter().position(|k| {
             k.when == when && k.hourly == hourly && k.family == family.name() && k.app == app.id
         });
         if let Some(i) = known {
-            if let Some(k) = b.memo::<Memo>().targets.get(i) {
+            if let Some(k) = b.memo.targets.get(i) {
                 let (year, month, hours) = k.ids;
                 return Target {
                     year,
@@ -169,7 +220,7 @@ impl<'a> Target<'a> {
                 Period::Hours(at.year, at.month, at.day),
             ))
         });
-        let memo = &mut b.memo::<Memo>().targets;
+        let memo = &mut b.memo.targets;
         let slot = (memo.len() < KNOWN_TARGETS).then(|| {
             memo.push(Known {
                 app: app.id.clone(),
@@ -210,10 +261,10 @@ impl<'a> Target<'a> {
     }
 
     /// The batch's number for the levels of `mask`, worked out once per batch and target.
-    fn places(&self, b: &mut Batch, mask: usize) -> PlacesId {
+    fn places(&self, b: &mut Planning, mask: usize) -> PlacesId {
         let mask = mask & 31;
         if let Some(i) = self.slot {
-            if let Some(Some(id)) = b.memo::<Memo>().targets.get(i).map(|k| k.places[mask]) {
+            if let Some(Some(id)) = b.memo.targets.get(i).map(|k| k.places[mask]) {
                 return id;
             }
         }
@@ -228,35 +279,49 @@ impl<'a> Target<'a> {
             }
         }
         let id = b.places(&at[..n]);
-        if let Some(k) = self.slot.and_then(|i| b.memo::<Memo>().targets.get_mut(i)) {
+        if let Some(k) = self.slot.and_then(|i| b.memo.targets.get_mut(i)) {
             k.places[mask] = Some(id);
         }
         id
     }
 
     /// Adds `by` to `<name><suffix>` at each level.
-    fn add_to(&self, b: &mut Batch, levels: &[Level], name: NameId, suffix: NameId, by: i64) {
+    fn add_to(&self, b: &mut Planning, levels: &[Level], name: NameId, suffix: NameId, by: i64) {
         let places = self.places(b, mask(levels));
         b.incr_at(places, name, suffix, by);
     }
 
-    fn add_float_to(&self, b: &mut Batch, levels: &[Level], name: NameId, suffix: NameId, by: f64) {
+    fn add_float_to(
+        &self,
+        b: &mut Planning,
+        levels: &[Level],
+        name: NameId,
+        suffix: NameId,
+        by: f64,
+    ) {
         let places = self.places(b, mask(levels));
         b.incr_float_at(places, name, suffix, by);
     }
 
-    fn add(&self, b: &mut Batch, levels: &[Level], field: &str, by: i64) {
-        let (name, none) = (b.name(field), names(b).none);
+    fn add(&self, b: &mut Planning, levels: &[Level], field: &'static str, by: i64) {
+        let (name, none) = (fixed(b, field), names(b).none);
         self.add_to(b, levels, name, none, by);
     }
 
-    fn add_float(&self, b: &mut Batch, levels: &[Level], field: &str, by: f64) {
-        let (name, none) = (b.name(field), names(b).none);
+    fn add_float(&self, b: &mut Planning, levels: &[Level], field: &'static str, by: f64) {
+        let (name, none) = (fixed(b, field), names(b).none);
         self.add_float_to(b, levels, name, none, by);
     }
 
     /// `<name><suffix>` at Y M W D where the device is unique (or `always`), as for `u`.
-    fn add_unique(&self, b: &mut Batch, u: &Uniques, always: bool, name: NameId, suffix: NameId) {
+    fn add_unique(
+        &self,
+        b: &mut Planning,
+        u: &Uniques,
+        always: bool,
+        name: NameId,
+        suffix: NameId,
+    ) {
         let mut m = 0;
         for (level, unique) in [(Y, u.year), (M, u.month), (W, u.week), (D, u.day)] {
             if unique || always {
@@ -395,15 +460,26 @@ impl Work for Ingest {
     }
 
     fn plan(&self, batch: &mut Batch) -> Vec<Outcome> {
-        self.items
+        let mut planning = Planning::of(batch);
+        let outcomes = self
+            .items
             .iter()
-            .map(|it| plan_item(batch, it, &self.limits, self.keep))
-            .collect()
+            .map(|it| plan_one(&mut planning, it, &self.limits, self.keep))
+            .collect();
+        planning.done();
+        outcomes
     }
 }
 
 /// Plans one request. Public for unit tests: no I/O happens here.
-pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> Outcome {
+pub fn plan_item(batch: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> Outcome {
+    let mut planning = Planning::of(batch);
+    let outcome = plan_one(&mut planning, it, limits, keep);
+    planning.done();
+    outcome
+}
+
+fn plan_one(b: &mut Planning, it: &Item, limits: &Limits, keep: Retention) -> Outcome {
     let (app, req) = (&*it.app, &it.req);
     let received = it.received.max(0) as u32;
     let device = b.device_id(&it.device_key);
@@ -494,14 +570,20 @@ pub fn plan_item(b: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> 
 
 /// Records the length of the open session; the seconds stay in the state so a
 /// begin_session within the cooldown can continue it.
-fn close_session(b: &mut Batch, app: &App, users: &Target, dev: &mut DeviceState) {
+fn close_session(b: &mut Planning, app: &App, users: &Target, dev: &mut DeviceState) {
     let r = duration_range(dev.session_secs) as usize % DURATION_NAMES.len();
     users.add(b, &[W, D], DURATION_NAMES[r], 1);
     b.add_meta_member(&app.id, "d-ranges", RANGES[r]);
     dev.session_open = false;
 }
 
-fn begin_session(b: &mut Batch, it: &Item, users: &Target, dev: &mut DeviceState, limits: &Limits) {
+fn begin_session(
+    b: &mut Planning,
+    it: &Item,
+    users: &Target,
+    dev: &mut DeviceState,
+    limits: &Limits,
+) {
     let (app, req) = (&*it.app, &it.req);
     let t = req.time.max(0) as u32;
     let is_new = dev.is_new();
@@ -535,7 +617,7 @@ fn begin_session(b: &mut Batch, it: &Item, users: &Target, dev: &mut DeviceState
     b.add_meta_member(&app.id, "f-ranges", RANGES[f]);
     let loyalty = loyalty_range(dev.session_count);
     let l = loyalty as usize % RANGES.len();
-    let (l_name, none) = (b.name(LOYALTY_NAMES[l]), b.name(""));
+    let (l_name, none) = (fixed(b, LOYALTY_NAMES[l]), names(b).none);
     users.add_unique(b, &uniq, false, l_name, none);
     if uniq.year || uniq.month || uniq.week || uniq.day {
         b.add_meta_member(&app.id, "l-ranges", RANGES[l]);
@@ -559,7 +641,7 @@ fn begin_session(b: &mut Batch, it: &Item, users: &Target, dev: &mut DeviceState
 /// `<v>.t`, `<v>.n` and `<v>.u` of one value. A value that differs from the device's last
 /// one counts as unique at every level, as in Countly.
 fn count_value(
-    b: &mut Batch,
+    b: &mut Planning,
     target: &Target,
     dev: &mut DeviceState,
     slot: usize,
@@ -606,7 +688,7 @@ fn raw_event(e: &Event) -> serde_json::Value {
 /// request costs one XADD however many events it has. (Entries written before session
 /// begins and ends were rolled up by the collector carry them as `b` and `x`; the
 /// aggregator still counts those.)
-fn append(b: &mut Batch, it: &Item, events: Vec<serde_json::Value>) {
+fn append(b: &mut Planning, it: &Item, events: Vec<serde_json::Value>) {
     let f: Vec<(&'static str, String)> = vec![
         ("t", "r".to_string()),
         ("d", it.req.device_id.clone()),
@@ -622,10 +704,10 @@ fn append(b: &mut Batch, it: &Item, events: Vec<serde_json::Value>) {
 /// stream serves (the raw-events API and the realtime reports read events), so it costs
 /// no stream entry, and no read and acknowledgement by the aggregator: for a
 /// begin_session with metrics that was a fifth of the machine.
-fn roll_session(b: &mut Batch, it: &Item, at: &Buckets, field: &str, keep: Retention) {
+fn roll_session(b: &mut Planning, it: &Item, at: &Buckets, field: &'static str, keep: Retention) {
     let (app, minute, hour) = (&it.app, it.req.time.div_euclid(60), at.hour_index);
     let found = b
-        .memo::<Memo>()
+        .memo
         .rolled
         .iter()
         .position(|r| r.minute == minute && r.hour == hour && r.app == app.id);
@@ -645,7 +727,7 @@ fn roll_session(b: &mut Batch, it: &Item, at: &Buckets, field: &str, keep: Reten
                 b.expire(&key, ttl);
                 b.places(&[(h, Prefix::None)])
             });
-            let rolled = &mut b.memo::<Memo>().rolled;
+            let rolled = &mut b.memo.rolled;
             rolled.push(Rolled {
                 app: app.id.clone(),
                 minute,
@@ -656,8 +738,8 @@ fn roll_session(b: &mut Batch, it: &Item, at: &Buckets, field: &str, keep: Reten
             rolled.len() - 1
         }
     };
-    let (name, none) = (b.name(field), names(b).none);
-    let Some(r) = b.memo::<Memo>().rolled.get(i) else {
+    let (name, none) = (fixed(b, field), names(b).none);
+    let Some(r) = b.memo.rolled.get(i) else {
         return;
     };
     let (minute_at, hour_at) = (r.minute_at, r.hour_at);
@@ -671,7 +753,13 @@ fn roll_session(b: &mut Batch, it: &Item, at: &Buckets, field: &str, keep: Reten
 }
 
 /// Plans one event; false when a limit keeps it out.
-fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits: &Limits) -> bool {
+fn plan_event(
+    b: &mut Planning,
+    app: &App,
+    e: &Event,
+    request_at: &Buckets,
+    limits: &Limits,
+) -> bool {
     if e.internal {
         b.add_meta_member(&app.id, "internal_events", &e.key);
     } else if !b.admit_meta(&app.id, "events", &e.key, limits.event_keys) {
@@ -709,14 +797,14 @@ fn plan_event(b: &mut Batch, app: &App, e: &Event, request_at: &Buckets, limits:
         }
         let seg = Target::new(b, app, &Family::segment(&e.key, k), at);
         let name = b.name(v);
-        let c = b.name(".c");
+        let c = fixed(b, ".c");
         seg.add_to(b, &[D], name, c, e.count);
         if let Some(s) = e.sum {
-            let suffix = b.name(".s");
+            let suffix = fixed(b, ".s");
             seg.add_float_to(b, &[D], name, suffix, s);
         }
         if let Some(d) = e.dur {
-            let suffix = b.name(".dur");
+            let suffix = fixed(b, ".dur");
             seg.add_float_to(b, &[D], name, suffix, d);
         }
     }

@@ -278,7 +278,7 @@ pub struct Batch {
     hll: HashMap<HashId, Vec<String>>,
     /// Key -> seconds it has left to live (the longest asked for).
     expire: HashMap<String, i64>,
-    /// The planner's own memo for this batch (see [`Batch::memo`]).
+    /// The planner's own memo for this batch (see [`Batch::take_memo`]).
     memo: Option<Box<dyn std::any::Any + Send + Sync>>,
     corrupt_states: u64,
     limit_drops: u64,
@@ -467,17 +467,20 @@ impl Batch {
     }
 
     /// Room for what a planner works out once per batch rather than once per request (the
-    /// collector keeps the numbers of the counter hashes of each app, family and hour).
-    /// It lives as long as the batch: planned again after a conflict, a batch starts
-    /// with an empty memo, as its numbers start afresh.
-    pub fn memo<T: Default + Send + Sync + 'static>(&mut self) -> &mut T {
-        if !matches!(&self.memo, Some(m) if m.is::<T>()) {
-            self.memo = Some(Box::new(T::default()));
+    /// collector keeps the numbers of the counter hashes of each app, family and hour),
+    /// taken out while a unit plans ([`Batch::put_memo`] gives it back). It lives as long
+    /// as the batch: planned again after a conflict, a batch starts with an empty memo, as
+    /// its numbers start afresh; so does one whose memo was of another type.
+    pub fn take_memo<T: Default + Send + Sync + 'static>(&mut self) -> Box<T> {
+        match self.memo.take().map(|m| m.downcast::<T>()) {
+            Some(Ok(m)) => m,
+            _ => Box::default(),
         }
-        match self.memo.as_mut().and_then(|m| m.downcast_mut::<T>()) {
-            Some(m) => m,
-            None => unreachable!("the memo was just set to a T"),
-        }
+    }
+
+    /// Keeps a memo for the batch's next unit ([`Batch::take_memo`]).
+    pub fn put_memo<T: Send + Sync + 'static>(&mut self, memo: Box<T>) {
+        self.memo = Some(memo);
     }
 
     /// Adds `member` to the HyperLogLog at `key`.
