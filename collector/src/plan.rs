@@ -30,7 +30,7 @@ use std::sync::Arc;
 use tally_store::apps::App;
 use tally_store::commit::{Batch, HashId, NameId, Outcome, PlacesId, Prefix, ReadSet, Work};
 use tally_store::config::{Limits, Retention};
-use tally_store::device::{DeviceState, Uniques};
+use tally_store::device::{DeviceState, Uniques, SNAPSHOTS};
 use tally_store::keys::{self, hash64, Family, Period};
 use tally_store::time::Buckets;
 
@@ -86,6 +86,21 @@ struct Memo {
     names: Option<Names>,
     /// Names spelled by literals, by the literal's address and length ([`fixed`]).
     fixed: Vec<((usize, usize), NameId)>,
+    /// The last value admitted in each metric slot ([`admit_value`]).
+    values: [Option<Admitted>; SNAPSHOTS],
+    /// Where in `targets` the next lookup most likely finds its target: requests of a
+    /// batch ask for their targets in the same order ([`Target::numbered`]).
+    next_target: usize,
+}
+
+/// A metric (or country) value admitted to its meta list in this batch, with its number
+/// and its snapshot: the requests of a batch mostly carry the values of the one before.
+struct Admitted {
+    app: keys::AppId,
+    list: &'static str,
+    text: String,
+    name: NameId,
+    snapshot: u32,
 }
 
 /// Names most requests use, numbered once per batch.
@@ -192,10 +207,17 @@ impl<'a> Target<'a> {
         hourly: bool,
     ) -> Target<'a> {
         let when = (at.year, at.month, at.day, at.hour);
-        let known = b.memo.targets.iter().position(|k| {
+        let is = |k: &Known| {
             k.when == when && k.hourly == hourly && k.family == family.name() && k.app == app.id
-        });
+        };
+        let targets = &b.memo.targets;
+        let hint = b.memo.next_target;
+        let known = match targets.get(hint) {
+            Some(k) if is(k) => Some(hint),
+            _ => targets.iter().position(is),
+        };
         if let Some(i) = known {
+            b.memo.next_target = i + 1;
             if let Some(k) = b.memo.targets.get(i) {
                 let (year, month, hours) = k.ids;
                 return Target {
@@ -625,34 +647,77 @@ fn begin_session(
 
     // Country: a value of the users family, with Countly's uniqueness rule for values.
     let cc = req.country.as_deref().unwrap_or("Unknown");
-    if b.admit_meta(&app.id, "countries", cc, limits.values_per_metric) {
-        count_value(b, users, dev, COUNTRY_SLOT, cc, is_new, &uniq);
+    let cap = limits.values_per_metric;
+    if let Some(value) = admit_value(b, app, "countries", COUNTRY_SLOT, cc, cap) {
+        count_value(b, users, dev, COUNTRY_SLOT, value, is_new, &uniq);
     }
 
     for (spec, v) in req.metrics.iter() {
-        if !b.admit_meta(&app.id, spec.meta, v, limits.values_per_metric) {
+        let Some(value) = admit_value(b, app, spec.meta, spec.slot, v, cap) else {
             continue;
-        }
+        };
         let target = Target::new(b, app, &Family::metric(spec.family), users.at);
-        count_value(b, &target, dev, spec.slot, v, is_new, &uniq);
+        count_value(b, &target, dev, spec.slot, value, is_new, &uniq);
     }
 }
 
-/// `<v>.t`, `<v>.n` and `<v>.u` of one value. A value that differs from the device's last
-/// one counts as unique at every level, as in Countly.
+/// [`Batch::admit_meta`] of value `v` of metric slot `slot` (whose meta list is `list`),
+/// and the value's number and snapshot; `None` when the list is full. A value admitted
+/// already in this batch stays admitted (a batch adds to its lists, never removes), so the
+/// slot's last admitted value is answered without hashing it again.
+fn admit_value(
+    b: &mut Planning,
+    app: &App,
+    list: &'static str,
+    slot: usize,
+    v: &str,
+    cap: usize,
+) -> Option<(NameId, u32)> {
+    let same = |a: &Admitted| a.text == v && a.app == app.id && std::ptr::eq(a.list, list);
+    if let Some(Some(a)) = b.memo.values.get(slot) {
+        if same(a) {
+            return Some((a.name, a.snapshot));
+        }
+    }
+    if !b.admit_meta(&app.id, list, v, cap) {
+        return None;
+    }
+    let (name, snapshot) = (b.name(v), snapshot(v));
+    if let Some(last) = b.memo.values.get_mut(slot) {
+        match last {
+            Some(a) if a.app == app.id => {
+                a.text.clear();
+                a.text.push_str(v);
+                (a.list, a.name, a.snapshot) = (list, name, snapshot);
+            }
+            _ => {
+                *last = Some(Admitted {
+                    app: app.id.clone(),
+                    list,
+                    text: v.to_string(),
+                    name,
+                    snapshot,
+                })
+            }
+        }
+    }
+    Some((name, snapshot))
+}
+
+/// `<v>.t`, `<v>.n` and `<v>.u` of one value (its number and snapshot from
+/// [`admit_value`]). A value that differs from the device's last one counts as unique at
+/// every level, as in Countly.
 fn count_value(
     b: &mut Planning,
     target: &Target,
     dev: &mut DeviceState,
     slot: usize,
-    v: &str,
+    (name, fp): (NameId, u32),
     is_new: bool,
     uniq: &Uniques,
 ) {
-    let fp = snapshot(v);
     let changed = dev.snapshots[slot] != fp;
     dev.snapshots[slot] = fp;
-    let name = b.name(v);
     let k = names(b);
     target.add_to(b, &[D], name, k.t, 1);
     if is_new {
