@@ -197,3 +197,95 @@ proptest! {
         }
     }
 }
+
+/// A begin_session of device `device` of `app` with metrics picked from small pools, so
+/// the requests of a batch share some values and differ in others.
+fn begin_item(app: &Arc<App>, device: usize, pick: [usize; 4], limits: &Limits) -> Option<Item> {
+    const OS: [&str; 2] = ["Android", "iOS"];
+    const VERSIONS: [&str; 3] = ["1.0", "2.0", "1:0"];
+    const DEVICES: [&str; 2] = ["Pixel", "SM-G991B"];
+    const COUNTRIES: [&str; 3] = ["TR", "DE", "US"];
+    let body = json!({
+        "app_key": "w", "device_id": format!("d{device}"), "begin_session": 1,
+        "timestamp": NOW - 60,
+        "country_code": COUNTRIES[pick[3] % 3],
+        "metrics": {"_os": OS[pick[0] % 2], "_app_version": VERSIONS[pick[1] % 3],
+            "_device": DEVICES[pick[2] % 2], "_os_version": "14"},
+    });
+    let Value::Object(o) = body else { return None };
+    let req = WriteRequest::from_params(&Params::from_object(o), limits, NOW, None).ok()?;
+    Some(Item::new(app.clone(), req, NOW * 1000))
+}
+
+/// Counter increments summed by key and field.
+fn totals(
+    increments: impl IntoIterator<Item = (String, String, String)>,
+) -> std::collections::BTreeMap<(String, String), f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for (k, f, v) in increments {
+        *out.entry((k, f)).or_insert(0.0) += v.parse::<f64>().unwrap_or(f64::NAN);
+    }
+    out
+}
+
+proptest! {
+    /// What the planner remembers within a batch (targets, names, the values admitted)
+    /// changes nothing: a batch of new devices' begin_sessions from two apps plans the
+    /// increments and list members its requests plan one batch each.
+    #[test]
+    fn a_batch_plans_what_its_requests_plan_alone(
+        picks in prop::collection::vec((0usize..2, any::<[usize; 4]>()), 1..24),
+    ) {
+        let limits = Limits::default();
+        let keep = tally_store::config::AggregatorConfig::default().retention();
+        let apps = [app(), app()];
+        let items: Vec<Item> = picks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (a, pick))| begin_item(&apps[*a], i, *pick, &limits))
+            .collect();
+        prop_assert_eq!(items.len(), picks.len());
+        let mut together = Batch::default();
+        for it in &items {
+            plan_item(&mut together, it, &limits, keep);
+        }
+        let (mut alone, mut added) = (Vec::new(), std::collections::BTreeSet::new());
+        for it in &items {
+            let mut b = Batch::default();
+            plan_item(&mut b, it, &limits, keep);
+            alone.extend(b.increments());
+            added.extend(b.additions());
+        }
+        prop_assert_eq!(totals(together.increments()), totals(alone));
+        prop_assert_eq!(together.additions(), added.into_iter().collect::<Vec<_>>());
+    }
+}
+
+/// A value refused by a full list stays refused, and one admitted before stays counted,
+/// whatever came between them in the batch.
+#[test]
+fn a_full_value_list_refuses_new_values_only() {
+    let limits = Limits {
+        values_per_metric: 1,
+        ..Limits::default()
+    };
+    let keep = tally_store::config::AggregatorConfig::default().retention();
+    let app = app();
+    let mut batch = Batch::default();
+    for (i, os) in [0, 1, 0, 1, 0].into_iter().enumerate() {
+        if let Some(it) = begin_item(&app, i, [os, 0, 0, 0], &limits) {
+            plan_item(&mut batch, &it, &limits, keep);
+        }
+    }
+    let t = totals(batch.increments());
+    let os_total = |os: &str| {
+        t.iter()
+            .filter(|((k, f), _)| {
+                k.contains(":c:device_details:") && f.ends_with(&format!(".{os}.t"))
+            })
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    assert_eq!(os_total("Android"), 3.0);
+    assert_eq!(os_total("iOS"), 0.0);
+}

@@ -442,6 +442,17 @@ impl Batch {
         out.push_str(self.names.get(f.suffix.0));
     }
 
+    /// The members the batch adds to sets so far, sorted: (set key, member).
+    pub fn additions(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .sets
+            .iter()
+            .flat_map(|(key, slot)| slot.added.iter().map(move |m| (key.clone(), m.clone())))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The merged increments so far, sorted: (key, field, value as text).
     pub fn increments(&self) -> Vec<(String, String, String)> {
         let mut merged: std::collections::BTreeMap<(String, String), Num> = Default::default();
