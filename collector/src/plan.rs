@@ -254,6 +254,8 @@ impl<'a> Target<'a> {
             });
             memo.len() - 1
         });
+        // The next request asks for the target after this one, which comes next.
+        b.memo.next_target = slot.map_or(0, |i| i + 1);
         Target {
             year,
             month,
