@@ -254,6 +254,16 @@ async fn metric(addr: SocketAddr, name: &str) -> Res<u64> {
         .unwrap_or(0))
 }
 
+/// The open-loop row, with what happened in Redis during it and the baseline at its rate.
+struct HalfLoad {
+    rate: f64,
+    tally: Load,
+    rewrites: u64,
+    /// Keys in Redis before and after.
+    keys: (u64, u64),
+    baseline: Load,
+}
+
 struct Row {
     name: String,
     load: Load,
@@ -311,6 +321,65 @@ fn print_rows(rows: &[Row]) {
             f(r.redis_us_per_req, 0),
             r.load.errors
         );
+    }
+}
+
+/// How late a thread that sleeps 0.5 ms at a time wakes up: a stall of the machine (the
+/// hypervisor pausing a vCPU, or the guest's run queue) that the open-loop row's latency
+/// includes. Every server thread on a paused vCPU waits as long, and Tally's requests pass
+/// through two single threads (the group commit and Redis), so one stall of either
+/// delays all requests in flight, where the baseline's stalls delay only one worker's.
+struct StallProbe {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Stalls>,
+}
+
+/// What a [`StallProbe`] saw.
+#[derive(Debug, Default)]
+struct Stalls {
+    secs: f64,
+    /// Wake-ups at least 2 ms late.
+    over_2ms: u32,
+    longest_ms: f64,
+}
+
+impl StallProbe {
+    const NAP: Duration = Duration::from_micros(500);
+
+    fn start() -> StallProbe {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut out = Stalls::default();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                std::thread::sleep(Self::NAP);
+                let late = t.elapsed().saturating_sub(Self::NAP);
+                if late >= Duration::from_millis(2) {
+                    out.over_2ms += 1;
+                }
+                out.longest_ms = out.longest_ms.max(late.as_secs_f64() * 1000.0);
+            }
+            out.secs = start.elapsed().as_secs_f64();
+            out
+        });
+        StallProbe { stop, thread }
+    }
+
+    fn stop(self) -> Stalls {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Stalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} wake-ups at least 2 ms late in {:.0} s, the latest {:.1} ms late",
+            self.over_2ms, self.secs, self.longest_ms
+        )
     }
 }
 
@@ -472,7 +541,12 @@ fn main() -> Res<()> {
         // a slow spell of this shared machine shows in both; each row reports its median
         // round (by ratio).
         let mut rounds: Vec<Vec<Row>> = Vec::new();
-        let mut half: Option<(f64, Load, u64, (u64, u64))> = None;
+        let mut half: Option<HalfLoad> = None;
+        // The machine's own stalls, with every server idle: the floor under any p99.
+        let probe = StallProbe::start();
+        tokio::time::sleep(Duration::from_secs_f64(secs / 2.0)).await;
+        let at_rest = probe.stop();
+        let mut under_load = Stalls::default();
         let rewrites_before = aof_rewrites(&mut rc)?;
         for round in 0..rounds_wanted {
             let mut rows = Vec::new();
@@ -510,10 +584,15 @@ fn main() -> Res<()> {
                 if let Some(max) = rounds[0].iter().find(|r| r.name.starts_with("/i begin_session")).map(|r| r.load.rps()) {
                     let w0 = aof_rewrites(&mut rc)?;
                     let k0: u64 = redis::cmd("DBSIZE").query(&mut rc)?;
+                    let probe = StallProbe::start();
                     let l = load(&[tally_addr], begin_in(rounds_wanted), conns, secs, Some(max / 2.0)).await?;
+                    under_load = probe.stop();
                     let rewrites = aof_rewrites(&mut rc)? - w0;
                     let k1: u64 = redis::cmd("DBSIZE").query(&mut rc)?;
-                    half = Some((max / 2.0, l, rewrites, (k0, k1)));
+                    // The same HTTP stack at the same rate: what the machine's stalls cost a
+                    // server whose requests share no thread.
+                    let b = load(&[base_addr], begin.clone(), conns, secs, Some(max / 2.0)).await?;
+                    half = Some(HalfLoad { rate: max / 2.0, tally: l, rewrites, keys: (k0, k1), baseline: b });
                 }
             }
         }
@@ -535,14 +614,16 @@ fn main() -> Res<()> {
             rows.push(picked.swap_remove(median));
         }
         let base_rps = rows.first().map_or(1.0, |r| r.load.rps());
-        if let Some((rate, l, rewrites, keys)) = half {
+        if let Some(HalfLoad { rate, tally: l, rewrites, keys, baseline: b }) = half {
             let mut during = if rewrites > 0 { format!(", {rewrites} AOF rewrite(s) during it") } else { String::new() };
             if let Some(size) = table_doubled(keys) {
                 during.push_str(&format!(", keyspace past {size} keys during it"));
             }
             rows.push(Row { name: format!("/i begin_session at half max ({rate:.0}/s, open loop{during})"), ratio: None, cmds_per_req: None, trips_per_req: None, redis_us_per_req: None, load: l });
+            rows.push(Row { name: format!("baseline at the same rate ({rate:.0}/s, open loop)"), ratio: None, cmds_per_req: None, trips_per_req: None, redis_us_per_req: None, load: b });
         }
         println!("\nAOF rewrites during the /i rows: {}", aof_rewrites(&mut rc)? - rewrites_before);
+        println!("Stalls of this machine (a thread sleeping 0.5 ms at a time): at rest {at_rest}; during the half-load row {under_load}");
         if only.is_some() {
             print_rows(&rows);
             return Ok(());
