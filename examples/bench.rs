@@ -7,6 +7,9 @@
 //! builds and runs it; `--help` prints this).
 //! `--scale` measures the split `collector` on one and two processes, on standalone Redis
 //! and on a three-master Redis Cluster, instead (see [`scale`]).
+//! The open-loop row is followed by the baseline at the same rate, and a [`StallProbe`]
+//! reports how late this machine wakes a sleeping thread, at rest and during that row: the
+//! floor under every p99 it prints.
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
