@@ -82,6 +82,7 @@ fn redis_conf_loads_with_the_documented_settings() {
         config_get(&mut c, "auto-aof-rewrite-min-size"),
         "1073741824"
     );
+    assert_eq!(config_get(&mut c, "rdbcompression"), "no");
 }
 
 /// `tally` without `REDIS_URL` (the first of README's two commands) starts its own
@@ -114,6 +115,7 @@ fn tally_alone_runs_its_embedded_redis_as_configured() {
         .expect("connect to the embedded redis");
     assert_eq!(config_get(&mut c, "appendonly"), "yes");
     assert_eq!(config_get(&mut c, "auto-aof-rewrite-min-size"), "268435456");
+    assert_eq!(config_get(&mut c, "rdbcompression"), "no");
     drop(c);
     let pid = tally.0.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
