@@ -549,7 +549,7 @@ fn main() -> Res<()> {
         let probe = StallProbe::start();
         tokio::time::sleep(Duration::from_secs_f64(secs / 2.0)).await;
         let at_rest = probe.stop();
-        let mut under_load = Stalls::default();
+        let mut under_load: Option<Stalls> = None;
         let rewrites_before = aof_rewrites(&mut rc)?;
         for round in 0..rounds_wanted {
             let mut rows = Vec::new();
@@ -589,7 +589,7 @@ fn main() -> Res<()> {
                     let k0: u64 = redis::cmd("DBSIZE").query(&mut rc)?;
                     let probe = StallProbe::start();
                     let l = load(&[tally_addr], begin_in(rounds_wanted), conns, secs, Some(max / 2.0)).await?;
-                    under_load = probe.stop();
+                    under_load = Some(probe.stop());
                     let rewrites = aof_rewrites(&mut rc)? - w0;
                     let k1: u64 = redis::cmd("DBSIZE").query(&mut rc)?;
                     // The same HTTP stack at the same rate: what the machine's stalls cost a
@@ -626,7 +626,8 @@ fn main() -> Res<()> {
             rows.push(Row { name: format!("baseline at the same rate ({rate:.0}/s, open loop)"), ratio: None, cmds_per_req: None, trips_per_req: None, redis_us_per_req: None, load: b });
         }
         println!("\nAOF rewrites during the /i rows: {}", aof_rewrites(&mut rc)? - rewrites_before);
-        println!("Stalls of this machine (a thread sleeping 0.5 ms at a time): at rest {at_rest}; during the half-load row {under_load}");
+        let during = under_load.map_or(String::new(), |s| format!("; during the half-load row {s}"));
+        println!("Stalls of this machine (a thread sleeping 0.5 ms at a time): at rest {at_rest}{during}");
         if only.is_some() {
             print_rows(&rows);
             return Ok(());
