@@ -87,20 +87,26 @@ fn redis_conf_loads_with_the_documented_settings() {
 
 /// `tally` without `REDIS_URL` (the first of README's two commands) starts its own
 /// redis-server, with AOF and the configured rewrite threshold, and stops it on SIGTERM;
-/// a threshold that is not a number stops it at once with exit code 2.
+/// a setting that is not a number, or out of range, stops it at once with exit code 2.
 #[test]
 fn tally_alone_runs_its_embedded_redis_as_configured() {
     let dir = temp_dir("embedded");
     let data = dir.display().to_string();
-    let bad = Command::new(binary("tally"))
-        .env_remove("REDIS_URL")
-        .env("TALLY_DATA_DIR", &data)
-        .env("TALLY_AOF_REWRITE_MIN_MB", "lots")
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run tally");
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("TALLY_AOF_REWRITE_MIN_MB"));
+    for (name, value) in [
+        ("TALLY_AOF_REWRITE_MIN_MB", "lots"),
+        ("TALLY_MAX_CONNECTIONS", "0"),
+        ("TALLY_CLIENT_TIMEOUT_MS", "-1"),
+    ] {
+        let bad = Command::new(binary("tally"))
+            .env_remove("REDIS_URL")
+            .env("TALLY_DATA_DIR", &data)
+            .env(name, value)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run tally");
+        assert_eq!(bad.status.code(), Some(2), "{name}={value}");
+        assert!(String::from_utf8_lossy(&bad.stderr).contains(name));
+    }
 
     let addr = format!("127.0.0.1:{}", free_port().expect("port"));
     let env = [

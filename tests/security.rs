@@ -343,3 +343,54 @@ fn redis_with_a_password_a_database_and_a_unix_socket() {
     assert_eq!(o.status, 503, "{}", o.body);
     assert!(o.json()["result"].is_string());
 }
+
+/// A client that opens a connection and trickles its request, or keeps an idle connection
+/// open, loses it after `TALLY_CLIENT_TIMEOUT_MS` and `TALLY_KEEP_ALIVE_SECS`, while the
+/// server keeps answering others.
+#[test]
+fn slow_and_idle_connections_are_closed() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let t = TestApp::spawn_with(|c| {
+        // actix measures both from a clock it updates every 500 ms, so a limit is kept to
+        // within half a second.
+        c.client_timeout = Duration::from_millis(1000);
+        c.keep_alive = Duration::from_secs(1);
+    });
+    let closed_within = |s: &mut std::net::TcpStream, limit: Duration| {
+        s.set_read_timeout(Some(limit)).expect("timeout");
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        // The server answers 408 or just closes; either way the read ends, before `limit`.
+        match s.read_to_end(&mut rest) {
+            Ok(_) => started.elapsed(),
+            Err(e) => panic!(
+                "the connection stayed open for {:?}: {e}",
+                started.elapsed()
+            ),
+        }
+    };
+    // A head that never ends.
+    let mut slow = std::net::TcpStream::connect(&t.addr).expect("connect");
+    slow.write_all(b"GET /i?app_key=x&device_id=")
+        .expect("send");
+    let took = closed_within(&mut slow, Duration::from_secs(4));
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed too early: {took:?}"
+    );
+    // A kept-alive connection that goes quiet after one answer.
+    let mut idle = std::net::TcpStream::connect(&t.addr).expect("connect");
+    idle.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).expect("answer");
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let took = closed_within(&mut idle, Duration::from_secs(4));
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed too early: {took:?}"
+    );
+    // Others are answered all along.
+    assert_eq!(t.get("/ping").status, 200);
+}

@@ -130,6 +130,13 @@ pub struct Config {
     pub commit: CommitConfig,
     pub limits: Limits,
     pub workers: usize,
+    /// An idle keep-alive connection is closed after this; zero turns keep-alive off.
+    pub keep_alive: Duration,
+    /// A connection has this long to send a request's head (zero: no limit), so clients
+    /// that open connections and trickle bytes cannot hold them for long.
+    pub client_timeout: Duration,
+    /// Open connections per HTTP worker; beyond it new ones wait to be accepted.
+    pub max_connections: usize,
     pub log_json: bool,
     /// `Access-Control-Allow-Origin` of every answer.
     pub cors_origin: String,
@@ -237,6 +244,18 @@ impl Config {
                 "TALLY_WORKERS",
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )?,
+            keep_alive: Duration::from_secs(parse("TALLY_KEEP_ALIVE_SECS", 5)?),
+            client_timeout: Duration::from_millis(parse("TALLY_CLIENT_TIMEOUT_MS", 5000)?),
+            max_connections: match parse("TALLY_MAX_CONNECTIONS", 25_000usize)? {
+                0 => {
+                    return Err(ConfigError {
+                        name: "TALLY_MAX_CONNECTIONS",
+                        value: "0".into(),
+                        why: "at least one connection is needed".into(),
+                    })
+                }
+                n => n,
+            },
             log_json: var("TALLY_LOG_FORMAT").as_deref() == Some("json"),
             cors_origin: var("TALLY_CORS_ORIGIN").unwrap_or_else(|| "*".into()),
             geoip_db: var("TALLY_GEOIP_DB").map(PathBuf::from),
@@ -285,6 +304,9 @@ impl Config {
             },
             limits: Limits::default(),
             workers: 2,
+            keep_alive: Duration::from_secs(5),
+            client_timeout: Duration::from_secs(5),
+            max_connections: 25_000,
             log_json: false,
             cors_origin: "*".into(),
             geoip_db: None,

@@ -533,6 +533,13 @@ where
             .default_service(web::to(not_found))
     })
     .workers(cfg.workers.max(1))
+    .keep_alive(if cfg.keep_alive.is_zero() {
+        actix_web::http::KeepAlive::Disabled
+    } else {
+        actix_web::http::KeepAlive::Timeout(cfg.keep_alive)
+    })
+    .client_request_timeout(cfg.client_timeout)
+    .max_connections(cfg.max_connections)
     .shutdown_timeout(10)
     .listen(listener)?
     .run();
