@@ -394,3 +394,41 @@ fn slow_and_idle_connections_are_closed() {
     // Others are answered all along.
     assert_eq!(t.get("/ping").status, 200);
 }
+
+/// A body that trickles in slower than `TALLY_BODY_TIMEOUT_MS` gets a 408 with a JSON
+/// error, and nothing of it is written.
+#[test]
+fn a_trickled_body_times_out_and_writes_nothing() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let t = TestApp::spawn_with(|c| c.limits.body_timeout = Duration::from_millis(500));
+    let k = t.create_app("UTC");
+    let before = t.key_count();
+    let body = format!("app_key={}&device_id=slow&begin_session=1", k.write);
+    let mut s = std::net::TcpStream::connect(&t.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let head = format!(
+        "POST /i HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len() + 1
+    );
+    s.write_all(head.as_bytes()).expect("head");
+    // All but the last byte: the request can never complete.
+    s.write_all(body.as_bytes()).expect("body");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains(r#"{"result":"The request body did not arrive within 500 ms"}"#),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(t.key_count(), before, "a timed-out request writes nothing");
+    // The same body, whole, is taken.
+    assert_eq!(
+        t.post("/i", "application/x-www-form-urlencoded", &body)
+            .status,
+        200
+    );
+}

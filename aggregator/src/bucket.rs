@@ -61,7 +61,7 @@ async fn body<T: for<'de> Deserialize<'de>>(
     payload: web::Payload,
     st: &Aggregator,
 ) -> Result<T, ApiError> {
-    let raw = read_body(payload, st.shared.limits.max_body_bytes).await?;
+    let raw = read_body(payload, &st.shared.limits).await?;
     let raw = if raw.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
     } else {

@@ -57,7 +57,7 @@ pub async fn create(
     st: web::Data<Aggregator>,
 ) -> Result<HttpResponse, ApiError> {
     let shared = &st.shared;
-    let body = read_body(payload, shared.limits.max_body_bytes).await?;
+    let body = read_body(payload, &shared.limits).await?;
     let p: CreateProject = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("Invalid JSON body: {e}")))?;
     let given = p
@@ -96,7 +96,7 @@ async fn admin_params(
     for (k, v) in tally_store::http::decode_pairs(req.query_string().as_bytes())? {
         p.insert(k, v.into());
     }
-    let body = read_body(payload, st.shared.limits.max_body_bytes).await?;
+    let body = read_body(payload, &st.shared.limits).await?;
     if !body.iter().all(u8::is_ascii_whitespace) {
         match serde_json::from_slice(&body) {
             Ok(serde_json::Value::Object(o)) => p.extend(o),

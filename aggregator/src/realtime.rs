@@ -364,7 +364,7 @@ async fn app_for(req: &HttpRequest, st: &Aggregator, read: bool) -> Result<Arc<A
 }
 
 async fn body(payload: web::Payload, st: &Aggregator) -> Result<Value, ApiError> {
-    let raw = read_body(payload, st.shared.limits.max_body_bytes).await?;
+    let raw = read_body(payload, &st.shared.limits).await?;
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }

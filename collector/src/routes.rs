@@ -122,7 +122,7 @@ pub async fn ingest(
     payload: web::Payload,
     st: web::Data<Collector>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, st.shared.limits.max_body_bytes).await?;
+    let body = read_body(payload, &st.shared.limits).await?;
     let inc = Incoming::parse(&req, &body, &st)?;
     let (Some(app_key), Some(device_id)) = (
         inc.params.nonempty("app_key"),
@@ -169,7 +169,7 @@ pub async fn bulk(
     st: web::Data<Collector>,
 ) -> Result<HttpResponse, ApiError> {
     let limits = st.shared.limits.clone();
-    let body = read_body(payload, limits.max_body_bytes).await?;
+    let body = read_body(payload, &limits).await?;
     let inc = Incoming::parse(&req, &body, &st)?;
     let list = match inc.params.json(
         "requests",

@@ -18,6 +18,9 @@ pub struct ConfigError {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// A request body must arrive within this, counted from its first read (zero: no
+    /// limit), so a client cannot hold a request open by trickling its body.
+    pub body_timeout: Duration,
     pub max_events_per_request: usize,
     pub max_bulk_requests: usize,
     /// Distinct event keys per app (Countly `event_limit`).
@@ -53,6 +56,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(10),
             max_events_per_request: 1000,
             max_bulk_requests: 1000,
             event_keys: 500,
@@ -183,6 +187,7 @@ impl Config {
         let d = Limits::default();
         let limits = Limits {
             max_body_bytes: parse("TALLY_MAX_BODY_BYTES", d.max_body_bytes)?,
+            body_timeout: Duration::from_millis(parse("TALLY_BODY_TIMEOUT_MS", 10_000)?),
             max_events_per_request: parse(
                 "TALLY_MAX_EVENTS_PER_REQUEST",
                 d.max_events_per_request,

@@ -23,6 +23,9 @@ pub enum ApiError {
     /// The body is over the configured limit: 413.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The body did not arrive in time: 408.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// Per-app rate limit: 429 with `Retry-After` in seconds.
     #[error("Rate limit exceeded")]
     RateLimited { retry_after_secs: u64 },
@@ -53,6 +56,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

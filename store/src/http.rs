@@ -25,8 +25,27 @@ pub struct Shared {
     pub backlog: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Reads a request body, refusing (413) more than `limit` bytes without buffering them.
-pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+/// Reads a request body, refusing (413) more than `limits.max_body_bytes` without buffering
+/// them, and (408) a body that takes longer than `limits.body_timeout`.
+pub async fn read_body(
+    payload: web::Payload,
+    limits: &crate::config::Limits,
+) -> Result<web::Bytes, ApiError> {
+    let read = read_all(payload, limits.max_body_bytes);
+    if limits.body_timeout.is_zero() {
+        return read.await;
+    }
+    tokio::time::timeout(limits.body_timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::RequestTimeout(format!(
+                "The request body did not arrive within {} ms",
+                limits.body_timeout.as_millis()
+            )))
+        })
+}
+
+async fn read_all(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk =
