@@ -56,7 +56,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 1 << 20,
-            body_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             max_events_per_request: 1000,
             max_bulk_requests: 1000,
             event_keys: 500,
@@ -187,7 +187,7 @@ impl Config {
         let d = Limits::default();
         let limits = Limits {
             max_body_bytes: parse("TALLY_MAX_BODY_BYTES", d.max_body_bytes)?,
-            body_timeout: Duration::from_millis(parse("TALLY_BODY_TIMEOUT_MS", 10_000)?),
+            body_timeout: Duration::from_millis(parse("TALLY_BODY_TIMEOUT_MS", 60_000)?),
             max_events_per_request: parse(
                 "TALLY_MAX_EVENTS_PER_REQUEST",
                 d.max_events_per_request,
