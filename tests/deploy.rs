@@ -142,19 +142,13 @@ fn tally_alone_runs_its_embedded_redis_as_configured() {
 /// log: actix would log each at ERROR, a line per request for anyone to fill the log with.
 #[test]
 fn broken_requests_do_not_fill_the_log() {
-    use std::io::{Read, Write};
     let (_redis, url) = redis_with_deploy_conf();
     let dir = temp_dir("quiet-log");
     std::fs::create_dir_all(&dir).expect("dir");
     let log = dir.join("stderr.log");
     let addr = format!("127.0.0.1:{}", free_port().expect("port"));
     let tally = Proc(
-        Command::new(binary("tally"))
-            .env("REDIS_URL", &url)
-            .env("TALLY_BIND", &addr)
-            .env("TALLY_ADMIN_KEY", "test-admin-key")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+        binary_command("tally", &url, &addr, &[])
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start tally"),
@@ -168,13 +162,8 @@ fn broken_requests_do_not_fill_the_log() {
     ];
     for _ in 0..20 {
         for req in broken {
-            let mut s = std::net::TcpStream::connect(&addr).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-            s.write_all(req).expect("send");
-            let mut answer = Vec::new();
-            let _ = s.read_to_end(&mut answer);
-            let answer = String::from_utf8_lossy(&answer);
-            assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+            let answer = raw(&addr, req);
+            assert_eq!(answer.status, 400, "{}", String::from_utf8_lossy(req));
         }
     }
     assert_eq!(http(&addr, "GET", "/ping", &[], b"").status, 200);

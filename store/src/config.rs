@@ -14,13 +14,21 @@ pub struct ConfigError {
     pub why: String,
 }
 
-/// Input limits: what a request may carry and how far an app's data may grow.
+/// Input limits: what a request may carry, how long a client may hold a connection, and
+/// how far an app's data may grow.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_body_bytes: usize,
     /// A request body must arrive within this, counted from its first read (zero: no
     /// limit), so a client cannot hold a request open by trickling its body.
     pub body_timeout: Duration,
+    /// An idle keep-alive connection is closed after this; zero turns keep-alive off.
+    pub keep_alive: Duration,
+    /// A connection has this long to send a request's head (zero: no limit), so clients
+    /// that open connections and trickle bytes cannot hold them for long.
+    pub client_timeout: Duration,
+    /// Open connections per HTTP worker; beyond it new ones wait to be accepted.
+    pub max_connections: usize,
     pub max_events_per_request: usize,
     pub max_bulk_requests: usize,
     /// Distinct event keys per app (Countly `event_limit`).
@@ -57,6 +65,9 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 1 << 20,
             body_timeout: Duration::from_secs(60),
+            keep_alive: Duration::from_secs(5),
+            client_timeout: Duration::from_secs(5),
+            max_connections: 25_000,
             max_events_per_request: 1000,
             max_bulk_requests: 1000,
             event_keys: 500,
@@ -134,13 +145,6 @@ pub struct Config {
     pub commit: CommitConfig,
     pub limits: Limits,
     pub workers: usize,
-    /// An idle keep-alive connection is closed after this; zero turns keep-alive off.
-    pub keep_alive: Duration,
-    /// A connection has this long to send a request's head (zero: no limit), so clients
-    /// that open connections and trickle bytes cannot hold them for long.
-    pub client_timeout: Duration,
-    /// Open connections per HTTP worker; beyond it new ones wait to be accepted.
-    pub max_connections: usize,
     pub log_json: bool,
     /// `Access-Control-Allow-Origin` of every answer.
     pub cors_origin: String,
@@ -187,7 +191,28 @@ impl Config {
         let d = Limits::default();
         let limits = Limits {
             max_body_bytes: parse("TALLY_MAX_BODY_BYTES", d.max_body_bytes)?,
-            body_timeout: Duration::from_millis(parse("TALLY_BODY_TIMEOUT_MS", 60_000)?),
+            body_timeout: Duration::from_millis(parse(
+                "TALLY_BODY_TIMEOUT_MS",
+                d.body_timeout.as_millis() as u64,
+            )?),
+            keep_alive: Duration::from_secs(parse(
+                "TALLY_KEEP_ALIVE_SECS",
+                d.keep_alive.as_secs(),
+            )?),
+            client_timeout: Duration::from_millis(parse(
+                "TALLY_CLIENT_TIMEOUT_MS",
+                d.client_timeout.as_millis() as u64,
+            )?),
+            max_connections: match parse("TALLY_MAX_CONNECTIONS", d.max_connections)? {
+                0 => {
+                    return Err(ConfigError {
+                        name: "TALLY_MAX_CONNECTIONS",
+                        value: "0".into(),
+                        why: "at least one connection is needed".into(),
+                    })
+                }
+                n => n,
+            },
             max_events_per_request: parse(
                 "TALLY_MAX_EVENTS_PER_REQUEST",
                 d.max_events_per_request,
@@ -249,18 +274,6 @@ impl Config {
                 "TALLY_WORKERS",
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )?,
-            keep_alive: Duration::from_secs(parse("TALLY_KEEP_ALIVE_SECS", 5)?),
-            client_timeout: Duration::from_millis(parse("TALLY_CLIENT_TIMEOUT_MS", 5000)?),
-            max_connections: match parse("TALLY_MAX_CONNECTIONS", 25_000usize)? {
-                0 => {
-                    return Err(ConfigError {
-                        name: "TALLY_MAX_CONNECTIONS",
-                        value: "0".into(),
-                        why: "at least one connection is needed".into(),
-                    })
-                }
-                n => n,
-            },
             log_json: var("TALLY_LOG_FORMAT").as_deref() == Some("json"),
             cors_origin: var("TALLY_CORS_ORIGIN").unwrap_or_else(|| "*".into()),
             geoip_db: var("TALLY_GEOIP_DB").map(PathBuf::from),
@@ -309,9 +322,6 @@ impl Config {
             },
             limits: Limits::default(),
             workers: 2,
-            keep_alive: Duration::from_secs(5),
-            client_timeout: Duration::from_secs(5),
-            max_connections: 25_000,
             log_json: false,
             cors_origin: "*".into(),
             geoip_db: None,

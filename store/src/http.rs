@@ -552,13 +552,13 @@ where
             .default_service(web::to(not_found))
     })
     .workers(cfg.workers.max(1))
-    .keep_alive(if cfg.keep_alive.is_zero() {
+    .keep_alive(if cfg.limits.keep_alive.is_zero() {
         actix_web::http::KeepAlive::Disabled
     } else {
-        actix_web::http::KeepAlive::Timeout(cfg.keep_alive)
+        actix_web::http::KeepAlive::Timeout(cfg.limits.keep_alive)
     })
-    .client_request_timeout(cfg.client_timeout)
-    .max_connections(cfg.max_connections)
+    .client_request_timeout(cfg.limits.client_timeout)
+    .max_connections(cfg.limits.max_connections)
     .shutdown_timeout(10)
     .listen(listener)?
     .run();

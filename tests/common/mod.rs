@@ -215,18 +215,29 @@ pub fn try_http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
-    );
+    )
+    .into_bytes();
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    try_raw(addr, &req)
+}
+
+/// Sends `bytes` as they are (a request that need not be valid HTTP, or need not be
+/// whole) and reads the answer until the server closes the connection.
+pub fn raw(addr: &str, bytes: &[u8]) -> Resp {
+    try_raw(addr, bytes).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(bytes)))
+}
+
+fn try_raw(addr: &str, bytes: &[u8]) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(bytes)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -508,6 +519,18 @@ pub fn start_binary(
     bind: &str,
     env: &[(&str, &str)],
 ) -> std::process::Child {
+    binary_command(name, redis_url, bind, env)
+        .spawn()
+        .expect("start the binary")
+}
+
+/// The command [`start_binary`] runs (its stderr discarded unless the caller sets it).
+pub fn binary_command(
+    name: &str,
+    redis_url: &str,
+    bind: &str,
+    env: &[(&str, &str)],
+) -> std::process::Command {
     let mut cmd = std::process::Command::new(binary(name));
     cmd.env("REDIS_URL", redis_url)
         .env("TALLY_BIND", bind)
@@ -518,7 +541,7 @@ pub fn start_binary(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("start the binary")
+    cmd
 }
 
 /// Starts binary `name` on a free port and waits until it answers `/ping`.
