@@ -17,10 +17,15 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tally_store::embedded::{free_port, EmbeddedOptions, EmbeddedRedis};
-use tally_store::keys::{self, AppId};
+use tally_model::keys::{self, AppId};
+use tally_redis::embedded::{free_port, EmbeddedOptions, EmbeddedRedis};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// The load generator allocates as it did when the allocator was declared by a library
+/// it links (mimalloc), so figures stay comparable across versions.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -871,7 +876,7 @@ mod scale {
             drop(st);
             drop(single);
 
-            let nodes = tally_store::embedded::start_cluster(&data.join("cluster"), 3, "everysec")?;
+            let nodes = tally_redis::embedded::start_cluster(&data.join("cluster"), 3, "everysec")?;
             let seeds = nodes.iter().map(|n| n.url()).collect::<Vec<_>>().join(",");
             let env = [("REDIS_CLUSTER_URLS", seeds)];
             let st = stack(&release, &env, nodes.iter().filter_map(|n| n.pid()).collect()).await?;

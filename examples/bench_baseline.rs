@@ -1,16 +1,21 @@
-//! The benchmark's baseline: Tally's HTTP stack (`tally_store::http::server`: the same
+//! The benchmark's baseline: Tally's HTTP stack (`tally_service::server`: the same
 //! actix-web workers, request metrics, CORS, health routes and JSON 404s as every Tally
 //! binary) answering a fixed `{"result":"Success"}` on `/i` without touching Redis.
 //! Ships only with the bench (`deploy/bench`), never in the `tally` binary.
 
 use actix_web::{web, HttpResponse};
 use std::sync::Arc;
-use tally_store::clock::SystemClock;
-use tally_store::config::Config;
-use tally_store::http::{server, Shared};
+use tally_config::Config;
+use tally_service::clock::SystemClock;
+use tally_service::{server, Shared};
+
+/// Every Tally binary allocates with mimalloc; the baseline does too, so the comparison
+/// stays fair.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 async fn success() -> HttpResponse {
-    tally_store::http::result("Success")
+    tally_service::result("Success")
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // contacted (this address has no server).
     let shared = Shared::new(&cfg, "redis://127.0.0.1:1/", Arc::new(SystemClock))?;
     actix_web::rt::System::new().block_on(async move {
-        let (_, srv) = server(&cfg, shared, Vec::new(), |c| {
+        let (_, srv) = server(&cfg, shared, tally_service::Registry::default(), |c| {
             c.route("/i", web::get().to(success))
                 .route("/i", web::post().to(success));
         })?;

@@ -7,20 +7,19 @@
 
 use actix_web::web;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tally_aggregator::Aggregator;
+use tally_config::Config;
+use tally_model::commit::Stopper;
 use tally_reader::Reader;
-use tally_store::clock::SharedClock;
-use tally_store::commit::{CommitStats, Stopper};
-use tally_store::config::Config;
-use tally_store::http::{Metrics, Shared};
+use tally_service::clock::SharedClock;
+use tally_service::{Registry, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
     #[error(transparent)]
-    Store(#[from] tally_store::StoreError),
+    Store(#[from] tally_model::StoreError),
     /// The GeoIP database could not be opened.
     #[error("{0}")]
     Geo(String),
@@ -54,15 +53,16 @@ pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Runnin
     let shared = Shared::new(cfg, redis_url, clock)?;
     let (collector, stopper) =
         tally_collector::build(cfg, shared.clone()).map_err(StartError::Geo)?;
-    let stats: Arc<CommitStats> = collector.committer.stats.clone();
+    let mut registry = Registry::default();
+    collector.committer.stats.register(&mut registry);
     let collector = web::Data::new(collector);
     let reader = web::Data::new(Reader {
         shared: shared.clone(),
     });
     let aggregator = web::Data::new(Aggregator::new(shared.clone(), &cfg.aggregator));
     let consumer = tally_aggregator::spawn_consumer(cfg, aggregator.clone());
-    let sources: Vec<Arc<dyn Metrics>> = vec![stats, aggregator.stats.clone()];
-    let (addr, server) = tally_store::http::server(cfg, shared, sources, move |c| {
+    aggregator.stats.register(&mut registry);
+    let (addr, server) = tally_service::server(cfg, shared, registry, move |c| {
         tally_collector::configure(c, collector.clone());
         tally_reader::configure(c, reader.clone());
         tally_aggregator::configure(c, aggregator.clone());

@@ -4,8 +4,10 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::process::Command;
-use std::time::{Duration, Instant};
-use tally_store::embedded::free_port;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tally_redis::embedded::{free_port, EmbeddedRedis};
 
 fn bucket(t: &TestApp, k: &Keys, method: &str, path: &str, key: &str, body: Value) -> Resp {
     let auth = format!("Bearer {key}");
@@ -34,23 +36,57 @@ fn stats(t: &TestApp, k: &Keys, body: Value) -> Vec<(i64, i64)> {
         .unwrap_or_default()
 }
 
-/// Waits until the aggregator has rolled everything up.
-fn settle(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let r = try_http(addr, "GET", "/ready", &[], b"");
-        if r.is_ok_and(|r| r.status == 200 && r.json()["aggregator_backlog"] == json!(0)) {
-            // The backlog is measured every 2 s: wait for one more measurement.
-            std::thread::sleep(Duration::from_millis(2200));
-            if try_http(addr, "GET", "/ready", &[], b"")
-                .is_ok_and(|r| r.json()["aggregator_backlog"] == json!(0))
-            {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "the aggregator did not catch up");
-    }
+/// Waits until the aggregator has rolled up every entry of app `id`'s raw stream, asking
+/// Redis itself: `/ready`'s backlog is measured only every 2 s, so it may be stale.
+fn settle(nodes: &[&EmbeddedRedis], id: &str) {
+    let app = tally_model::keys::AppId::parse(id).expect("app id");
+    let stream = tally_model::keys::stream(&app);
+    // On a cluster the stream lives on the master of its slot.
+    let node = if nodes.len() > 1 {
+        nodes[node_of(nodes, &stream)]
+    } else {
+        nodes[0]
+    };
+    wait_until(
+        &format!("the aggregator to roll up {stream}"),
+        Duration::from_secs(20),
+        || caught_up(node, &stream).then_some(()),
+    );
+}
+
+/// Whether a consumer group reads `stream` and has acknowledged every entry of it: it
+/// has been delivered the newest entry and has nothing pending. A batch's rollups and
+/// its `XACK` go in one transaction, so acknowledged means rolled up.
+fn caught_up(node: &EmbeddedRedis, stream: &str) -> bool {
+    let info: std::collections::HashMap<String, redis::Value> =
+        redis_on(node, redis::cmd("XINFO").arg("STREAM").arg(stream));
+    let newest = info
+        .get("last-generated-id")
+        .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
+    let readers = groups(node, stream);
+    !readers.is_empty()
+        && readers
+            .iter()
+            .all(|(last, pending)| Some(last) == newest.as_ref() && *pending == 0)
+}
+
+/// Each consumer group of `stream` (which must exist): the id of the newest entry it was
+/// delivered (`0-0` before any) and how many delivered entries are not acknowledged yet.
+fn groups(node: &EmbeddedRedis, stream: &str) -> Vec<(String, i64)> {
+    let infos: Vec<std::collections::HashMap<String, redis::Value>> =
+        redis_on(node, redis::cmd("XINFO").arg("GROUPS").arg(stream));
+    infos
+        .iter()
+        .map(|g| {
+            let last = g
+                .get("last-delivered-id")
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
+            let pending = g
+                .get("pending")
+                .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok());
+            (last.unwrap_or_default(), pending.unwrap_or(-1))
+        })
+        .collect()
 }
 
 #[test]
@@ -77,7 +113,7 @@ fn bucket_api_over_events_sent_to_i() {
     send("f", NOW - 16 * 3600 - 60, "buy", "web", "s1"); // 23:59 on the 21st
     send("g", NOW - 60, "view", "web", "s1");
     t.ok(&k, &[p("device_id", "a"), p("begin_session", 1)]);
-    settle(&t.addr);
+    settle(&t.nodes(), &k.id);
 
     // Raw events, newest first, filtered and paged.
     let get = |body: Value| {
@@ -273,7 +309,7 @@ fn bucket_api_over_events_sent_to_i() {
     );
     // New events after the deletion are rolled up again (the consumer group comes back).
     send("h", NOW - 30, "buy", "web", "s1");
-    settle(&t.addr);
+    settle(&t.nodes(), &k.id);
     assert_eq!(get(json!({"event_name": "buy"})).len(), 1);
 }
 
@@ -291,7 +327,8 @@ fn a_killed_aggregator_neither_loses_nor_double_counts() {
         format!("127.0.0.1:{}", free_port().expect("port")),
         format!("127.0.0.1:{}", free_port().expect("port")),
     );
-    let mut a = start_binary("tally", &redis.url(), &a_addr, &AGG_ENV);
+    // In `Proc`s, so a failed wait or assertion does not leave them running.
+    let mut a = Proc(start_binary("tally", &redis.url(), &a_addr, &AGG_ENV));
     wait_http(&a_addr, "/ping");
     let Keys {
         id,
@@ -300,8 +337,9 @@ fn a_killed_aggregator_neither_loses_nor_double_counts() {
         ..
     } = create_project(&a_addr, "k", "Europe/Berlin");
     // Load through A, which also aggregates; kill it in the middle of it.
+    let progress = Arc::new(AtomicUsize::new(0));
     let sender = {
-        let (addr, wk) = (a_addr.clone(), wk.clone());
+        let (addr, wk, progress) = (a_addr.clone(), wk.clone(), progress.clone());
         std::thread::spawn(move || {
             let mut sent = 0;
             for i in 0..3000 {
@@ -316,6 +354,7 @@ fn a_killed_aggregator_neither_loses_nor_double_counts() {
                 );
                 if try_http(&addr, "GET", &path, &[], b"").is_ok_and(|r| r.status == 200) {
                     sent += 1;
+                    progress.store(sent, Ordering::SeqCst);
                 } else {
                     break;
                 }
@@ -323,18 +362,37 @@ fn a_killed_aggregator_neither_loses_nor_double_counts() {
             sent
         })
     };
-    std::thread::sleep(Duration::from_millis(700));
+    // Kill A once it is rolling up (it finds a new app within about 2 s), so that it dies
+    // with work in hand rather than before it started.
+    let app = tally_model::keys::AppId::parse(&id).expect("app id");
+    let stream = tally_model::keys::stream(&app);
+    let rolling = || {
+        groups(&redis, &stream)
+            .iter()
+            .any(|(last, _)| last != "0-0")
+    };
+    // An acknowledged request has written the stream, so `rolling` may ask about it.
+    wait_until(
+        "A to roll up some of the load",
+        Duration::from_secs(30),
+        || (progress.load(Ordering::SeqCst) >= 100 && rolling()).then_some(()),
+    );
     let _ = Command::new("kill")
         .arg("-KILL")
-        .arg(a.id().to_string())
+        .arg(a.0.id().to_string())
         .status();
-    a.wait().ok();
+    a.0.wait().ok();
     let acked = sender.join().unwrap_or(0);
     assert!(acked > 50, "load ran: {acked}");
     // B takes over A's pending entries and everything not yet read.
-    let mut b = start_binary("tally", &redis.url(), &b_addr, &AGG_ENV);
+    let mut b = Proc(start_binary("tally", &redis.url(), &b_addr, &AGG_ENV));
     wait_http(&b_addr, "/ping");
-    settle(&b_addr);
+    settle(&[&redis], &id);
+    // B measures its lag gauge only every 2 s, so it may trail the stream.
+    wait_until("B's lag gauge to reach 0", Duration::from_secs(10), || {
+        let metrics = http(&b_addr, "GET", "/metrics", &[], b"").body;
+        metrics.contains("tally_aggregator_lag 0").then_some(())
+    });
     let o = http(
         &b_addr,
         "GET",
@@ -350,8 +408,8 @@ fn a_killed_aggregator_neither_loses_nor_double_counts() {
     let counted = at(&o, &[&year, "c"]).as_i64().unwrap_or(0);
     let rolled = rolled_up(&b_addr, &id, &rk, "k", 2);
     let metrics = http(&b_addr, "GET", "/metrics", &[], b"").body;
-    b.kill().ok();
-    b.wait().ok();
+    b.0.kill().ok();
+    b.0.wait().ok();
     // The rollups hold exactly what the counters hold: nothing lost, nothing twice.
     assert!(counted > 0);
     assert_eq!(
@@ -442,7 +500,7 @@ fn realtime_reports_match_a_brute_force_computation() {
     );
 
     let events: Vec<_> = (0..60).map(send).collect();
-    settle(&t.addr);
+    settle(&t.nodes(), &k.id);
 
     // Brute force over the same events.
     let kept: Vec<_> = events
@@ -578,24 +636,24 @@ fn session_begins_roll_up_without_the_consumer() {
         .unwrap_or_default();
     assert_eq!(point, json!([minute, 3, 0, 3]), "{live}");
 
-    let app = tally_store::keys::AppId::parse(&k.id).expect("app id");
+    let app = tally_model::keys::AppId::parse(&k.id).expect("app id");
     let nodes = t.nodes();
     let node = if cluster_mode() {
-        nodes[node_of(&nodes, &tally_store::keys::stream(&app))]
+        nodes[node_of(&nodes, &tally_model::keys::stream(&app))]
     } else {
         &t.redis
     };
     let len: i64 = redis_on(
         node,
-        redis::cmd("XLEN").arg(tally_store::keys::stream(&app)),
+        redis::cmd("XLEN").arg(tally_model::keys::stream(&app)),
     );
     assert_eq!(len, 0, "no events, no raw stream entries");
-    let rollup = tally_store::keys::rollup_minute(&app, (NOW - 120).div_euclid(60));
+    let rollup = tally_model::keys::rollup_minute(&app, (NOW - 120).div_euclid(60));
     let begins: Option<i64> = redis_on(node, redis::cmd("HGET").arg(&rollup).arg("sb"));
     assert_eq!(begins, Some(3));
     let ttl: i64 = redis_on(node, redis::cmd("TTL").arg(&rollup));
     assert!(ttl > 0, "the minute rollup expires: {ttl}");
-    let end_minute = tally_store::keys::rollup_minute(&app, (NOW - 60).div_euclid(60));
+    let end_minute = tally_model::keys::rollup_minute(&app, (NOW - 60).div_euclid(60));
     let se: Option<i64> = redis_on(node, redis::cmd("HGET").arg(&end_minute).arg("se"));
     assert_eq!(se, Some(1));
 }

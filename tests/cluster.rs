@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tally_store::keys::{self, AppId};
-use tally_store::redis::slot;
+use tally_model::keys::{self, AppId};
+use tally_redis::pool::slot;
 
 #[derive(Default)]
 struct Seen {

@@ -584,12 +584,12 @@ fn country_from_the_client_ip_with_a_geoip_database() {
     }
     // A database that cannot be read stops start-up with a clear error.
     let bad = dir.join("missing.mmdb");
-    let mut cfg = tally_store::config::Config::for_tests(&t.redis.url());
+    let mut cfg = tally_config::Config::for_tests(&t.redis.url());
     cfg.geoip_db = Some(bad);
     let err = tally::start(
         &cfg,
         &t.redis.url(),
-        std::sync::Arc::new(tally_store::clock::SystemClock),
+        std::sync::Arc::new(tally_service::clock::SystemClock),
     )
     .err();
     assert!(err

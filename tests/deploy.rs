@@ -8,7 +8,7 @@ use serde_json::json;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tally_store::embedded::free_port;
+use tally_redis::embedded::free_port;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tally_store::embedded::{free_port, EmbeddedOptions, EmbeddedRedis};
+use tally_redis::embedded::{free_port, EmbeddedOptions, EmbeddedRedis};
 
 fn strict_redis(tag: &str) -> EmbeddedRedis {
     let mut o = EmbeddedOptions::new(temp_dir(tag));
@@ -54,6 +54,7 @@ fn load(
                     let a = addr.lock().map(|a| a.clone()).unwrap_or_default();
                     let Ok(r) = try_http(&a, "GET", &path, &[], b"") else {
                         t.failed_connections.fetch_add(1, Ordering::SeqCst);
+                        // Pacing, not waiting: no busy loop while the server is away.
                         std::thread::sleep(Duration::from_millis(20));
                         continue;
                     };
@@ -101,10 +102,11 @@ fn redis_outage_gives_fast_503s_and_recovers_without_restart() {
     assert_eq!(t.get("/health").status, 200);
     assert!(metric_value(&t.addr, "tally_redis_errors_total") >= 1.0);
     t.redis.restart().expect("redis restarts");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while t.get("/ready").status != 200 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "/ready to answer 200 again",
+        Duration::from_secs(10),
+        || (t.get("/ready").status == 200).then_some(()),
+    );
     t.ok(&k, &[p("device_id", "a"), p("session_duration", 10)]);
     let s = t.o(&k, "sessions", &[]);
     assert_eq!(
@@ -120,8 +122,8 @@ fn redis_outage_gives_fast_503s_and_recovers_without_restart() {
 fn a_key_of_the_wrong_type_fails_its_request_not_the_committer() {
     let t = TestApp::spawn();
     let (a, b) = (t.create_app("UTC"), t.create_app("UTC"));
-    let app = tally_store::keys::AppId::parse(&a.id).expect("app id");
-    let device = tally_store::keys::device(&app, "poisoned");
+    let app = tally_model::keys::AppId::parse(&a.id).expect("app id");
+    let device = tally_model::keys::device(&app, "poisoned");
     // Every key of the app is on one node (its master, on a cluster).
     let nodes = t.nodes();
     let node = if cluster_mode() {
@@ -144,7 +146,7 @@ fn a_key_of_the_wrong_type_fails_its_request_not_the_committer() {
     t.ok(&a, &event("fine"));
 
     // Inside the transaction: the app's raw stream is a plain string now.
-    let stream = tally_store::keys::stream(&app);
+    let stream = tally_model::keys::stream(&app);
     let _: () = redis_on(node, redis::cmd("SET").arg(&stream).arg("x"));
     let failed = t.i(&a, &event("other"));
     assert_eq!(failed.status, 503, "{}", failed.body);
@@ -167,12 +169,9 @@ fn a_retry_of_a_failed_write_counts_exactly_once() {
     t.redis.kill();
     assert_eq!(t.i(&k, &req).status, 503);
     t.redis.restart().expect("redis restarts");
-    let mut r = t.i(&k, &req);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while r.status == 503 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        r = t.i(&k, &req);
-    }
+    let r = wait_until("a retry that is not a 503", Duration::from_secs(10), || {
+        Some(t.i(&k, &req)).filter(|r| r.status != 503)
+    });
     assert_eq!(r.json(), json!({"result": "Success"}));
     // Order 2: the write succeeded, the answer was lost, the SDK retries: counted once.
     assert_eq!(
@@ -181,6 +180,11 @@ fn a_retry_of_a_failed_write_counts_exactly_once() {
     );
     assert_eq!(count_of(&t, &k), 1);
 }
+
+/// How many writes must be acknowledged before Redis is killed, and again after it is
+/// back: enough that a server acknowledging nothing (or little) cannot pass.
+const ACKED_BEFORE_CRASH: u64 = 200;
+const ACKED_AFTER_RESTART: u64 = 100;
 
 #[test]
 fn acknowledged_writes_survive_a_redis_crash() {
@@ -191,11 +195,25 @@ fn acknowledged_writes_survive_a_redis_crash() {
     let tally = Arc::new(Tally::default());
     let addr = Arc::new(std::sync::Mutex::new(t.addr.clone()));
     let workers = load(addr, k.write.clone(), 8, stop.clone(), tally.clone());
-    std::thread::sleep(Duration::from_millis(700));
+    let acked_now = || tally.acked.load(Ordering::SeqCst);
+    // The crash lands on a running load with many acknowledged writes behind it.
+    let before_crash = wait_until(
+        &format!("{ACKED_BEFORE_CRASH} acknowledged writes before the crash"),
+        Duration::from_secs(30),
+        || Some(acked_now()).filter(|n| *n >= ACKED_BEFORE_CRASH),
+    );
+    let unavailable = tally.unavailable.load(Ordering::SeqCst);
     t.redis.kill();
-    std::thread::sleep(Duration::from_millis(400));
+    wait_until("a 503 while Redis is down", Duration::from_secs(10), || {
+        (tally.unavailable.load(Ordering::SeqCst) > unavailable).then_some(())
+    });
     t.redis.restart().expect("redis restarts");
-    std::thread::sleep(Duration::from_millis(700));
+    let at_restart = acked_now();
+    wait_until(
+        &format!("{ACKED_AFTER_RESTART} acknowledged writes after the restart"),
+        Duration::from_secs(30),
+        || (acked_now() >= at_restart + ACKED_AFTER_RESTART).then_some(()),
+    );
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         w.join().ok();
@@ -209,12 +227,16 @@ fn acknowledged_writes_survive_a_redis_crash() {
         tally.unavailable.load(Ordering::SeqCst) > 0,
         "the crash was noticed"
     );
+    assert!(
+        before_crash >= ACKED_BEFORE_CRASH && acked >= before_crash + ACKED_AFTER_RESTART,
+        "acked {before_crash} before the crash, {acked} in all"
+    );
     let counted = count_of(&t, &k) as u64;
     // Every acknowledged request is counted; a failed one may have been applied before
     // its answer was lost, so the count may exceed the acknowledgements, never `sent`.
     assert!(
         counted >= acked && counted <= sent,
-        "sent {sent}, acked {acked}, counted {counted}"
+        "sent {sent}, acked {acked} ({before_crash} before the crash), counted {counted}"
     );
 }
 
@@ -223,29 +245,34 @@ fn acknowledged_writes_survive_a_redis_crash() {
 fn process_stop_loses_nothing(signal: &str) {
     let redis = start_redis("proc");
     let bind = format!("127.0.0.1:{}", free_port().expect("port"));
-    let mut child = start_binary("tally", &redis.url(), &bind, &[]);
+    // A `Proc`, so a failed wait or assertion does not leave it running.
+    let mut child = Proc(start_binary("tally", &redis.url(), &bind, &[]));
     wait_http(&bind, "/ping");
     let k = create_project(&bind, "p", "UTC");
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let addr = Arc::new(std::sync::Mutex::new(bind.clone()));
     let workers = load(addr, k.write.clone(), 8, stop.clone(), tally.clone());
-    std::thread::sleep(Duration::from_millis(800));
+    // The stop lands on a running load with acknowledged writes behind it.
+    wait_until("100 acknowledged writes", Duration::from_secs(30), || {
+        (tally.acked.load(Ordering::SeqCst) > 100).then_some(())
+    });
     let status = Command::new("kill")
         .arg(signal)
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status();
     assert!(status.map(|s| s.success()).unwrap_or(false));
-    let exit = child.wait().expect("tally exits");
+    let exit = child.0.wait().expect("tally exits");
     if signal == "-TERM" {
         assert!(exit.success(), "a graceful stop exits 0, got {exit}");
     }
+    // A sleep, not a wait: the load keeps meeting the stopped server for a while.
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         w.join().ok();
     }
-    let mut again = start_binary("tally", &redis.url(), &bind, &[]);
+    let mut again = Proc(start_binary("tally", &redis.url(), &bind, &[]));
     wait_http(&bind, "/ping");
     let (sent, acked) = (
         tally.sent.load(Ordering::SeqCst),
@@ -259,8 +286,8 @@ fn process_stop_loses_nothing(signal: &str) {
     );
     let v = http(&bind, "GET", &path, &[], b"").json();
     let counted = at(&v, &["2024", "c"]).as_u64().unwrap_or(0);
-    again.kill().ok();
-    again.wait().ok();
+    again.0.kill().ok();
+    again.0.wait().ok();
     assert!(acked > 100, "the load ran ({acked} acknowledged)");
     assert_eq!(tally.other.load(Ordering::SeqCst), 0);
     assert!(

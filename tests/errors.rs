@@ -254,8 +254,8 @@ fn checksums_when_the_app_has_a_salt() {
     let k =
         t.create_app_with(json!({"name": "salty", "timezone": "UTC", "salt": "sodiumchloride"}));
     let payload = format!("app_key={}&device_id=D", k.write);
-    let sha1 = |s: &str| tally_store::keys::hex(&sha1::Sha1::digest(s.as_bytes())).to_uppercase();
-    let sha256 = |s: &str| tally_store::keys::hex(&sha2::Sha256::digest(s.as_bytes()));
+    let sha1 = |s: &str| tally_model::keys::hex(&sha1::Sha1::digest(s.as_bytes())).to_uppercase();
+    let sha256 = |s: &str| tally_model::keys::hex(&sha2::Sha256::digest(s.as_bytes()));
     let r = t.get(&format!("/i?{payload}"));
     assert_eq!(
         (r.status, result(&r).as_str()),

@@ -56,7 +56,7 @@ fn node_sdk_sessions_and_events_are_counted_exactly() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let year = chrono::Datelike::year(&tally_store::time::local_date(
+    let year = chrono::Datelike::year(&tally_model::time::local_date(
         now_ms / 1000,
         chrono_tz::UTC,
     ))

@@ -282,7 +282,7 @@ fn two_collectors_stay_exact() {
 fn redis_with_a_password_a_database_and_a_unix_socket() {
     let dir = temp_dir("auth");
     let sock = dir.join("redis.sock");
-    let mut o = tally_store::embedded::EmbeddedOptions::new(&dir);
+    let mut o = tally_redis::embedded::EmbeddedOptions::new(&dir);
     o.aof = false;
     o.extra_args = vec![
         "--unixsocket".into(),
@@ -290,7 +290,7 @@ fn redis_with_a_password_a_database_and_a_unix_socket() {
         "--unixsocketperm".into(),
         "700".into(),
     ];
-    let redis = tally_store::embedded::EmbeddedRedis::start(o).expect("redis-server");
+    let redis = tally_redis::embedded::EmbeddedRedis::start(o).expect("redis-server");
     // Set after start: the readiness check pings without a password.
     let _: () = redis_on(
         &redis,

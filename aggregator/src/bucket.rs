@@ -9,12 +9,12 @@ use chrono::TimeZone;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tally_store::apps::{self, keys_equal, App};
-use tally_store::counters::{Reads, StreamPage};
-use tally_store::http::{json as json_response, read_body};
-use tally_store::keys::{self, AppId};
-use tally_store::time::{local_date, local_day_start, Buckets};
-use tally_store::ApiError;
+use tally_model::apps::{self, keys_equal, App};
+use tally_model::counters::{Reads, StreamPage};
+use tally_model::keys::{self, AppId};
+use tally_model::time::{local_date, local_day_start, Buckets};
+use tally_service::ApiError;
+use tally_service::{json as json_response, read_body};
 
 /// Stream entries read per page while filtering raw events.
 const PAGE: usize = 1000;
@@ -131,7 +131,7 @@ pub async fn retrieve(
             .arg("-")
             .arg("COUNT")
             .arg(PAGE);
-        let (page,): (StreamPage,) = tally_store::redis::run(&st.shared.pool, &pipe).await?;
+        let (page,): (StreamPage,) = st.shared.pool.run(keys::route(&app.id), &pipe).await?;
         let n = page.len();
         scanned += n;
         // Newest first: a request's events in reverse too.
@@ -253,7 +253,7 @@ pub async fn stats(
             pipe.cmd("HGET").arg(k).arg(&f);
         }
     }
-    let counts: Vec<Option<i64>> = tally_store::redis::run(&st.shared.pool, &pipe).await?;
+    let counts: Vec<Option<i64>> = st.shared.pool.run(keys::route(&app.id), &pipe).await?;
     let mut it = counts.into_iter();
     let out: Vec<Value> = points
         .iter()
@@ -291,13 +291,16 @@ pub async fn keys_by_app(
     let app = bucket(&req, &st, &path, false).await?;
     let mut r = Reads::new();
     let names_slot = r.set(&keys::rollup_app_names(&app.id));
-    let names = r.run(&st.shared.pool).await?.set(names_slot);
+    let names = r
+        .run(&st.shared.pool, keys::route(&app.id))
+        .await?
+        .set(names_slot);
     let mut r = Reads::new();
     let slots: Vec<_> = names
         .iter()
         .map(|n| r.set(&keys::rollup_keys_by_app(&app.id, n)))
         .collect();
-    let a = r.run(&st.shared.pool).await?;
+    let a = r.run(&st.shared.pool, keys::route(&app.id)).await?;
     let out: Vec<Value> = names
         .iter()
         .zip(slots)

@@ -20,16 +20,18 @@
 
 use crate::realtime;
 use crate::rollup::{rollup, Entry, Retention, Writes};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use redis::Value;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tally_store::apps::{self, App};
-use tally_store::http::Shared;
-use tally_store::keys::{self, AppId};
-use tally_store::redis::{has_code, run as query, Pool};
-use tally_store::StoreError;
+use tally_model::apps::{self, App};
+use tally_model::keys::{self, AppId};
+use tally_redis::{Conn, Pool};
+use tally_service::Shared;
 
 /// The consumer group every aggregator shares.
 pub const GROUP: &str = "tally-aggregator";
@@ -48,15 +50,61 @@ pub struct ConsumerConfig {
 /// What `/metrics` and `/ready` show.
 #[derive(Default, Debug)]
 pub struct AggregatorStats {
-    pub processed: AtomicU64,
-    pub batches: AtomicU64,
-    pub aborted: AtomicU64,
-    pub claimed: AtomicU64,
-    pub errors: AtomicU64,
+    pub processed: Counter,
+    pub batches: Counter,
+    pub aborted: Counter,
+    pub claimed: Counter,
+    pub errors: Counter,
     /// Entries not yet delivered to any consumer, over all apps.
-    pub lag: AtomicU64,
+    pub lag: Gauge,
     /// Entries delivered but not yet acknowledged.
-    pub pending: AtomicU64,
+    pub pending: Gauge,
+}
+
+impl AggregatorStats {
+    /// Shows the counters on `/metrics` (counters get their `_total` suffix there).
+    pub fn register(&self, reg: &mut Registry) {
+        reg.register(
+            "tally_aggregator_lag",
+            "Stream entries not yet delivered to an aggregator.",
+            self.lag.clone(),
+        );
+        reg.register(
+            "tally_aggregator_pending",
+            "Stream entries delivered but not yet rolled up.",
+            self.pending.clone(),
+        );
+        let counters = [
+            (
+                "tally_aggregator_processed",
+                "Stream entries rolled up.",
+                &self.processed,
+            ),
+            (
+                "tally_aggregator_batches",
+                "Rollup transactions committed.",
+                &self.batches,
+            ),
+            (
+                "tally_aggregator_aborted",
+                "Rollup transactions aborted after a takeover.",
+                &self.aborted,
+            ),
+            (
+                "tally_aggregator_claimed",
+                "Entries taken over from idle consumers.",
+                &self.claimed,
+            ),
+            (
+                "tally_aggregator_errors",
+                "Failed aggregator steps (their entries stay pending).",
+                &self.errors,
+            ),
+        ];
+        for (name, help, c) in counters {
+            reg.register(name, help, c.clone());
+        }
+    }
 }
 
 fn consumer_name() -> String {
@@ -79,7 +127,7 @@ pub async fn run(shared: Shared, cfg: ConsumerConfig, stats: Arc<AggregatorStats
             match refresh(&pool, &mut apps, &stats, &shared).await {
                 Ok(()) => last_refresh = Some(Instant::now()),
                 Err(e) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    stats.errors.inc_by(1);
                     tracing::warn!(error = %e, "aggregator: listing apps failed");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
@@ -124,17 +172,17 @@ pub async fn run(shared: Shared, cfg: ConsumerConfig, stats: Arc<AggregatorStats
                 Ok(Step::Idle) => {}
                 Ok(Step::Done(n)) => {
                     idle = false;
-                    stats.processed.fetch_add(n as u64, Ordering::Relaxed);
-                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                    stats.processed.inc_by(n as u64);
+                    stats.batches.inc_by(1);
                 }
                 Ok(Step::Aborted) => {
                     idle = false;
                     failed = true;
-                    stats.aborted.fetch_add(1, Ordering::Relaxed);
+                    stats.aborted.inc_by(1);
                 }
                 Err(e) => {
                     failed = true;
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    stats.errors.inc_by(1);
                     tracing::warn!(error = %e, "aggregator: batch failed; its entries stay pending");
                 }
             }
@@ -191,14 +239,14 @@ async fn refresh(
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM");
-        match query::<()>(pool, &create).await {
+        match pool.run::<()>(keys::route(id), &create).await {
             Ok(()) => {}
-            Err(StoreError::Redis(e)) if has_code(&e, "BUSYGROUP") => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
             Err(e) => return Err(e.into()),
         }
         let mut info = redis::pipe();
         info.cmd("XINFO").arg("GROUPS").arg(&stream);
-        let (groups,): (Vec<HashMap<String, Value>>,) = query(pool, &info).await?;
+        let (groups,): (Vec<HashMap<String, Value>>,) = pool.run(keys::route(id), &info).await?;
         for g in groups
             .iter()
             .filter(|g| g.get("name").and_then(text).as_deref() == Some(GROUP))
@@ -207,8 +255,10 @@ async fn refresh(
             pending += g.get("pending").and_then(int).unwrap_or(0);
         }
     }
-    stats.lag.store(lag, Ordering::Relaxed);
-    stats.pending.store(pending, Ordering::Relaxed);
+    stats.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+    stats
+        .pending
+        .set(i64::try_from(pending).unwrap_or(i64::MAX));
     shared.backlog.store(lag + pending, Ordering::Relaxed);
     Ok(())
 }
@@ -250,7 +300,7 @@ async fn claim(
             .arg("COUNT")
             .arg(cfg.batch)
             .arg("JUSTID");
-        let (reply,): (Value,) = query(pool, &take).await?;
+        let (reply,): (Value,) = pool.run(keys::route(id), &take).await?;
         let n = match &reply {
             Value::Array(parts) => match parts.get(1) {
                 Some(Value::Array(ids)) => ids.len(),
@@ -261,8 +311,8 @@ async fn claim(
         if n > 0 {
             let mut bump = redis::pipe();
             bump.cmd("INCR").arg(keys::aggregator_epoch(id));
-            let (_,): (i64,) = query(pool, &bump).await?;
-            stats.claimed.fetch_add(n as u64, Ordering::Relaxed);
+            let (_,): (i64,) = pool.run(keys::route(id), &bump).await?;
+            stats.claimed.inc_by(n as u64);
             total += n;
         }
     }
@@ -284,38 +334,36 @@ async fn step(
     let Some(first) = apps.first() else {
         return Ok(Step::Idle);
     };
-    let route = keys::stream(&first.id);
-    let mut conn = pool.conn(Some(route.as_bytes())).await?;
-    match step_on(&mut conn, apps, me, cfg, recovering, block, now).await {
+    let mut conn = pool.get(keys::route(&first.id)).await?;
+    match step_on(pool, &mut conn, apps, me, cfg, recovering, block, now).await {
         Ok(s) => Ok(s),
         Err(e) => {
             // The connection may still hold a WATCH or a late answer: never reuse it.
-            match e.downcast_ref::<redis::RedisError>() {
-                Some(re) => {
-                    pool.failed(conn, re);
-                }
-                None => Pool::discard(conn),
-            }
-            Err(e)
+            pool.failed(conn, &e, true);
+            Err(e.into())
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn step_on(
-    conn: &mut redis::aio::MultiplexedConnection,
+    pool: &Pool,
+    conn: &mut Conn,
     apps: &[&Arc<App>],
     me: &str,
     cfg: &ConsumerConfig,
     recovering: bool,
     block: Option<Duration>,
     now: i64,
-) -> Result<Step, BoxErr> {
-    let mut watch = redis::cmd("WATCH");
+) -> Result<Step, tally_redis::Error> {
+    let mut watch = redis::pipe();
+    let cmd = watch.cmd("WATCH");
     for app in apps {
-        watch.arg(keys::aggregator_epoch(&app.id));
+        cmd.arg(keys::aggregator_epoch(&app.id));
     }
-    let _: () = watch.query_async(conn).await?;
-    let mut read = redis::cmd("XREADGROUP");
+    pool.query::<()>(conn, &watch, Duration::ZERO).await?;
+    let mut pipe = redis::pipe();
+    let read = pipe.cmd("XREADGROUP");
     read.arg("GROUP")
         .arg(GROUP)
         .arg(me)
@@ -331,11 +379,15 @@ async fn step_on(
     for _ in apps {
         read.arg(if recovering { "0" } else { ">" });
     }
-    let reply: Value = read.query_async(conn).await?;
+    // The blocking read waits up to `block` for entries, on top of the exchange's own
+    // timeout.
+    let (reply,): (Value,) = pool.query(conn, &pipe, block.unwrap_or_default()).await?;
     let by_stream = parse_read(&reply);
     let total: usize = by_stream.values().map(|(ids, _)| ids.len()).sum();
     if total == 0 {
-        let _: () = redis::cmd("UNWATCH").query_async(conn).await?;
+        let mut unwatch = redis::pipe();
+        unwatch.cmd("UNWATCH");
+        pool.query::<()>(conn, &unwatch, Duration::ZERO).await?;
         return Ok(Step::Idle);
     }
     // Report definitions are read after the entries: a report created before an entry
@@ -354,7 +406,7 @@ async fn step_on(
         for app in &with_entries {
             defs.cmd("HVALS").arg(keys::realtime_defs(&app.id));
         }
-        let found: Vec<Vec<String>> = defs.query_async(conn).await?;
+        let found: Vec<Vec<String>> = pool.query(conn, &defs, Duration::ZERO).await?;
         for (app, d) in with_entries.iter().zip(found) {
             let r = realtime::parse_defs(&d);
             if !r.is_empty() {
@@ -385,7 +437,7 @@ async fn step_on(
             .arg(entry_ids)
             .ignore();
     }
-    let done: Option<Value> = pipe.query_async(conn).await?;
+    let done: Option<Value> = pool.query(conn, &pipe, Duration::ZERO).await?;
     Ok(match done {
         Some(_) => Step::Done(total),
         None => Step::Aborted,
@@ -452,61 +504,5 @@ fn write(pipe: &mut redis::Pipeline, w: &Writes) {
     }
     for (k, secs) in &w.expire_in {
         pipe.cmd("EXPIRE").arg(k).arg(*secs).ignore();
-    }
-}
-
-impl tally_store::http::Metrics for AggregatorStats {
-    fn render(&self, out: &mut String) {
-        use tally_store::http::metric;
-        let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        metric(
-            out,
-            "gauge",
-            "tally_aggregator_lag",
-            "Stream entries not yet delivered to an aggregator.",
-            c(&self.lag),
-        );
-        metric(
-            out,
-            "gauge",
-            "tally_aggregator_pending",
-            "Stream entries delivered but not yet rolled up.",
-            c(&self.pending),
-        );
-        metric(
-            out,
-            "counter",
-            "tally_aggregator_processed_total",
-            "Stream entries rolled up.",
-            c(&self.processed),
-        );
-        metric(
-            out,
-            "counter",
-            "tally_aggregator_batches_total",
-            "Rollup transactions committed.",
-            c(&self.batches),
-        );
-        metric(
-            out,
-            "counter",
-            "tally_aggregator_aborted_total",
-            "Rollup transactions aborted after a takeover.",
-            c(&self.aborted),
-        );
-        metric(
-            out,
-            "counter",
-            "tally_aggregator_claimed_total",
-            "Entries taken over from idle consumers.",
-            c(&self.claimed),
-        );
-        metric(
-            out,
-            "counter",
-            "tally_aggregator_errors_total",
-            "Failed aggregator steps (their entries stay pending).",
-            c(&self.errors),
-        );
     }
 }

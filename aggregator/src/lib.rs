@@ -18,8 +18,8 @@ pub mod rollup;
 
 use actix_web::web;
 use std::sync::Arc;
-use tally_store::config::AggregatorConfig;
-use tally_store::http::Shared;
+use tally_config::AggregatorConfig;
+use tally_service::Shared;
 
 pub struct Aggregator {
     pub shared: Shared,
@@ -68,7 +68,7 @@ impl Drop for ConsumerHandle {
 /// begin_session a quarter of its throughput while they shared it). It uses the
 /// service's pool, connects lazily and retries while Redis is away.
 pub fn spawn_consumer(
-    cfg: &tally_store::config::Config,
+    cfg: &tally_config::Config,
     agg: web::Data<Aggregator>,
 ) -> Option<ConsumerHandle> {
     if !cfg.aggregator.enabled {

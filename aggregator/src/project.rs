@@ -4,9 +4,9 @@ use crate::Aggregator;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
-use tally_store::apps::{self, keys_equal, NewApp};
-use tally_store::http::{json as json_response, read_body};
-use tally_store::ApiError;
+use tally_model::apps::{self, keys_equal, NewApp};
+use tally_service::ApiError;
+use tally_service::{json as json_response, read_body};
 
 #[derive(Deserialize)]
 struct CreateProject {
@@ -93,7 +93,7 @@ async fn admin_params(
     st: &Aggregator,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     let mut p = serde_json::Map::new();
-    for (k, v) in tally_store::http::decode_pairs(req.query_string().as_bytes())? {
+    for (k, v) in tally_service::decode_pairs(req.query_string().as_bytes())? {
         p.insert(k, v.into());
     }
     let body = read_body(payload, &st.shared.limits).await?;
@@ -119,7 +119,7 @@ async fn master_app(
         .and_then(|v| v.as_str())
         .ok_or_else(|| ApiError::bad("Missing parameter \"project\""))?;
     let id =
-        tally_store::keys::AppId::parse(id).ok_or_else(|| ApiError::invalid_param("project"))?;
+        tally_model::keys::AppId::parse(id).ok_or_else(|| ApiError::invalid_param("project"))?;
     let given = req
         .headers()
         .get("master_key")

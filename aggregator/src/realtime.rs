@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use tally_store::apps::{self, keys_equal, App};
-use tally_store::http::{json as json_response, read_body};
-use tally_store::keys::{self, AppId};
-use tally_store::ApiError;
+use tally_model::apps::{self, keys_equal, App};
+use tally_model::keys::{self, AppId};
+use tally_service::ApiError;
+use tally_service::{json as json_response, read_body};
 
 /// Reports one app may have.
 pub const MAX_REPORTS: usize = 50;
@@ -307,12 +307,12 @@ pub fn write(pipe: &mut redis::Pipeline, w: &RtWrites) {
 
 /// The app's reports with their parsed filters.
 pub async fn load(
-    pool: &tally_store::redis::Pool,
+    pool: &tally_redis::Pool,
     app: &AppId,
-) -> Result<Vec<(Report, Option<Expr>)>, tally_store::StoreError> {
+) -> Result<Vec<(Report, Option<Expr>)>, tally_model::StoreError> {
     let mut pipe = redis::pipe();
     pipe.cmd("HVALS").arg(keys::realtime_defs(app));
-    let (defs,): (Vec<String>,) = tally_store::redis::run(pool, &pipe).await?;
+    let (defs,): (Vec<String>,) = pool.run(keys::route(app), &pipe).await?;
     Ok(parse_defs(&defs))
 }
 
@@ -405,7 +405,10 @@ pub async fn create(
         .arg(&r.table_name)
         .arg(serde_json::to_string(&r).unwrap_or_default())
         .ignore();
-    tally_store::redis::run::<()>(&st.shared.pool, &pipe).await?;
+    st.shared
+        .pool
+        .run::<()>(keys::route(&app.id), &pipe)
+        .await?;
     Ok(success("Report created"))
 }
 
@@ -424,11 +427,16 @@ pub async fn delete(
     pipe.cmd("HDEL")
         .arg(keys::realtime_defs(&app.id))
         .arg(table);
-    let (n,): (i64,) = tally_store::redis::run(&st.shared.pool, &pipe).await?;
+    let (n,): (i64,) = st.shared.pool.run(keys::route(&app.id), &pipe).await?;
     if n == 0 {
         return Err(ApiError::NotFound(format!("No report named {table}")));
     }
-    apps::unlink_matching(&st.shared.pool, &keys::realtime_pattern(&app.id, table)).await?;
+    apps::unlink_matching(
+        &st.shared.pool,
+        keys::route(&app.id),
+        &keys::realtime_pattern(&app.id, table),
+    )
+    .await?;
     Ok(success("Report deleted"))
 }
 
@@ -560,7 +568,7 @@ pub async fn get(
     let replies: Vec<Value> = if minutes.is_empty() {
         Vec::new()
     } else {
-        redis_values(&st, &pipe).await?
+        redis_values(&st, keys::route(&app.id), &pipe).await?
     };
     let mut it = replies.into_iter();
     // (minute or 0 when aggregating, projected dimension values) -> accumulator
@@ -617,7 +625,7 @@ pub async fn get(
         for acc in accs.values() {
             pipe.cmd("PFCOUNT").arg(&acc.hll_keys);
         }
-        let counts: Vec<i64> = tally_store::redis::run(&st.shared.pool, &pipe).await?;
+        let counts: Vec<i64> = st.shared.pool.run(keys::route(&app.id), &pipe).await?;
         for (k, c) in accs.keys().zip(counts) {
             hll.insert(k.clone(), c);
         }
@@ -671,8 +679,12 @@ pub async fn get(
     ))
 }
 
-async fn redis_values(st: &Aggregator, pipe: &redis::Pipeline) -> Result<Vec<Value>, ApiError> {
-    let raw: Vec<redis::Value> = tally_store::redis::run(&st.shared.pool, pipe).await?;
+async fn redis_values(
+    st: &Aggregator,
+    route: tally_redis::Route<'_>,
+    pipe: &redis::Pipeline,
+) -> Result<Vec<Value>, ApiError> {
+    let raw: Vec<redis::Value> = st.shared.pool.run(route, pipe).await?;
     Ok(raw.into_iter().map(to_json).collect())
 }
 

@@ -10,7 +10,7 @@
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use tally_store::keys::{self, AppId};
+use tally_model::keys::{self, AppId};
 
 /// One raw stream entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,7 +157,7 @@ pub fn field(
 }
 
 /// How long rollups are kept.
-pub use tally_store::config::Retention;
+pub use tally_config::Retention;
 
 /// The writes for a batch of entries of one app, merged.
 #[derive(Debug, Default, PartialEq)]

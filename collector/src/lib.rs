@@ -2,7 +2,7 @@
 //!
 //! A request goes parse ([`params`]) -> validate the whole of it ([`request`]) -> plan
 //! increments against the device's state ([`plan`]) -> group commit
-//! ([`tally_store::commit`]). Nothing is written for a request that fails validation, and
+//! ([`tally_model::commit`]). Nothing is written for a request that fails validation, and
 //! nothing is acknowledged that is not in Redis.
 
 pub mod geo;
@@ -15,26 +15,26 @@ mod routes;
 pub mod sanitize;
 
 use actix_web::web;
-use tally_store::commit::Committer;
-use tally_store::http::Shared;
+use tally_model::commit::Committer;
+use tally_service::Shared;
 
 /// The collector's handler state.
 pub struct Collector {
     pub shared: Shared,
-    pub committer: Committer,
+    pub committer: Committer<plan::Ingest>,
     /// IP-to-country lookups, when `TALLY_GEOIP_DB` is set.
     pub geo: Option<std::sync::Arc<geo::Geo>>,
     pub limiter: ratelimit::RateLimiter,
     /// How long rollups are kept (session begins and ends are rolled up here).
-    pub keep: tally_store::config::Retention,
+    pub keep: tally_config::Retention,
 }
 
 /// The collector's state: the committer (its stopper flushes on shutdown), GeoIP and the
 /// rate limiter. The error says why the GeoIP database cannot be used.
 pub fn build(
-    cfg: &tally_store::config::Config,
+    cfg: &tally_config::Config,
     shared: Shared,
-) -> Result<(Collector, tally_store::commit::Stopper), String> {
+) -> Result<(Collector, tally_model::commit::Stopper), String> {
     let geo = match &cfg.geoip_db {
         Some(path) => Some(std::sync::Arc::new(geo::Geo::open(path)?)),
         None => None,

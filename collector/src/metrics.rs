@@ -13,7 +13,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
-use tally_store::ApiError;
+use tally_service::ApiError;
 
 /// The text of each of [`METRICS`], in its order; `None` when absent or not a scalar.
 pub type MetricTexts<'a> = [Option<Cow<'a, str>>; METRICS.len()];

@@ -8,8 +8,8 @@
 
 use serde_json::Value;
 use std::borrow::Cow;
-use tally_store::texthash::TextMap;
-use tally_store::ApiError;
+use tally_model::texthash::TextMap;
+use tally_service::ApiError;
 
 /// One parameter: text from a query/form (borrowed from the request unless it had to be
 /// percent-decoded), or a JSON value from a JSON body.
@@ -41,7 +41,7 @@ const RESERVE_PAIRS: usize = 16;
 /// Adds the pairs of a query string or form body (strictly decoded).
 pub fn parse_urlencoded<'a>(raw: &'a [u8], into: &mut Params<'a>) -> Result<(), ApiError> {
     into.0.reserve(RESERVE_PAIRS);
-    for pair in tally_store::http::pairs(raw) {
+    for pair in tally_service::pairs(raw) {
         let (k, v) = pair?;
         into.0.insert(k, Param::Text(v));
     }

@@ -19,7 +19,7 @@
 //! | segment `<v>.c/s/dur` | D | each event, per segmentation value |
 //!
 //! An additive counter has no month or year field: as in Countly, its totals are the sums
-//! of the days a read loads, which the reader adds up ([`tally_store::counters::summed`]). Unique users and loyalty do not add up over days,
+//! of the days a read loads, which the reader adds up ([`tally_model::counters::summed`]). Unique users and loyalty do not add up over days,
 //! so they keep theirs. For a begin_session with metrics that is about a third fewer fields
 //! for each group commit to send, and for Redis to parse, apply and append to its AOF.
 //! Weeks keep their frequency and duration ranges: a week spans two months.
@@ -27,12 +27,12 @@
 use crate::request::{Event, WriteRequest};
 use crate::sanitize::COUNTRY_SLOT;
 use std::sync::Arc;
-use tally_store::apps::App;
-use tally_store::commit::{Batch, HashId, NameId, Outcome, PlacesId, Prefix, ReadSet, Work};
-use tally_store::config::{Limits, Retention};
-use tally_store::device::{DeviceState, Uniques, SNAPSHOTS};
-use tally_store::keys::{self, hash64, Family, Period};
-use tally_store::time::Buckets;
+use tally_config::{Limits, Retention};
+use tally_model::apps::App;
+use tally_model::commit::{Batch, HashId, NameId, Outcome, PlacesId, Prefix, ReadSet, Work};
+use tally_model::device::{DeviceState, Uniques, SNAPSHOTS};
+use tally_model::keys::{self, hash64, Family, Period};
+use tally_model::time::Buckets;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Level {
@@ -76,11 +76,11 @@ struct Known {
     places: [Option<PlacesId>; 32],
 }
 
-/// What the collector works out once per batch ([`Batch::take_memo`]): the [`Known`] targets,
+/// What the collector works out once per batch ([`Work::Memo`]): the [`Known`] targets,
 /// the session rollups of each app and minute ([`Rolled`]) and the names every request
 /// uses. Bounded: a batch over many apps or hours plans the rest without it.
 #[derive(Default)]
-struct Memo {
+pub struct Memo {
     targets: Vec<Known>,
     rolled: Vec<Rolled>,
     names: Option<Names>,
@@ -152,25 +152,11 @@ struct Rolled {
 
 const KNOWN_TARGETS: usize = 256;
 
-/// A batch with the collector's memo of it taken out for the length of one unit's
-/// planning, so the planner reaches the memo as a field: the batch keeps it as `dyn Any`,
-/// and a type check at each of a request's few dozen counters cost more than the lookups
-/// they guarded.
+/// A batch with the collector's memo of it, so the planner reaches both as it plans
+/// one unit.
 struct Planning<'b> {
     batch: &'b mut Batch,
-    memo: Box<Memo>,
-}
-
-impl<'b> Planning<'b> {
-    fn of(batch: &'b mut Batch) -> Planning<'b> {
-        let memo = batch.take_memo::<Memo>();
-        Planning { batch, memo }
-    }
-
-    /// Gives the memo back to the batch, for the batch's next unit.
-    fn done(self) {
-        self.batch.put_memo(self.memo);
-    }
+    memo: &'b mut Memo,
 }
 
 // The planner calls the batch's own methods through a `Planning` as it would on the
@@ -453,10 +439,13 @@ pub struct Ingest {
 }
 
 impl Work for Ingest {
-    fn route(&self) -> &[u8] {
+    type Memo = Memo;
+
+    fn route(&self) -> &str {
+        // A unit holds one app's requests.
         self.items
             .first()
-            .map(|it| it.device_key.as_bytes())
+            .map(|it| it.app.id.as_str())
             .unwrap_or_default()
     }
 
@@ -483,24 +472,25 @@ impl Work for Ingest {
         }
     }
 
-    fn plan(&self, batch: &mut Batch) -> Vec<Outcome> {
-        let mut planning = Planning::of(batch);
-        let outcomes = self
-            .items
+    fn plan(&self, batch: &mut Batch, memo: &mut Memo) -> Vec<Outcome> {
+        let mut planning = Planning { batch, memo };
+        self.items
             .iter()
             .map(|it| plan_one(&mut planning, it, &self.limits, self.keep))
-            .collect();
-        planning.done();
-        outcomes
+            .collect()
     }
 }
 
-/// Plans one request. Public for unit tests: no I/O happens here.
-pub fn plan_item(batch: &mut Batch, it: &Item, limits: &Limits, keep: Retention) -> Outcome {
-    let mut planning = Planning::of(batch);
-    let outcome = plan_one(&mut planning, it, limits, keep);
-    planning.done();
-    outcome
+/// Plans one request into `batch`, with the batch's `memo` (one per batch, as the
+/// committer keeps it). Public for unit tests: no I/O happens here.
+pub fn plan_item(
+    batch: &mut Batch,
+    memo: &mut Memo,
+    it: &Item,
+    limits: &Limits,
+    keep: Retention,
+) -> Outcome {
+    plan_one(&mut Planning { batch, memo }, it, limits, keep)
 }
 
 fn plan_one(b: &mut Planning, it: &Item, limits: &Limits, keep: Retention) -> Outcome {

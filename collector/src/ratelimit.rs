@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
-use tally_store::keys::AppId;
+use tally_model::keys::AppId;
 
 pub struct RateLimiter {
     /// Tokens (requests) added per second; 0 disables the limiter.

@@ -4,9 +4,9 @@
 use crate::params::Params;
 use crate::sanitize::{self, MetricSpec, METRICS};
 use serde_json::Value;
-use tally_store::config::Limits;
-use tally_store::keys::hash64;
-use tally_store::ApiError;
+use tally_config::Limits;
+use tally_model::keys::hash64;
+use tally_service::ApiError;
 
 /// Earliest accepted timestamp: 2000-01-01T00:00:00Z.
 pub const MIN_TIMESTAMP: i64 = 946_684_800;

@@ -11,10 +11,10 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tally_store::apps::App;
-use tally_store::commit::Outcome;
-use tally_store::http::{json as json_response, read_body, result};
-use tally_store::ApiError;
+use tally_model::apps::App;
+use tally_model::commit::Outcome;
+use tally_service::ApiError;
+use tally_service::{json as json_response, read_body, result};
 
 const MISSING: &str = "Missing parameter \"app_key\" or \"device_id\"";
 /// iOS reports this IDFA when tracking is not allowed; Countly ignores such requests.
@@ -71,9 +71,9 @@ fn verify_checksum(inc: &Incoming, salt: &str) -> Result<(), ApiError> {
     }
     let matches = candidates.iter().any(|payload| {
         let digest = if sha256 {
-            tally_store::keys::hex(&Sha256::digest(format!("{payload}{salt}").as_bytes()))
+            tally_model::keys::hex(&Sha256::digest(format!("{payload}{salt}").as_bytes()))
         } else {
-            tally_store::keys::hex(&Sha1::digest(format!("{payload}{salt}").as_bytes()))
+            tally_model::keys::hex(&Sha1::digest(format!("{payload}{salt}").as_bytes()))
         };
         digest.eq_ignore_ascii_case(given.trim())
     });
@@ -151,7 +151,7 @@ pub async fn ingest(
         limits: st.shared.limits.clone(),
         keep: st.keep,
     };
-    let outcomes = st.committer.submit(Box::new(work), 1).await?;
+    let outcomes = st.committer.submit(work, 1).await?;
     Ok(match outcomes.first() {
         Some(Outcome::Duplicate) => {
             json_response(json!({"result": "Success", "info": DUPLICATE}).to_string())
@@ -266,7 +266,7 @@ pub async fn bulk(
         .into_iter()
         .map(|u| {
             let w = u.items.len();
-            (Box::new(u) as Box<dyn tally_store::commit::Work>, w)
+            (u, w)
         })
         .collect();
     let outcomes = st.committer.submit_all(units).await?;

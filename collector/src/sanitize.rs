@@ -85,7 +85,7 @@ pub const COUNTRY_SLOT: usize = 10;
 
 // Every slot must exist in the device state.
 const _: () = {
-    assert!(COUNTRY_SLOT < tally_store::device::SNAPSHOTS);
+    assert!(COUNTRY_SLOT < tally_model::device::SNAPSHOTS);
     let mut i = 0;
     while i < METRICS.len() {
         assert!(METRICS[i].slot < COUNTRY_SLOT);

@@ -6,13 +6,13 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tally_collector::params::Params;
-use tally_collector::plan::{plan_item, Item};
+use tally_collector::plan::{plan_item, Item, Memo};
 use tally_collector::request::WriteRequest;
-use tally_store::apps::App;
-use tally_store::commit::Batch;
-use tally_store::config::Limits;
-use tally_store::counters::{month_field, summed, week_field};
-use tally_store::keys::AppId;
+use tally_config::Limits;
+use tally_model::apps::App;
+use tally_model::commit::Batch;
+use tally_model::counters::{month_field, summed, week_field};
+use tally_model::keys::AppId;
 
 const NOW: i64 = 1_729_593_000;
 
@@ -95,8 +95,8 @@ fn check_plan(p: &Params) {
     let tag = format!("{{{}}}:", app.id);
     let item = Item::new(app, req, NOW * 1000);
     let mut batch = Batch::default();
-    let keep = tally_store::config::AggregatorConfig::default().retention();
-    plan_item(&mut batch, &item, &limits, keep);
+    let keep = tally_config::AggregatorConfig::default().retention();
+    plan_item(&mut batch, &mut Memo::default(), &item, &limits, keep);
     for (key, field, value) in batch.increments() {
         assert!(key.starts_with(&tag), "{key}");
         if key.starts_with(&format!("{tag}r:")) {
@@ -237,7 +237,7 @@ proptest! {
         picks in prop::collection::vec((0usize..2, any::<[usize; 4]>()), 1..24),
     ) {
         let limits = Limits::default();
-        let keep = tally_store::config::AggregatorConfig::default().retention();
+        let keep = tally_config::AggregatorConfig::default().retention();
         let apps = [app(), app()];
         let items: Vec<Item> = picks
             .iter()
@@ -245,14 +245,14 @@ proptest! {
             .filter_map(|(i, (a, pick))| begin_item(&apps[*a], i, *pick, &limits))
             .collect();
         prop_assert_eq!(items.len(), picks.len());
-        let mut together = Batch::default();
+        let (mut together, mut memo) = (Batch::default(), Memo::default());
         for it in &items {
-            plan_item(&mut together, it, &limits, keep);
+            plan_item(&mut together, &mut memo, it, &limits, keep);
         }
         let (mut alone, mut added) = (Vec::new(), std::collections::BTreeSet::new());
         for it in &items {
             let mut b = Batch::default();
-            plan_item(&mut b, it, &limits, keep);
+            plan_item(&mut b, &mut Memo::default(), it, &limits, keep);
             alone.extend(b.increments());
             added.extend(b.additions());
         }
@@ -269,12 +269,12 @@ fn a_full_value_list_refuses_new_values_only() {
         values_per_metric: 1,
         ..Limits::default()
     };
-    let keep = tally_store::config::AggregatorConfig::default().retention();
+    let keep = tally_config::AggregatorConfig::default().retention();
     let app = app();
-    let mut batch = Batch::default();
+    let (mut batch, mut memo) = (Batch::default(), Memo::default());
     for (i, os) in [0, 1, 0, 1, 0].into_iter().enumerate() {
         if let Some(it) = begin_item(&app, i, [os, 0, 0, 0], &limits) {
-            plan_item(&mut batch, &it, &limits, keep);
+            plan_item(&mut batch, &mut memo, &it, &limits, keep);
         }
     }
     let t = totals(batch.increments());

@@ -12,7 +12,7 @@ mod routes;
 pub mod shape;
 
 use actix_web::web;
-use tally_store::http::Shared;
+use tally_service::Shared;
 
 pub use routes::valid_callback;
 

@@ -5,13 +5,13 @@ use crate::shape::{escape, sort_meta, Num, Tree};
 use chrono::{Datelike, NaiveDate};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use tally_store::apps::App;
-use tally_store::config::Limits;
-use tally_store::counters::{day_field, month_field, summed, week_field, Answers, Reads, Slot};
-use tally_store::keys::{self, Family, Period};
-use tally_store::redis::Pool;
-use tally_store::texthash::TextMap;
-use tally_store::StoreError;
+use tally_config::Limits;
+use tally_model::apps::App;
+use tally_model::counters::{day_field, month_field, summed, week_field, Answers, Reads, Slot};
+use tally_model::keys::{self, Family, Period};
+use tally_model::texthash::TextMap;
+use tally_model::StoreError;
+use tally_redis::Pool;
 
 /// What every method needs to know about the request.
 pub struct Query<'a> {
@@ -252,7 +252,7 @@ pub async fn family(
         .iter()
         .map(|m| (m.to_string(), r.set(&keys::meta(&q.app.id, m))))
         .collect();
-    let a = r.run(pool).await?;
+    let a = r.run(pool, keys::route(&q.app.id)).await?;
     let mut tree = Tree::new();
     fill_time(&mut tree, &a, &t, q);
     Ok(finish(
@@ -266,7 +266,7 @@ pub async fn family(
 pub async fn event_keys(pool: &Pool, app: &App) -> Result<Vec<String>, StoreError> {
     let mut r = Reads::new();
     let s = r.set(&keys::meta(&app.id, "events"));
-    Ok(r.run(pool).await?.set(s))
+    Ok(r.run(pool, keys::route(&app.id)).await?.set(s))
 }
 
 /// `method=events`: one event (or the sum of several), optionally by one segmentation key.
@@ -295,7 +295,7 @@ pub async fn events(
         .iter()
         .map(|e| r.set(&keys::event_segments(&q.app.id, e)))
         .collect();
-    let a = r.run(pool).await?;
+    let a = r.run(pool, keys::route(&q.app.id)).await?;
     let mut tree = Tree::new();
     for t in &times {
         fill_time(&mut tree, &a, t, q);
@@ -312,7 +312,7 @@ pub async fn events(
             value_slots.push((s.clone(), r.set(&keys::segment_values(&q.app.id, e, s))));
         }
     }
-    let values = r.run(pool).await?;
+    let values = r.run(pool, keys::route(&q.app.id)).await?;
     let mut meta = Map::new();
     let mut by_segment: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (s, slot) in value_slots {
@@ -363,7 +363,7 @@ pub async fn get_events(
         .iter()
         .map(|e| r.set(&keys::event_segments(&app.id, e)))
         .collect();
-    let a = r.run(pool).await?;
+    let a = r.run(pool, keys::route(&app.id)).await?;
     let mut segments = Map::new();
     for (e, slot) in list.iter().zip(slots) {
         let segs = a.set(slot);
@@ -411,7 +411,7 @@ pub async fn top_events(
                 .collect()
         })
         .collect();
-    let a = r.run(pool).await?;
+    let a = r.run(pool, keys::route(&q.app.id)).await?;
     let mut data = Vec::new();
     let mut total = 0i64;
     for (e, ms) in list.iter().zip(slots) {
@@ -477,7 +477,7 @@ pub async fn live(pool: &Pool, app: &App, now_secs: i64) -> Result<String, Store
             (m, h, r.pfcount(&keys::active_minute(&app.id, m)))
         })
         .collect();
-    let a = r.run(pool).await?;
+    let a = r.run(pool, keys::route(&app.id)).await?;
     let mut points = Vec::new();
     let (mut sessions, mut events) = (0i64, 0i64);
     for (m, h, d) in slots {

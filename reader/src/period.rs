@@ -16,8 +16,8 @@
 
 use chrono::{Datelike, Duration, NaiveDate};
 use chrono_tz::Tz;
-use tally_store::time::local_date;
-use tally_store::ApiError;
+use tally_model::time::local_date;
+use tally_service::ApiError;
 
 /// Longest range an answer may cover.
 pub const MAX_DAYS: i64 = 3660;

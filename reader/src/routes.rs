@@ -7,11 +7,11 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tally_store::apps::{keys_equal, App};
-use tally_store::http::{decode_pairs, json};
-use tally_store::keys::{AppId, Family};
-use tally_store::time::local_date;
-use tally_store::ApiError;
+use tally_model::apps::{keys_equal, App};
+use tally_model::keys::{AppId, Family};
+use tally_model::time::local_date;
+use tally_service::ApiError;
+use tally_service::{decode_pairs, json};
 
 const METHODS: &[&str] = &[
     "sessions",

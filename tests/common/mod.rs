@@ -11,9 +11,9 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tally_store::clock::ManualClock;
-use tally_store::config::Config;
-use tally_store::embedded::{EmbeddedOptions, EmbeddedRedis};
+use tally_config::Config;
+use tally_redis::embedded::{EmbeddedOptions, EmbeddedRedis};
+use tally_service::clock::ManualClock;
 
 /// 2024-10-22T10:30:00Z: a Tuesday, day 296, Countly week 43.
 pub const NOW: i64 = 1_729_593_000;
@@ -77,7 +77,7 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn start(tag: &str, masters: usize, fsync: &str) -> TestCluster {
-        let nodes = tally_store::embedded::start_cluster(&temp_dir(tag), masters, fsync)
+        let nodes = tally_redis::embedded::start_cluster(&temp_dir(tag), masters, fsync)
             .expect("a Redis Cluster starts (redis-server and redis-cli are installed)");
         TestCluster { nodes }
     }
@@ -89,7 +89,7 @@ impl TestCluster {
 
 /// Waits until every node reports `cluster_state:ok`.
 pub fn wait_cluster_ok(nodes: &[&EmbeddedRedis]) {
-    tally_store::embedded::wait_cluster_ok(nodes, Duration::from_secs(30))
+    tally_redis::embedded::wait_cluster_ok(nodes, Duration::from_secs(30))
         .expect("the cluster becomes ok");
 }
 
@@ -499,16 +499,34 @@ pub fn binary(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// Calls `check` every 20 ms until it gives a value, and returns it; panics naming `what`
+/// once `deadline` has passed. Tests wait for a condition, not for a fixed time: a slow
+/// machine then makes a test slower instead of failing it, and a fast one does not idle.
+pub fn wait_until<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "gave up after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until `addr` answers `path` with 200.
 pub fn wait_http(addr: &str, path: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !try_http(addr, "GET", path, &[], b"").is_ok_and(|r| r.status == 200) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{addr}{path} did not answer"
-        );
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    wait_until(
+        &format!("{addr}{path} to answer 200"),
+        Duration::from_secs(20),
+        || {
+            try_http(addr, "GET", path, &[], b"")
+                .is_ok_and(|r| r.status == 200)
+                .then_some(())
+        },
+    );
 }
 
 /// Starts binary `name` on `bind` against `redis_url` with the test admin key and `env`,
@@ -548,7 +566,7 @@ pub fn binary_command(
 pub fn spawn_binary(name: &str, redis_url: &str, env: &[(&str, &str)]) -> (Proc, String) {
     let addr = format!(
         "127.0.0.1:{}",
-        tally_store::embedded::free_port().expect("port")
+        tally_redis::embedded::free_port().expect("port")
     );
     let child = Proc(start_binary(name, redis_url, &addr, env));
     wait_http(&addr, "/ping");

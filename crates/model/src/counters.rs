@@ -2,8 +2,8 @@
 //! round trip.
 
 use crate::error::StoreError;
-use crate::redis::{run_reads, Pool};
-use crate::resp::Replies;
+use tally_redis::resp::Replies;
+use tally_redis::{Pool, Route};
 
 /// An `XRANGE`/`XREVRANGE` page: (entry id, fields).
 pub type StreamPage = Vec<(String, Vec<(String, String)>)>;
@@ -48,12 +48,13 @@ impl Reads {
     }
 
     /// Reads everything in one round trip. The replies are parsed in place
-    /// ([`crate::resp`]): a year of counters is thousands of fields, none copied.
-    pub async fn run(self, pool: &Pool) -> Result<Answers, StoreError> {
+    /// ([`tally_redis::resp`]): a year of counters is thousands of fields, none copied.
+    /// Every key read must live at `route` (one app's keys: [`crate::keys::route`]).
+    pub async fn run(self, pool: &Pool, route: Route<'_>) -> Result<Answers, StoreError> {
         if self.n == 0 {
             return Ok(Answers(Replies::default()));
         }
-        Ok(Answers(run_reads(pool, &self.pipe).await?))
+        Ok(Answers(pool.run_reads(route, &self.pipe).await?))
     }
 }
 

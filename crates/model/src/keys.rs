@@ -35,6 +35,16 @@
 
 use sha1::{Digest, Sha1};
 use std::fmt;
+use tally_redis::Route;
+
+/// Where an app's keys live: they all share its hash tag, so one route serves them all
+/// (a transaction, a pipeline of reads, a `SCAN` of the app's keys).
+pub fn route(app: &AppId) -> Route<'_> {
+    Route::Tag(app.as_str())
+}
+
+/// Where the app registry lives: its keys share the tag `{tally}`.
+pub const REGISTRY: Route<'static> = Route::Tag("tally");
 
 /// An app id: 24 lowercase hex characters, like Countly's ObjectId-based app ids.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -267,7 +277,7 @@ pub fn rollups_at(
     app: &AppId,
     tz: chrono_tz::Tz,
     secs: i64,
-    keep: crate::config::Retention,
+    keep: tally_config::Retention,
     now_secs: i64,
 ) -> RollupsAt {
     let minute = secs.div_euclid(60);

@@ -6,6 +6,7 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
+use tally_model::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -73,29 +74,6 @@ impl ResponseError for ApiError {
     }
 }
 
-/// What can go wrong talking to Redis.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("redis pool: {0}")]
-    Pool(String),
-    #[error("redis did not answer in time")]
-    Timeout,
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("the write queue is closed (shutting down)")]
-    Closed,
-    #[error("the write queue is full")]
-    Overloaded,
-    /// Other writers kept changing the same device states; the batch gave up (503, retry).
-    #[error("too many concurrent changes to the same devices")]
-    Contention,
-    /// A bug in Tally (a panic while planning writes); nothing of the batch was written.
-    #[error("internal error: {0}")]
-    Bug(String),
-}
-
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -108,5 +86,11 @@ impl From<StoreError> for ApiError {
                 ApiError::Unavailable("Database unavailable".into())
             }
         }
+    }
+}
+
+impl From<tally_redis::Error> for ApiError {
+    fn from(e: tally_redis::Error) -> Self {
+        StoreError::from(e).into()
     }
 }

@@ -149,6 +149,61 @@ impl Replies {
         Ok(true)
     }
 
+    /// How many complete top-level replies have been parsed.
+    pub fn len(&self) -> usize {
+        self.tops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tops.is_empty()
+    }
+
+    /// Reply `i` as the general client's `Value`, for callers that want typed results
+    /// rather than spans (everything off the hot paths). Error replies have no `Value`
+    /// here: check for them first.
+    pub fn value(&self, i: usize) -> Result<redis::Value, ProtocolError> {
+        let at = *self
+            .tops
+            .get(i)
+            .ok_or_else(|| ProtocolError(format!("no reply {i}")))?;
+        Ok(self.value_at(at)?.0)
+    }
+
+    /// The value of the element at token `j`, and the token after it.
+    fn value_at(&self, j: usize) -> Result<(redis::Value, usize), ProtocolError> {
+        use redis::Value;
+        let bytes = |s: usize, e: usize| self.buf.get(s..e).unwrap_or_default();
+        let tok = self
+            .toks
+            .get(j)
+            .ok_or_else(|| ProtocolError("reply ends early".into()))?;
+        Ok(match *tok {
+            Tok::Array(n) => {
+                let mut items = Vec::with_capacity(n);
+                let mut k = j + 1;
+                for _ in 0..n {
+                    let (v, next) = self.value_at(k)?;
+                    items.push(v);
+                    k = next;
+                }
+                (Value::Array(items), k)
+            }
+            Tok::Bulk(s, e) => (Value::BulkString(bytes(s, e).to_vec()), j + 1),
+            Tok::Simple(s, e) => (
+                Value::SimpleString(String::from_utf8_lossy(bytes(s, e)).into_owned()),
+                j + 1,
+            ),
+            Tok::Int(v) => (Value::Int(v), j + 1),
+            Tok::Nil => (Value::Nil, j + 1),
+            Tok::Error(s, e) => {
+                return Err(ProtocolError(format!(
+                    "unexpected error reply: {}",
+                    String::from_utf8_lossy(bytes(s, e))
+                )))
+            }
+        })
+    }
+
     /// Bytes received beyond the complete replies (a well-behaved server sends none).
     pub fn trailing(&self) -> usize {
         self.buf.len() - self.parsed

@@ -1,7 +1,10 @@
 //! Configuration shared by `tally` and the split services, from environment variables.
-//! Every variable is listed in README.md; every limit has a default and can be changed.
+//!
+//! A leaf: it imports nothing of Tally's, so every other crate may depend on it. Each
+//! default is written once, in a `Default` impl; [`Config::from_env`] overlays the
+//! environment on the defaults, and [`Config::for_tests`] overlays what tests change.
+//! Every variable is listed in `docs/configuration.md`; every limit can be changed.
 
-use crate::commit::CommitConfig;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -89,6 +92,53 @@ impl Default for Limits {
     }
 }
 
+/// How the group commit batches writes.
+#[derive(Debug, Clone)]
+pub struct CommitConfig {
+    /// How long the committer waits for more requests after the first of a batch.
+    pub linger: Duration,
+    /// Most requests in one batch.
+    pub max_batch: usize,
+    /// Requests waiting for the committer before new ones are refused with 503.
+    pub queue: usize,
+    /// Transaction conflicts tolerated for one batch before it fails.
+    pub max_retries: u32,
+    /// Committer tasks, each with its own connection: while one waits for Redis another
+    /// plans. WATCH keeps concurrent batches exact (a conflicting batch is planned again).
+    pub committers: usize,
+    /// Streams are capped at about this many entries (`XADD MAXLEN ~`).
+    pub stream_max_len: u64,
+    /// Entries older than this are trimmed (`XTRIM MINID ~`, once per stream per flush).
+    pub stream_max_age: Duration,
+}
+
+impl Default for CommitConfig {
+    fn default() -> Self {
+        CommitConfig {
+            linger: Duration::ZERO,
+            max_batch: 2000,
+            queue: 50_000,
+            max_retries: 16,
+            committers: 1,
+            stream_max_len: 1_000_000,
+            stream_max_age: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// How to reach Redis and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `redis+unix:///path/to/sock`.
+    pub url: String,
+    /// Seed nodes of a Redis Cluster (`REDIS_CLUSTER_URLS`); when set, `url` is unused.
+    pub cluster: Vec<String>,
+    /// Connections per Redis node.
+    pub pool_size: usize,
+    /// Longest wait for one Redis answer before the request fails with 503.
+    pub timeout: Duration,
+}
+
 /// The rollup aggregator's settings.
 #[derive(Debug, Clone)]
 pub struct AggregatorConfig {
@@ -172,6 +222,30 @@ fn var(name: &'static str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1:3001".into(),
+            redis_url: None,
+            redis_cluster: Vec::new(),
+            data_dir: "./data".into(),
+            aof_rewrite_min_mb: 1024,
+            admin_key: None,
+            redis_pool: 16,
+            redis_timeout: Duration::from_millis(2000),
+            app_cache_ttl: Duration::from_millis(5000),
+            commit: CommitConfig::default(),
+            limits: Limits::default(),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            log_json: false,
+            cors_origin: "*".into(),
+            geoip_db: None,
+            aggregator: AggregatorConfig::default(),
+        }
+    }
+}
+
+/// Reads `name` as a `T`; unset or blank keeps `default`.
 fn parse<T: FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
@@ -186,23 +260,32 @@ where
     }
 }
 
-impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
+fn millis(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_millis(parse(
+        name,
+        default.as_millis() as u64,
+    )?))
+}
+
+fn micros(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_micros(parse(
+        name,
+        default.as_micros() as u64,
+    )?))
+}
+
+fn secs(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(parse(name, default.as_secs())?))
+}
+
+impl Limits {
+    fn from_env() -> Result<Limits, ConfigError> {
         let d = Limits::default();
-        let limits = Limits {
+        Ok(Limits {
             max_body_bytes: parse("TALLY_MAX_BODY_BYTES", d.max_body_bytes)?,
-            body_timeout: Duration::from_millis(parse(
-                "TALLY_BODY_TIMEOUT_MS",
-                d.body_timeout.as_millis() as u64,
-            )?),
-            keep_alive: Duration::from_secs(parse(
-                "TALLY_KEEP_ALIVE_SECS",
-                d.keep_alive.as_secs(),
-            )?),
-            client_timeout: Duration::from_millis(parse(
-                "TALLY_CLIENT_TIMEOUT_MS",
-                d.client_timeout.as_millis() as u64,
-            )?),
+            body_timeout: millis("TALLY_BODY_TIMEOUT_MS", d.body_timeout)?,
+            keep_alive: secs("TALLY_KEEP_ALIVE_SECS", d.keep_alive)?,
+            client_timeout: millis("TALLY_CLIENT_TIMEOUT_MS", d.client_timeout)?,
             max_connections: match parse("TALLY_MAX_CONNECTIONS", d.max_connections)? {
                 0 => {
                     return Err(ConfigError {
@@ -236,9 +319,46 @@ impl Config {
             hourly_days: parse("TALLY_HOURLY_DAYS", d.hourly_days)?,
             rate_limit: parse("TALLY_RATE_LIMIT", d.rate_limit)?,
             rate_burst: parse("TALLY_RATE_BURST", d.rate_burst)?,
-        };
+        })
+    }
+}
+
+impl CommitConfig {
+    fn from_env() -> Result<CommitConfig, ConfigError> {
+        let d = CommitConfig::default();
+        Ok(CommitConfig {
+            linger: micros("TALLY_FLUSH_INTERVAL_US", d.linger)?,
+            max_batch: parse("TALLY_FLUSH_MAX_REQUESTS", d.max_batch)?,
+            queue: parse("TALLY_WRITE_QUEUE", d.queue)?,
+            max_retries: parse("TALLY_FLUSH_MAX_RETRIES", d.max_retries)?,
+            committers: parse("TALLY_COMMITTERS", d.committers)?,
+            stream_max_len: parse("TALLY_STREAM_MAX_LEN", d.stream_max_len)?,
+            stream_max_age: secs("TALLY_STREAM_MAX_AGE_SECS", d.stream_max_age)?,
+        })
+    }
+}
+
+impl AggregatorConfig {
+    fn from_env() -> Result<AggregatorConfig, ConfigError> {
+        let d = AggregatorConfig::default();
+        Ok(AggregatorConfig {
+            enabled: parse("TALLY_AGGREGATOR", u8::from(d.enabled))? == 1,
+            batch: parse("TALLY_AGG_BATCH", d.batch)?,
+            block: millis("TALLY_AGG_BLOCK_MS", d.block)?,
+            claim_idle: millis("TALLY_AGG_CLAIM_IDLE_MS", d.claim_idle)?,
+            minute_retention: secs("TALLY_ROLLUP_MINUTE_SECS", d.minute_retention)?,
+            hour_retention: secs("TALLY_ROLLUP_HOUR_SECS", d.hour_retention)?,
+            max_limit: parse("TALLY_BUCKET_MAX_LIMIT", d.max_limit)?,
+            max_scan: parse("TALLY_BUCKET_MAX_SCAN", d.max_scan)?,
+        })
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let d = Config::default();
         Ok(Config {
-            bind: var("TALLY_BIND").unwrap_or_else(|| "127.0.0.1:3001".into()),
+            bind: var("TALLY_BIND").unwrap_or(d.bind),
             redis_url: var("REDIS_URL"),
             redis_cluster: var("REDIS_CLUSTER_URLS")
                 .map(|v| {
@@ -249,89 +369,46 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
-            data_dir: var("TALLY_DATA_DIR")
-                .unwrap_or_else(|| "./data".into())
-                .into(),
-            aof_rewrite_min_mb: parse("TALLY_AOF_REWRITE_MIN_MB", 1024)?,
+            data_dir: var("TALLY_DATA_DIR").map_or(d.data_dir, PathBuf::from),
+            aof_rewrite_min_mb: parse("TALLY_AOF_REWRITE_MIN_MB", d.aof_rewrite_min_mb)?,
             admin_key: var("TALLY_ADMIN_KEY"),
-            redis_pool: parse("TALLY_REDIS_POOL", 16)?,
-            redis_timeout: Duration::from_millis(parse("TALLY_REDIS_TIMEOUT_MS", 2000)?),
-            app_cache_ttl: Duration::from_millis(parse("TALLY_APP_CACHE_MS", 5000)?),
-            commit: CommitConfig {
-                linger: Duration::from_micros(parse("TALLY_FLUSH_INTERVAL_US", 0)?),
-                max_batch: parse("TALLY_FLUSH_MAX_REQUESTS", 2000)?,
-                queue: parse("TALLY_WRITE_QUEUE", 50_000)?,
-                max_retries: parse("TALLY_FLUSH_MAX_RETRIES", 16)?,
-                committers: parse("TALLY_COMMITTERS", 1)?,
-                stream_max_len: parse("TALLY_STREAM_MAX_LEN", 1_000_000)?,
-                stream_max_age: Duration::from_secs(parse(
-                    "TALLY_STREAM_MAX_AGE_SECS",
-                    7 * 86_400,
-                )?),
-            },
-            limits,
-            workers: parse(
-                "TALLY_WORKERS",
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )?,
+            redis_pool: parse("TALLY_REDIS_POOL", d.redis_pool)?,
+            redis_timeout: millis("TALLY_REDIS_TIMEOUT_MS", d.redis_timeout)?,
+            app_cache_ttl: millis("TALLY_APP_CACHE_MS", d.app_cache_ttl)?,
+            commit: CommitConfig::from_env()?,
+            limits: Limits::from_env()?,
+            workers: parse("TALLY_WORKERS", d.workers)?,
             log_json: var("TALLY_LOG_FORMAT").as_deref() == Some("json"),
-            cors_origin: var("TALLY_CORS_ORIGIN").unwrap_or_else(|| "*".into()),
+            cors_origin: var("TALLY_CORS_ORIGIN").unwrap_or(d.cors_origin),
             geoip_db: var("TALLY_GEOIP_DB").map(PathBuf::from),
-            aggregator: {
-                let d = AggregatorConfig::default();
-                AggregatorConfig {
-                    enabled: parse("TALLY_AGGREGATOR", 1u8)? == 1,
-                    batch: parse("TALLY_AGG_BATCH", d.batch)?,
-                    block: Duration::from_millis(parse("TALLY_AGG_BLOCK_MS", 1000)?),
-                    claim_idle: Duration::from_millis(parse("TALLY_AGG_CLAIM_IDLE_MS", 30_000)?),
-                    minute_retention: Duration::from_secs(parse(
-                        "TALLY_ROLLUP_MINUTE_SECS",
-                        48 * 3600,
-                    )?),
-                    hour_retention: Duration::from_secs(parse(
-                        "TALLY_ROLLUP_HOUR_SECS",
-                        35 * 86_400,
-                    )?),
-                    max_limit: parse("TALLY_BUCKET_MAX_LIMIT", d.max_limit)?,
-                    max_scan: parse("TALLY_BUCKET_MAX_SCAN", d.max_scan)?,
-                }
-            },
+            aggregator: AggregatorConfig::from_env()?,
         })
     }
 
-    /// Defaults for tests: everything as documented, Redis at `url`.
+    /// What tests run with: the defaults, Redis at `url`, and what makes tests quick and
+    /// exact (no app cache, a short linger, two committers to exercise conflicts).
     pub fn for_tests(url: &str) -> Config {
+        let d = Config::default();
         Config {
             bind: "127.0.0.1:0".into(),
             redis_url: Some(url.into()),
-            redis_cluster: Vec::new(),
-            data_dir: "./data".into(),
-            aof_rewrite_min_mb: 1024,
             admin_key: Some("test-admin-key".into()),
             redis_pool: 8,
-            redis_timeout: Duration::from_millis(2000),
-            app_cache_ttl: Duration::from_millis(0),
+            app_cache_ttl: Duration::ZERO,
             commit: CommitConfig {
                 linger: Duration::from_micros(200),
-                max_batch: 2000,
-                queue: 50_000,
-                max_retries: 16,
                 committers: 2,
-                stream_max_len: 1_000_000,
-                stream_max_age: Duration::from_secs(7 * 86_400),
+                ..d.commit
             },
-            limits: Limits::default(),
             workers: 2,
-            log_json: false,
-            cors_origin: "*".into(),
-            geoip_db: None,
             // Off unless a test wants it: the consumer creates stream keys on its own
             // schedule, which would blur tests that count keys.
             aggregator: AggregatorConfig {
                 enabled: false,
                 block: Duration::from_millis(100),
-                ..AggregatorConfig::default()
+                ..d.aggregator
             },
+            ..d
         }
     }
 
@@ -343,8 +420,9 @@ impl Config {
             .or_else(|| self.redis_cluster.first().cloned())
     }
 
-    pub fn redis(&self, url: &str) -> crate::redis::RedisConfig {
-        crate::redis::RedisConfig {
+    /// How to reach Redis at `url` (or the cluster) with this configuration's pool settings.
+    pub fn redis(&self, url: &str) -> RedisConfig {
+        RedisConfig {
             url: url.into(),
             cluster: self.redis_cluster.clone(),
             pool_size: self.redis_pool,

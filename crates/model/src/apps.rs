@@ -2,16 +2,16 @@
 //!
 //! `write_key` is Countly's `app_key` (SDKs send it), `read_key` is Countly's `api_key`
 //! (the dashboard sends it), `master_key` administers the app. Lookups on the request path
-//! go through [`AppCache`], an in-process cache with a short TTL, so a hot `/i` costs no
-//! registry round trip.
+//! go through [`AppCache`], a bounded in-process cache with a short TTL, so a hot `/i`
+//! costs no registry round trip.
 
 use crate::error::StoreError;
-use crate::keys::{self, AppId};
-use crate::redis::{run, run_at, Pool};
+use crate::keys::{self, AppId, REGISTRY};
 use chrono_tz::Tz;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tally_redis::{Pool, Route};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct App {
@@ -96,14 +96,14 @@ pub async fn create(pool: &Pool, new: NewApp, now_secs: i64) -> Result<App, Stor
         .ignore()
         .sadd(keys::APPS, app.id.as_str())
         .ignore();
-    run::<()>(pool, &pipe).await?;
+    pool.run::<()>(REGISTRY, &pipe).await?;
     Ok(app)
 }
 
 pub async fn by_id(pool: &Pool, id: &AppId) -> Result<Option<App>, StoreError> {
     let mut pipe = redis::pipe();
     pipe.hgetall(keys::app_record(id));
-    let (fields,): (HashMap<String, String>,) = run(pool, &pipe).await?;
+    let (fields,): (HashMap<String, String>,) = pool.run(REGISTRY, &pipe).await?;
     if fields.is_empty() {
         return Ok(None);
     }
@@ -113,7 +113,7 @@ pub async fn by_id(pool: &Pool, id: &AppId) -> Result<Option<App>, StoreError> {
 pub async fn by_write_key(pool: &Pool, write_key: &str) -> Result<Option<App>, StoreError> {
     let mut pipe = redis::pipe();
     pipe.get(keys::app_by_write_key(write_key));
-    let (id,): (Option<String>,) = run(pool, &pipe).await?;
+    let (id,): (Option<String>,) = pool.run(REGISTRY, &pipe).await?;
     match id.as_deref().and_then(AppId::parse) {
         Some(id) => by_id(pool, &id).await,
         None => Ok(None),
@@ -124,7 +124,7 @@ pub async fn by_write_key(pool: &Pool, write_key: &str) -> Result<Option<App>, S
 pub async fn by_other_key(pool: &Pool, key: &str) -> Result<Option<App>, StoreError> {
     let mut pipe = redis::pipe();
     pipe.get(keys::app_by_other_key(key));
-    let (id,): (Option<String>,) = run(pool, &pipe).await?;
+    let (id,): (Option<String>,) = pool.run(REGISTRY, &pipe).await?;
     match id.as_deref().and_then(AppId::parse) {
         Some(id) => by_id(pool, &id).await,
         None => Ok(None),
@@ -134,7 +134,7 @@ pub async fn by_other_key(pool: &Pool, key: &str) -> Result<Option<App>, StoreEr
 pub async fn list(pool: &Pool) -> Result<Vec<AppId>, StoreError> {
     let mut pipe = redis::pipe();
     pipe.smembers(keys::APPS);
-    let (ids,): (Vec<String>,) = run(pool, &pipe).await?;
+    let (ids,): (Vec<String>,) = pool.run(REGISTRY, &pipe).await?;
     let mut ids: Vec<AppId> = ids.iter().filter_map(|s| AppId::parse(s)).collect();
     ids.sort();
     Ok(ids)
@@ -149,57 +149,63 @@ pub fn keys_equal(given: &str, expected: &str) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Cached lookups: when they were made, and the app (or that there is none).
-type CacheMap<K> = Mutex<crate::texthash::TextMap<K, (Instant, Option<Arc<App>>)>>;
+/// A found app and when it was read from the registry.
+type Found = (Instant, Arc<App>);
 
-/// Lookups by write key or id, cached for `ttl`, including misses (so a flood of unknown
-/// keys does not become a flood of Redis reads). Bounded: when full it starts afresh.
-/// While Redis cannot answer, an app found before is served from its expired entry.
+/// Lookups by write key or id, bounded and cached for `ttl`. Found apps and unknown keys
+/// are kept apart: a flood of random keys fills only the short-lived cache of misses
+/// (so it neither evicts the real apps nor reaches Redis once per request), and the
+/// found apps are evicted least-recently-and-frequently-used first, never all at once.
+/// While Redis cannot answer, an app found before is served however old its entry, so
+/// apps already known keep working while the registry's node (one slot on a cluster) is
+/// down.
 pub struct AppCache {
     ttl: Duration,
-    max_entries: usize,
-    by_write_key: CacheMap<String>,
-    by_id: CacheMap<AppId>,
+    by_write_key: moka::sync::Cache<String, Found>,
+    by_id: moka::sync::Cache<AppId, Found>,
+    /// Write keys and ids the registry did not know, each for `ttl`.
+    unknown_keys: moka::sync::Cache<String, ()>,
+    unknown_ids: moka::sync::Cache<AppId, ()>,
 }
 
+/// Found apps not looked up for this long leave the cache (a deleted app's entry too).
+const IDLE: Duration = Duration::from_secs(3600);
+
 impl AppCache {
-    pub fn new(ttl: Duration, max_entries: usize) -> AppCache {
+    /// `max_entries` bounds each of the four caches.
+    pub fn new(ttl: Duration, max_entries: u64) -> AppCache {
+        fn found<K: std::hash::Hash + Eq + Send + Sync + 'static>(
+            max: u64,
+        ) -> moka::sync::Cache<K, Found> {
+            moka::sync::Cache::builder()
+                .max_capacity(max)
+                .time_to_idle(IDLE)
+                .build()
+        }
+        // Misses are kept for the TTL (at least a millisecond: moka needs a positive one;
+        // a zero TTL is never consulted).
+        fn missing<K: std::hash::Hash + Eq + Send + Sync + 'static>(
+            max: u64,
+            ttl: Duration,
+        ) -> moka::sync::Cache<K, ()> {
+            moka::sync::Cache::builder()
+                .max_capacity(max)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build()
+        }
         AppCache {
             ttl,
-            max_entries,
-            by_write_key: Mutex::default(),
-            by_id: Mutex::default(),
+            by_write_key: found(max_entries),
+            by_id: found(max_entries),
+            unknown_keys: missing(max_entries, ttl),
+            unknown_ids: missing(max_entries, ttl),
         }
     }
 
-    fn cached<K, Q>(&self, map: &CacheMap<K>, k: &Q) -> Option<Option<Arc<App>>>
-    where
-        K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ?Sized,
-    {
-        let map = map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(k)
+    fn fresh(&self, found: Option<Found>) -> Option<Arc<App>> {
+        found
             .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, app)| app.clone())
-    }
-
-    /// A found app however old its entry: used when Redis cannot be asked, so apps already
-    /// known keep working while the registry's node (one slot on a cluster) is down.
-    fn stale<K, Q>(&self, map: &CacheMap<K>, k: &Q) -> Option<Arc<App>>
-    where
-        K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ?Sized,
-    {
-        let map = map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(k).and_then(|(_, app)| app.clone())
-    }
-
-    fn store<K: std::hash::Hash + Eq>(&self, map: &CacheMap<K>, k: K, app: Option<Arc<App>>) {
-        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.max_entries {
-            map.clear();
-        }
-        map.insert(k, (Instant::now(), app));
+            .map(|(_, app)| app)
     }
 
     pub async fn by_write_key(
@@ -207,38 +213,58 @@ impl AppCache {
         pool: &Pool,
         key: &str,
     ) -> Result<Option<Arc<App>>, StoreError> {
-        if let Some(hit) = self.cached(&self.by_write_key, key) {
-            return Ok(hit);
+        if let Some(app) = self.fresh(self.by_write_key.get(key)) {
+            return Ok(Some(app));
+        }
+        if !self.ttl.is_zero() && self.unknown_keys.contains_key(key) {
+            return Ok(None);
         }
         // Boxed: the Redis query's future is large, and every request's handler future
         // would carry (and be copied with) its room though nearly all lookups hit.
-        let app = match Box::pin(by_write_key(pool, key)).await {
-            Ok(app) => app.map(Arc::new),
-            Err(e) => return self.stale(&self.by_write_key, key).map(Some).ok_or(e),
-        };
-        self.store(&self.by_write_key, key.to_string(), app.clone());
-        Ok(app)
+        match Box::pin(by_write_key(pool, key)).await {
+            Ok(Some(app)) => {
+                let app = Arc::new(app);
+                self.by_write_key
+                    .insert(key.to_string(), (Instant::now(), app.clone()));
+                Ok(Some(app))
+            }
+            Ok(None) => {
+                self.by_write_key.invalidate(key);
+                self.unknown_keys.insert(key.to_string(), ());
+                Ok(None)
+            }
+            Err(e) => self.by_write_key.get(key).map(|(_, a)| Some(a)).ok_or(e),
+        }
     }
 
     pub async fn by_id(&self, pool: &Pool, id: &AppId) -> Result<Option<Arc<App>>, StoreError> {
-        if let Some(hit) = self.cached(&self.by_id, id) {
-            return Ok(hit);
+        if let Some(app) = self.fresh(self.by_id.get(id)) {
+            return Ok(Some(app));
         }
-        let app = match Box::pin(by_id(pool, id)).await {
-            Ok(app) => app.map(Arc::new),
-            Err(e) => return self.stale(&self.by_id, id).map(Some).ok_or(e),
-        };
-        self.store(&self.by_id, id.clone(), app.clone());
-        Ok(app)
+        if !self.ttl.is_zero() && self.unknown_ids.contains_key(id) {
+            return Ok(None);
+        }
+        match Box::pin(by_id(pool, id)).await {
+            Ok(Some(app)) => {
+                let app = Arc::new(app);
+                self.by_id.insert(id.clone(), (Instant::now(), app.clone()));
+                Ok(Some(app))
+            }
+            Ok(None) => {
+                self.by_id.invalidate(id);
+                self.unknown_ids.insert(id.clone(), ());
+                Ok(None)
+            }
+            Err(e) => self.by_id.get(id).map(|(_, a)| Some(a)).ok_or(e),
+        }
     }
 
     /// Forgets everything (after an app changed or was deleted in this process).
     pub fn clear(&self) {
-        self.by_write_key
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.by_id.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.by_write_key.invalidate_all();
+        self.by_id.invalidate_all();
+        self.unknown_keys.invalidate_all();
+        self.unknown_ids.invalidate_all();
     }
 }
 
@@ -249,7 +275,7 @@ const DELETE_BATCH: usize = 500;
 /// with UNLINK, a batch at a time, so Redis is never blocked (no KEYS, no huge DEL).
 /// Returns the number of keys removed.
 pub async fn delete(pool: &Pool, app: &App) -> Result<u64, StoreError> {
-    let deleted = unlink_matching(pool, &keys::app_pattern(&app.id)).await?;
+    let deleted = unlink_matching(pool, keys::route(&app.id), &keys::app_pattern(&app.id)).await?;
     let mut pipe = redis::pipe();
     pipe.atomic()
         .cmd("UNLINK")
@@ -260,22 +286,27 @@ pub async fn delete(pool: &Pool, app: &App) -> Result<u64, StoreError> {
         .ignore()
         .srem(keys::APPS, app.id.as_str())
         .ignore();
-    run::<()>(pool, &pipe).await?;
+    pool.run::<()>(REGISTRY, &pipe).await?;
     Ok(deleted + 4)
 }
 
 /// Deletes an app's raw event stream and its rollups, not its Countly counters.
 pub async fn delete_events(pool: &Pool, app: &AppId) -> Result<u64, StoreError> {
-    let rollups = unlink_matching(pool, &keys::rollup_pattern(app)).await?;
+    let rollups = unlink_matching(pool, keys::route(app), &keys::rollup_pattern(app)).await?;
     let mut pipe = redis::pipe();
     pipe.cmd("UNLINK").arg(keys::stream(app));
-    let (n,): (u64,) = run(pool, &pipe).await?;
+    let (n,): (u64,) = pool.run(keys::route(app), &pipe).await?;
     Ok(rollups + n)
 }
 
-/// UNLINKs every key matching `pattern`, found with SCAN a batch at a time. The pattern
-/// must start with a hash tag (all of one app's keys, or of the registry).
-pub async fn unlink_matching(pool: &Pool, pattern: &str) -> Result<u64, StoreError> {
+/// UNLINKs every key matching `pattern`, found with SCAN a batch at a time on the node of
+/// `route`: the pattern must start with that route's hash tag (on a cluster every key of
+/// one app is on one node).
+pub async fn unlink_matching(
+    pool: &Pool,
+    route: Route<'_>,
+    pattern: &str,
+) -> Result<u64, StoreError> {
     let mut cursor: u64 = 0;
     let mut deleted: u64 = 0;
     loop {
@@ -286,14 +317,11 @@ pub async fn unlink_matching(pool: &Pool, pattern: &str) -> Result<u64, StoreErr
             .arg(pattern)
             .arg("COUNT")
             .arg(DELETE_BATCH);
-        // SCAN names no key: send it to the node of the pattern's hash tag (on a
-        // cluster every key of one app is there).
-        let ((next, batch),): ((u64, Vec<String>),) =
-            run_at(pool, Some(pattern.as_bytes()), &scan).await?;
+        let ((next, batch),): ((u64, Vec<String>),) = pool.run(route, &scan).await?;
         if !batch.is_empty() {
             let mut unlink = redis::pipe();
             unlink.cmd("UNLINK").arg(&batch);
-            let (n,): (u64,) = run(pool, &unlink).await?;
+            let (n,): (u64,) = pool.run(route, &unlink).await?;
             deleted += n;
         }
         cursor = next;
@@ -318,7 +346,7 @@ pub async fn forget_device(
 ) -> Result<(bool, u64), StoreError> {
     let mut pipe = redis::pipe();
     pipe.cmd("UNLINK").arg(keys::device(app, device_id));
-    let (n,): (u64,) = run(pool, &pipe).await?;
+    let (n,): (u64,) = pool.run(keys::route(app), &pipe).await?;
     let stream = keys::stream(app);
     let mut start = "-".to_string();
     let mut removed = 0u64;
@@ -330,7 +358,7 @@ pub async fn forget_device(
             .arg("+")
             .arg("COUNT")
             .arg(STREAM_PAGE);
-        let (entries,): (crate::counters::StreamPage,) = run(pool, &page).await?;
+        let (entries,): (crate::counters::StreamPage,) = pool.run(keys::route(app), &page).await?;
         let mine: Vec<&String> = entries
             .iter()
             .filter(|(_, f)| f.iter().any(|(k, v)| k == "d" && v == device_id))
@@ -339,7 +367,7 @@ pub async fn forget_device(
         if !mine.is_empty() {
             let mut del = redis::pipe();
             del.cmd("XDEL").arg(&stream).arg(&mine);
-            let (d,): (u64,) = run(pool, &del).await?;
+            let (d,): (u64,) = pool.run(keys::route(app), &del).await?;
             removed += d;
         }
         match entries.last() {

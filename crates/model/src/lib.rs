@@ -1,0 +1,24 @@
+//! Tally's data model in Redis: the one crate that knows how data sits there.
+//!
+//! - [`keys`]: the key layout (the only place a key is spelled) and each key's route.
+//! - [`time`]: Countly's time buckets in an app's timezone.
+//! - [`device`]: per-device state (new users, exact uniques, sessions, duplicates).
+//! - [`commit`]: the group commit, the write path's single way into Redis.
+//! - [`counters`]: reading counter hashes back.
+//! - [`apps`]: the app registry and its bounded cache.
+//! - [`texthash`]: hash maps keyed by text that clients choose.
+//! - [`error`]: the model's error, wrapping the transport's.
+//!
+//! Bytes travel through `tally-redis`; configuration comes from `tally-config`. Nothing
+//! here knows HTTP.
+
+pub mod apps;
+pub mod commit;
+pub mod counters;
+pub mod device;
+pub mod error;
+pub mod keys;
+pub mod texthash;
+pub mod time;
+
+pub use error::StoreError;

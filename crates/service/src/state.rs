@@ -1,0 +1,42 @@
+//! What every service's handlers share, built once at start-up.
+
+use crate::clock::SharedClock;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use tally_config::{Config, Limits};
+use tally_model::apps::AppCache;
+use tally_model::StoreError;
+use tally_redis::Pool;
+
+/// Apps each of the app cache's maps keeps at most (found apps, and unknown keys apart).
+const APP_CACHE_ENTRIES: u64 = 10_000;
+
+/// The state handed to every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct Shared {
+    pub pool: Pool,
+    pub apps: Arc<AppCache>,
+    /// "Now", injected so tests pin it and assert exact time buckets.
+    pub clock: SharedClock,
+    pub limits: Arc<Limits>,
+    /// `TALLY_ADMIN_KEY`: creating apps needs it; unset means nobody can.
+    pub admin_key: Option<String>,
+    /// Raw stream entries not yet rolled up (undelivered + unacknowledged), as the
+    /// aggregator last measured them; `/ready` reports it.
+    pub backlog: Arc<AtomicU64>,
+}
+
+impl Shared {
+    /// The request-path pool, the app cache and the limits. Fails only on a Redis URL
+    /// the transport cannot serve (connections open lazily).
+    pub fn new(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Shared, StoreError> {
+        Ok(Shared {
+            pool: tally_redis::pool(&cfg.redis(redis_url))?,
+            apps: Arc::new(AppCache::new(cfg.app_cache_ttl, APP_CACHE_ENTRIES)),
+            clock,
+            limits: Arc::new(cfg.limits.clone()),
+            admin_key: cfg.admin_key.clone(),
+            backlog: Arc::default(),
+        })
+    }
+}
