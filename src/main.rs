@@ -123,11 +123,7 @@ fn admin_redis(
     }
     if let Ok(u) = std::fs::read_to_string(Path::new(&cfg.data_dir).join(URL_FILE)) {
         let u = u.trim().to_string();
-        let alive = redis::Client::open(u.as_str())
-            .and_then(|c| c.get_connection())
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_ok();
-        if alive {
+        if tally_redis::embedded::ping(&u).is_ok() {
             return Ok((u, None));
         }
     }

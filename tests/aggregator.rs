@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tally_redis::embedded::{free_port, EmbeddedRedis};
+use tally_redis::embedded::free_port;
 
 fn bucket(t: &TestApp, k: &Keys, method: &str, path: &str, key: &str, body: Value) -> Resp {
     let auth = format!("Bearer {key}");
@@ -34,59 +34,6 @@ fn stats(t: &TestApp, k: &Keys, body: Value) -> Vec<(i64, i64)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Waits until the aggregator has rolled up every entry of app `id`'s raw stream, asking
-/// Redis itself: `/ready`'s backlog is measured only every 2 s, so it may be stale.
-fn settle(nodes: &[&EmbeddedRedis], id: &str) {
-    let app = tally_model::keys::AppId::parse(id).expect("app id");
-    let stream = tally_model::keys::stream(&app);
-    // On a cluster the stream lives on the master of its slot.
-    let node = if nodes.len() > 1 {
-        nodes[node_of(nodes, &stream)]
-    } else {
-        nodes[0]
-    };
-    wait_until(
-        &format!("the aggregator to roll up {stream}"),
-        Duration::from_secs(20),
-        || caught_up(node, &stream).then_some(()),
-    );
-}
-
-/// Whether a consumer group reads `stream` and has acknowledged every entry of it: it
-/// has been delivered the newest entry and has nothing pending. A batch's rollups and
-/// its `XACK` go in one transaction, so acknowledged means rolled up.
-fn caught_up(node: &EmbeddedRedis, stream: &str) -> bool {
-    let info: std::collections::HashMap<String, redis::Value> =
-        redis_on(node, redis::cmd("XINFO").arg("STREAM").arg(stream));
-    let newest = info
-        .get("last-generated-id")
-        .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
-    let readers = groups(node, stream);
-    !readers.is_empty()
-        && readers
-            .iter()
-            .all(|(last, pending)| Some(last) == newest.as_ref() && *pending == 0)
-}
-
-/// Each consumer group of `stream` (which must exist): the id of the newest entry it was
-/// delivered (`0-0` before any) and how many delivered entries are not acknowledged yet.
-fn groups(node: &EmbeddedRedis, stream: &str) -> Vec<(String, i64)> {
-    let infos: Vec<std::collections::HashMap<String, redis::Value>> =
-        redis_on(node, redis::cmd("XINFO").arg("GROUPS").arg(stream));
-    infos
-        .iter()
-        .map(|g| {
-            let last = g
-                .get("last-delivered-id")
-                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
-            let pending = g
-                .get("pending")
-                .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok());
-            (last.unwrap_or_default(), pending.unwrap_or(-1))
-        })
-        .collect()
 }
 
 #[test]

@@ -109,17 +109,7 @@ fn dashboard_shows_what_the_api_answers() {
     );
 
     // Let the aggregator roll everything up before the page reads the live section.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(2500));
-        if t.get("/ready").json()["aggregator_backlog"] == json!(0) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the aggregator did not catch up"
-        );
-    }
+    settle(&t.nodes(), &k.id);
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&out).ok();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/dashboard.js");

@@ -87,7 +87,8 @@ fn redis_conf_loads_with_the_documented_settings() {
 
 /// `tally` without `REDIS_URL` (the first of README's two commands) starts its own
 /// redis-server, with AOF and the configured rewrite threshold, and stops it on SIGTERM;
-/// a setting that is not a number, or out of range, stops it at once with exit code 2.
+/// a setting that is not a number, or out of range, stops it at once with exit code 2, and
+/// a `rediss://` URL at once with a clear message.
 #[test]
 fn tally_alone_runs_its_embedded_redis_as_configured() {
     let dir = temp_dir("embedded");
@@ -106,6 +107,19 @@ fn tally_alone_runs_its_embedded_redis_as_configured() {
             .expect("run tally");
         assert_eq!(bad.status.code(), Some(2), "{name}={value}");
         assert!(String::from_utf8_lossy(&bad.stderr).contains(name));
+    }
+    // TLS is not served by Tally's transport: refused at start-up, saying so, rather than
+    // failing every request later.
+    for url in ["rediss://127.0.0.1:6379", "REDISS://127.0.0.1:6379/0"] {
+        let tls = Command::new(binary("tally"))
+            .env("REDIS_URL", url)
+            .env("TALLY_BIND", "127.0.0.1:0")
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run tally");
+        assert_eq!(tls.status.code(), Some(1), "{url}");
+        let err = String::from_utf8_lossy(&tls.stderr);
+        assert!(err.contains("TLS (rediss://) is not supported"), "{err}");
     }
 
     let addr = format!("127.0.0.1:{}", free_port().expect("port"));

@@ -428,3 +428,63 @@ fn a_trickled_body_times_out_and_writes_nothing() {
         200
     );
 }
+
+/// `GET` commands Redis has run, over every node (the registry's lookups by key are GETs).
+fn registry_gets(t: &TestApp) -> u64 {
+    t.nodes()
+        .iter()
+        .map(|n| {
+            let info: String = redis_on(n, redis::cmd("INFO").arg("commandstats"));
+            info.lines()
+                .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// The app cache keeps unknown keys apart from real apps: a key that does not exist is
+/// looked up in Redis once per TTL, however often it is sent, and a flood of distinct
+/// unknown keys neither evicts a real app nor makes its requests reach the registry.
+#[test]
+fn unknown_app_keys_are_remembered_and_cannot_evict_real_apps() {
+    // A small cache: the flood below is three times its size.
+    let t = TestApp::spawn_with(|c| {
+        c.app_cache_ttl = std::time::Duration::from_secs(60);
+        c.app_cache_entries = 100;
+    });
+    let k = t.create_app("UTC");
+    let real = |t: &TestApp, n: usize| {
+        t.ok(
+            &k,
+            &[
+                ("device_id", format!("d{n}")),
+                ("begin_session", "1".into()),
+            ],
+        )
+    };
+    real(&t, 0);
+    let before = registry_gets(&t);
+    for _ in 0..50 {
+        let r = t.get("/i?app_key=not-a-key-at-all&device_id=d&begin_session=1");
+        assert_eq!(r.status, 400, "{}", r.body);
+    }
+    assert!(
+        registry_gets(&t) - before <= 1,
+        "an unknown key reached Redis more than once"
+    );
+    for n in 0..300 {
+        let r = t.get(&format!("/i?app_key=flood-{n}&device_id=d&begin_session=1"));
+        assert_eq!(r.status, 400, "{}", r.body);
+    }
+    let after_flood = registry_gets(&t);
+    for n in 1..20 {
+        real(&t, n);
+    }
+    assert_eq!(
+        registry_gets(&t),
+        after_flood,
+        "the real app was evicted by the flood of unknown keys"
+    );
+}

@@ -5,8 +5,8 @@
 //! ([`tally_model::commit`]). Nothing is written for a request that fails validation, and
 //! nothing is acknowledged that is not in Redis.
 
+pub mod device_metrics;
 pub mod geo;
-pub mod metrics;
 pub mod params;
 pub mod plan;
 pub mod ratelimit;

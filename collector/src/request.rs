@@ -283,7 +283,7 @@ impl WriteRequest {
             }
         };
 
-        let metric_texts = crate::metrics::from_params(p, limits.max_json_depth)?;
+        let metric_texts = crate::device_metrics::from_params(p, limits.max_json_depth)?;
         let mut metrics = MetricValues::default();
         if let Some(texts) = &metric_texts {
             // An OS prefix or a `:0` adds a few bytes to a value.

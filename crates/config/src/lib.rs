@@ -192,6 +192,9 @@ pub struct Config {
     pub redis_pool: usize,
     pub redis_timeout: Duration,
     pub app_cache_ttl: Duration,
+    /// Apps the cache keeps at most, and unknown keys it remembers at most (apart, so a
+    /// flood of unknown keys cannot evict the real apps).
+    pub app_cache_entries: u64,
     pub commit: CommitConfig,
     pub limits: Limits,
     pub workers: usize,
@@ -234,6 +237,7 @@ impl Default for Config {
             redis_pool: 16,
             redis_timeout: Duration::from_millis(2000),
             app_cache_ttl: Duration::from_millis(5000),
+            app_cache_entries: 10_000,
             commit: CommitConfig::default(),
             limits: Limits::default(),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -375,6 +379,7 @@ impl Config {
             redis_pool: parse("TALLY_REDIS_POOL", d.redis_pool)?,
             redis_timeout: millis("TALLY_REDIS_TIMEOUT_MS", d.redis_timeout)?,
             app_cache_ttl: millis("TALLY_APP_CACHE_MS", d.app_cache_ttl)?,
+            app_cache_entries: parse("TALLY_APP_CACHE_ENTRIES", d.app_cache_entries)?,
             commit: CommitConfig::from_env()?,
             limits: Limits::from_env()?,
             workers: parse("TALLY_WORKERS", d.workers)?,

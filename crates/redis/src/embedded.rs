@@ -130,13 +130,10 @@ impl EmbeddedRedis {
                     ));
                 }
             }
-            match redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
-                Ok(mut conn) => match redis::cmd("PING").query::<String>(&mut conn) {
-                    Ok(_) => return Ok(()),
-                    // LOADING: still replaying the AOF.
-                    Err(e) => last = e.to_string(),
-                },
-                Err(e) => last = e.to_string(),
+            match ping(&url) {
+                Ok(()) => return Ok(()),
+                // LOADING: still replaying the AOF.
+                Err(e) => last = e,
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -228,6 +225,17 @@ pub fn start_cluster(
     }
     wait_cluster_ok(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(30))?;
     Ok(nodes)
+}
+
+/// Whether a Redis at `url` answers `PING`. A blocking probe for supervising a child
+/// process (and finding a running one) before any async runtime exists; requests never
+/// go this way.
+pub fn ping(url: &str) -> Result<(), String> {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Waits until every node reports `cluster_state:ok`.

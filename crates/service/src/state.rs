@@ -8,9 +8,6 @@ use tally_model::apps::AppCache;
 use tally_model::StoreError;
 use tally_redis::Pool;
 
-/// Apps each of the app cache's maps keeps at most (found apps, and unknown keys apart).
-const APP_CACHE_ENTRIES: u64 = 10_000;
-
 /// The state handed to every handler. Cheap to clone.
 #[derive(Clone)]
 pub struct Shared {
@@ -32,7 +29,7 @@ impl Shared {
     pub fn new(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Shared, StoreError> {
         Ok(Shared {
             pool: tally_redis::pool(&cfg.redis(redis_url))?,
-            apps: Arc::new(AppCache::new(cfg.app_cache_ttl, APP_CACHE_ENTRIES)),
+            apps: Arc::new(AppCache::new(cfg.app_cache_ttl, cfg.app_cache_entries)),
             clock,
             limits: Arc::new(cfg.limits.clone()),
             admin_key: cfg.admin_key.clone(),

@@ -1,6 +1,7 @@
-//! The `metrics` parameter read straight from its JSON text into the handful of metrics
-//! Tally aggregates: no `serde_json::Value` tree, no copy of a value that needs no
-//! unescaping, and other keys skipped without being built. Every begin_session carries
+//! Countly's `metrics` parameter (the device's and app's facts, such as `_os` and
+//! `_app_version`; Prometheus metrics are `tally_service::metrics`), read straight from
+//! its JSON text into the handful Tally aggregates: no `serde_json::Value` tree, no copy
+//! of a value that needs no unescaping, and other keys skipped without being built. Every begin_session carries
 //! one, so this is on the collector's hottest path.
 //!
 //! It accepts and refuses exactly what parsing into a `Value` and then checking it did:
