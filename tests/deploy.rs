@@ -238,6 +238,27 @@ fn nginx_conf_routes_to_the_split_services() {
         read: rk,
         ..
     } = create_project(&front, "via nginx", "UTC");
+    // Rakam's collection goes to the collector, its schema to the aggregator, and its
+    // clients' `read_key` header (an underscore in the name) gets through.
+    let event = json!({"collection": "signup", "api": {"api_key": wk},
+        "properties": {"_user": "n3", "plan": "pro"}})
+    .to_string();
+    let r = http(
+        &front,
+        "POST",
+        "/event/collect",
+        &[("Content-Type", "application/json")],
+        event.as_bytes(),
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, "1"));
+    let r = http(
+        &front,
+        "POST",
+        "/project/collection",
+        &[("read_key", &rk), ("Content-Type", "application/json")],
+        b"",
+    );
+    assert_eq!((r.status, r.json()), (200, json!(["signup"])), "{}", r.body);
     let r = http(
         &front,
         "GET",
@@ -292,6 +313,8 @@ fn nginx_conf_routes_to_the_split_services() {
     assert_eq!(count(&collector, "/i/bulk"), 1);
     assert_eq!(count(&reader, "/o"), 1);
     assert_eq!(count(&aggregator, "/project/create"), 1);
+    assert_eq!(count(&collector, "/event/collect"), 1);
+    assert_eq!(count(&aggregator, "/project/collection"), 1);
 }
 
 /// Three masters from deploy/redis-cluster.conf (only port, address and directory

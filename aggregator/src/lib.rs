@@ -8,8 +8,11 @@
 //! - [`realtime`]: realtime reports, maintained by the consumer; [`filter`]: their filters.
 //! - [`project`]: project administration (`/project/create`, `/project/delete`,
 //!   `/project/device`).
+//! - `collections`: Rakam's collections and their typed schemas (`/project/collection`,
+//!   `/project/schema*`).
 
 mod bucket;
+mod collections;
 pub mod consumer;
 pub mod filter;
 pub mod project;
@@ -125,6 +128,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Aggregator>) {
         .route(
             "/api/bucket/{id}/data/events/delete_all",
             web::delete().to(bucket::delete_all),
+        )
+        .route("/project/collection", web::post().to(collections::list))
+        .route("/project/schema", web::post().to(collections::get))
+        .route("/project/schema/add", web::post().to(collections::add))
+        .route(
+            "/project/schema/add/custom",
+            web::post().to(collections::add_custom),
         )
         .route("/realtime/create", web::post().to(realtime::create))
         .route("/realtime/get", web::post().to(realtime::get))

@@ -1,4 +1,4 @@
-//! The write service: Countly's `/i` and `/i/bulk`.
+//! The write service: Countly's `/i` and `/i/bulk`, and Rakam's `/event/*` ([`rakam`]).
 //!
 //! A request goes parse ([`params`]) -> validate the whole of it ([`request`]) -> plan
 //! increments against the device's state ([`plan`]) -> group commit
@@ -9,6 +9,7 @@ pub mod device_metrics;
 pub mod geo;
 pub mod params;
 pub mod plan;
+pub mod rakam;
 pub mod ratelimit;
 pub mod request;
 mod routes;
@@ -53,11 +54,18 @@ pub fn build(
     ))
 }
 
-/// Mounts `/i` and `/i/bulk` (GET and POST, as Countly accepts both everywhere).
+/// Mounts `/i` and `/i/bulk` (GET and POST, as Countly accepts both everywhere) and
+/// Rakam's `/event/*` collection routes.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Collector>) {
     cfg.app_data(state)
         .route("/i", web::get().to(routes::ingest))
         .route("/i", web::post().to(routes::ingest))
         .route("/i/bulk", web::get().to(routes::bulk))
-        .route("/i/bulk", web::post().to(routes::bulk));
+        .route("/i/bulk", web::post().to(routes::bulk))
+        .route("/event/collect", web::post().to(rakam::collect))
+        .route("/event/batch", web::post().to(rakam::batch))
+        .route("/event/bulk", web::post().to(rakam::bulk))
+        .route("/event/bulk/commit", web::post().to(rakam::bulk_commit))
+        .route("/event/bulk/remote", web::post().to(rakam::bulk_remote))
+        .route("/event/copy", web::post().to(rakam::copy));
 }

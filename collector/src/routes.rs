@@ -102,7 +102,7 @@ fn client_country(req: &HttpRequest, p: &Params<'_>, st: &Collector) -> Option<S
 }
 
 /// The app's rate limit: 429 with `Retry-After` when it is exceeded.
-fn limit(st: &Collector, app: &App, weight: usize) -> Result<(), ApiError> {
+pub(crate) fn limit(st: &Collector, app: &App, weight: usize) -> Result<(), ApiError> {
     st.limiter
         .take(&app.id, weight, std::time::Instant::now())
         .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })

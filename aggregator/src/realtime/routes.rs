@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tally_model::apps::{self, keys_equal, App};
 use tally_model::keys;
-use tally_service::ApiError;
 use tally_service::{json as json_response, read_body};
+use tally_service::{ApiError, RakamError};
 
 /// The app a `master_key` (or, when `read` is allowed, `read_key`) header belongs to.
 async fn app_for(req: &HttpRequest, st: &Aggregator, read: bool) -> Result<Arc<App>, ApiError> {
@@ -62,7 +62,7 @@ fn success(msg: &str) -> HttpResponse {
 }
 
 /// `POST /realtime/create` (master key).
-pub async fn create(
+async fn create_answer(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<Aggregator>,
@@ -99,7 +99,7 @@ pub async fn create(
 }
 
 /// `POST /realtime/delete` (master key): the definition and its data.
-pub async fn delete(
+async fn delete_answer(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<Aggregator>,
@@ -127,13 +127,18 @@ pub async fn delete(
 }
 
 /// `POST /realtime/list` (read key).
-pub async fn list(req: HttpRequest, st: web::Data<Aggregator>) -> Result<HttpResponse, ApiError> {
+async fn list_answer(
+    req: HttpRequest,
+    st: web::Data<Aggregator>,
+) -> Result<HttpResponse, ApiError> {
     let app = app_for(&req, &st, true).await?;
     let mut reports = load(&st.shared.pool, &app.id).await?;
     reports.sort_by(|a, b| a.0.table_name.cmp(&b.0.table_name));
     let out: Vec<Value> = reports
         .iter()
-        .map(|(r, _)| json!({"name": r.name, "table_name": r.table_name, "query": r.query(), "collections": r.collections, "measures": r.measures, "dimensions": r.dimensions, "filter": r.filter}))
+        // `tableName`, `options` and `partitionKeys` as Rakam's generated client reads a
+        // report (it leaves snake_case names unread).
+        .map(|(r, _)| json!({"name": r.name, "table_name": r.table_name, "tableName": r.table_name, "query": r.query(), "options": {}, "partitionKeys": [], "collections": r.collections, "measures": r.measures, "dimensions": r.dimensions, "filter": r.filter}))
         .collect();
     Ok(json_response(Value::Array(out).to_string()))
 }
@@ -393,7 +398,7 @@ fn render(q: &GetQuery<'_>, accs: &Accs, hll: &BTreeMap<(i64, Vec<String>), i64>
 }
 
 /// `POST /realtime/get` (read key): `{start, end, result}`.
-pub async fn get(
+async fn get_answer(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<Aggregator>,
@@ -453,4 +458,39 @@ fn members(v: Value) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+// The routes answer errors in Rakam's shape ({"error", "error_code"}), which its clients
+// read.
+
+/// `POST /realtime/create` (master key).
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<Aggregator>,
+) -> Result<HttpResponse, RakamError> {
+    Ok(create_answer(req, payload, st).await?)
+}
+
+/// `POST /realtime/delete` (master key).
+pub async fn delete(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<Aggregator>,
+) -> Result<HttpResponse, RakamError> {
+    Ok(delete_answer(req, payload, st).await?)
+}
+
+/// `POST /realtime/list` (read key).
+pub async fn list(req: HttpRequest, st: web::Data<Aggregator>) -> Result<HttpResponse, RakamError> {
+    Ok(list_answer(req, st).await?)
+}
+
+/// `POST /realtime/get` (read key).
+pub async fn get(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<Aggregator>,
+) -> Result<HttpResponse, RakamError> {
+    Ok(get_answer(req, payload, st).await?)
 }

@@ -33,6 +33,10 @@ pub struct Limits {
     /// Open connections per HTTP worker; beyond it new ones wait to be accepted.
     pub max_connections: usize,
     pub max_events_per_request: usize,
+    /// Events one Rakam bulk (`/event/bulk`, `/event/copy`) request may carry.
+    pub max_bulk_events: usize,
+    /// Fields one collection's typed schema may have.
+    pub schema_fields: usize,
     pub max_bulk_requests: usize,
     /// Distinct event keys per app (Countly `event_limit`).
     pub event_keys: usize,
@@ -72,6 +76,8 @@ impl Default for Limits {
             client_timeout: Duration::from_secs(5),
             max_connections: 25_000,
             max_events_per_request: 1000,
+            max_bulk_events: 10_000,
+            schema_fields: 256,
             max_bulk_requests: 1000,
             event_keys: 500,
             segments_per_event: 100,
@@ -305,6 +311,8 @@ impl Limits {
                 d.max_events_per_request,
             )?,
             max_bulk_requests: parse("TALLY_MAX_BULK_REQUESTS", d.max_bulk_requests)?,
+            max_bulk_events: parse("TALLY_MAX_BULK_EVENTS", d.max_bulk_events)?,
+            schema_fields: parse("TALLY_SCHEMA_FIELD_LIMIT", d.schema_fields)?,
             event_keys: parse("TALLY_EVENT_LIMIT", d.event_keys)?,
             segments_per_event: parse("TALLY_SEGMENTATION_LIMIT", d.segments_per_event)?,
             values_per_segment: parse("TALLY_SEGMENTATION_VALUE_LIMIT", d.values_per_segment)?,

@@ -11,6 +11,7 @@
 //! | `{id}:c:{family}:{Y}:{M}:{D}:h` | hash | the day's hour counters (`H.field`) |
 //! | `{id}:m:{list}` | set | capped meta lists: countries, os, devices, ..., event keys |
 //! | `{id}:m:segs:{e}` / `{id}:m:segv:{e}:{s}` | set | segment keys of an event / values of a segment |
+//! | `{id}:schema:{e}` | hash | a collection's typed fields (name -> Rakam type) |
 //! | `{id}:stream` | stream | the raw events and session begins/ends, for the aggregator |
 //! | `{id}:r:m:{minute}` / `{id}:r:h:{hour}` | hash | minute (UTC) / hour (app-local) rollups |
 //! | `{id}:r:u:{minute}` | HyperLogLog | active devices of a minute |
@@ -231,6 +232,12 @@ pub fn meta_into(out: &mut String, app: &AppId, list: &str) {
 /// The segmentation keys seen for an event.
 pub fn event_segments(app: &AppId, event: &str) -> String {
     format!("{{{app}}}:m:segs:{:016x}", hash64(event))
+}
+
+/// The typed schema of a collection (an event key): field name -> Rakam type name
+/// ([`crate::schema`]).
+pub fn schema(app: &AppId, collection: &str) -> String {
+    format!("{{{app}}}:schema:{:016x}", hash64(collection))
 }
 
 /// The values seen for one segmentation key of an event.

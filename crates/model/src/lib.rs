@@ -5,6 +5,7 @@
 //! - [`device`]: per-device state (new users, exact uniques, sessions, duplicates).
 //! - [`commit`]: the group commit, the write path's single way into Redis.
 //! - [`counters`]: reading counter hashes back.
+//! - [`schema`]: collections' typed fields (Rakam's types), inferred, enforced, stored.
 //! - [`apps`]: the app registry and its bounded cache.
 //! - [`texthash`]: hash maps keyed by text that clients choose.
 //! - [`error`]: the model's error, wrapping the transport's.
@@ -18,6 +19,7 @@ pub mod counters;
 pub mod device;
 pub mod error;
 pub mod keys;
+pub mod schema;
 pub mod texthash;
 pub mod time;
 

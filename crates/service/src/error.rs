@@ -94,3 +94,44 @@ impl From<tally_redis::Error> for ApiError {
         StoreError::from(e).into()
     }
 }
+
+/// A failure on a Rakam route: the same status as its [`ApiError`], with Rakam's body
+/// `{"error": ..., "error_code": ...}`. Rakam's Python clients read `error`, and one of
+/// them crashes on a 403 whose body is not JSON.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct RakamError(#[from] pub ApiError);
+
+impl From<StoreError> for RakamError {
+    fn from(e: StoreError) -> Self {
+        RakamError(e.into())
+    }
+}
+
+impl From<tally_redis::Error> for RakamError {
+    fn from(e: tally_redis::Error) -> Self {
+        RakamError(e.into())
+    }
+}
+
+impl ResponseError for RakamError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let mut res = HttpResponse::build(status);
+        if let ApiError::RateLimited { retry_after_secs } = &self.0 {
+            res.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        res.content_type("application/json; charset=utf-8").body(
+            serde_json::json!({
+                "success": false,
+                "error": self.0.to_string(),
+                "error_code": status.as_u16(),
+            })
+            .to_string(),
+        )
+    }
+}

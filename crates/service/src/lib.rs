@@ -2,7 +2,9 @@
 //!
 //! - [`state`]: [`Shared`], what every handler gets (the Redis pool, the app cache, the
 //!   clock, the limits).
-//! - [`error`]: [`ApiError`], every failure's HTTP answer in one place.
+//! - [`error`]: [`ApiError`], every failure's HTTP answer in one place ([`RakamError`]:
+//!   the same answers in Rakam's body shape).
+//! - [`auth`]: which app a key opens, and with which rights.
 //! - [`body`], [`query`]: bounded body reads, strict query and form decoding, JSON answers.
 //! - [`health`]: `/ping`, `/health`, `/ready`.
 //! - [`metrics`]: `/metrics`, a Prometheus registry per server.
@@ -12,6 +14,7 @@
 //! Services (collector, reader, aggregator) sit on top of this; this crate sits on the
 //! data model (`tally-model`), which sits on the transport (`tally-redis`).
 
+pub mod auth;
 pub mod body;
 pub mod clock;
 pub mod error;
@@ -23,7 +26,7 @@ pub mod server;
 pub mod state;
 
 pub use body::{json, read_body, result};
-pub use error::ApiError;
+pub use error::{ApiError, RakamError};
 pub use logging::init_logging;
 /// Services register their counters here before they hand it to [`server`].
 pub use prometheus_client::registry::Registry;
