@@ -7,6 +7,7 @@
 
 use crate::error::StoreError;
 use crate::keys::{self, AppId, REGISTRY};
+use crate::texthash::TextState;
 use chrono_tz::Tz;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -159,39 +160,40 @@ type Found = (Instant, Arc<App>);
 /// While Redis cannot answer, an app found before is served however old its entry, so
 /// apps already known keep working while the registry's node (one slot on a cluster) is
 /// down.
+///
+/// Keys are hashed with the process's keyed hasher ([`TextState`]): clients choose them.
+/// Found entries have no expiry of their own (their age is checked on every hit, and an
+/// app the registry no longer has is dropped then), so a hit costs no clock read in the
+/// cache.
 pub struct AppCache {
     ttl: Duration,
-    by_write_key: moka::sync::Cache<String, Found>,
-    by_id: moka::sync::Cache<AppId, Found>,
+    by_write_key: Cache<String, Found>,
+    by_id: Cache<AppId, Found>,
     /// Write keys and ids the registry did not know, each for `ttl`.
-    unknown_keys: moka::sync::Cache<String, ()>,
-    unknown_ids: moka::sync::Cache<AppId, ()>,
+    unknown_keys: Cache<String, ()>,
+    unknown_ids: Cache<AppId, ()>,
 }
 
-/// Found apps not looked up for this long leave the cache (a deleted app's entry too).
-const IDLE: Duration = Duration::from_secs(3600);
+type Cache<K, V> = moka::sync::Cache<K, V, TextState>;
 
 impl AppCache {
     /// `max_entries` bounds each of the four caches.
     pub fn new(ttl: Duration, max_entries: u64) -> AppCache {
-        fn found<K: std::hash::Hash + Eq + Send + Sync + 'static>(
-            max: u64,
-        ) -> moka::sync::Cache<K, Found> {
+        fn found<K: std::hash::Hash + Eq + Send + Sync + 'static>(max: u64) -> Cache<K, Found> {
             moka::sync::Cache::builder()
                 .max_capacity(max)
-                .time_to_idle(IDLE)
-                .build()
+                .build_with_hasher(TextState::default())
         }
         // Misses are kept for the TTL (at least a millisecond: moka needs a positive one;
         // a zero TTL is never consulted).
         fn missing<K: std::hash::Hash + Eq + Send + Sync + 'static>(
             max: u64,
             ttl: Duration,
-        ) -> moka::sync::Cache<K, ()> {
+        ) -> Cache<K, ()> {
             moka::sync::Cache::builder()
                 .max_capacity(max)
                 .time_to_live(ttl.max(Duration::from_millis(1)))
-                .build()
+                .build_with_hasher(TextState::default())
         }
         AppCache {
             ttl,

@@ -1,0 +1,435 @@
+"""Drives Tally's Rakam collection API with Rakam's published Python clients.
+
+    python clients.py BASE_URL WRITE_KEY READ_KEY MASTER_KEY SCENARIO
+
+RC is `rakam-client` 0.5 (module `rakam_client`, generated from Rakam's API spec), RL is
+`rakam` 0.1.6; deploy/test installs both, pinned, in a virtual environment. Each scenario
+prints one JSON object of what it observed to stdout; tests/rakam_clients.rs asserts on it.
+A client exception the scenario did not expect ends the run with exit status 1 and a message
+on stderr; an expected refusal that does not come is recorded as such (the Rust side then
+fails on the observation, showing what happened instead).
+
+Event times are on 2024-10-22 (UTC), the day of the harness's pinned clock (10:30:00Z), so
+Countly's reads for that day see every event; events without `_time` take the server's
+clock.
+
+Scenarios:
+  typed    collect (typed properties, both `_time` forms, the accepted coercions), batch over
+           several collections, bulk through RC and through RL (`?commit=false`), commit
+           through both, add fields to a schema, then read schemas and collections back.
+  seed     one event into `orders`, fixing its field types (run before `refused`).
+  refused  wrong types for `orders`' fields through collect, batch and RL's bulk, and
+           missing or wrong keys on every route; then reads `orders`' schema and the
+           collections again (unchanged: nothing was written).
+"""
+
+import builtins
+import itertools
+import json
+import sys
+
+
+def fail(message):
+    print("clients.py: " + message, file=sys.stderr)
+    sys.exit(1)
+
+
+if len(sys.argv) != 6:
+    fail("usage: clients.py BASE_URL WRITE_KEY READ_KEY MASTER_KEY SCENARIO")
+BASE, WRITE, READ, MASTER, SCENARIO = sys.argv[1:]
+# Well-formed (40 hex digits, as Tally's keys are) but no project's key.
+BOGUS = "0123456789abcdef0123456789abcdef01234567"
+
+import rakam_client  # noqa: E402
+from rakam_client.rest import ApiException  # noqa: E402
+
+
+def load_rl():
+    """Imports `rakam` 0.1.6, which is Python 2 code, without changing it: the names it
+    takes from Python 2 are supplied first (`itertools.izip`, `unicode`, `long`, `xrange`),
+    and its SQL module, which takes len() of a map, gets a `map` that returns a list."""
+    builtins.unicode = str
+    builtins.long = int
+    builtins.xrange = range
+    itertools.izip = zip
+    import rakam
+    import rakam.exceptions
+    import rakam.sql
+
+    def list_map(function, *iterables):
+        return list(builtins.map(function, *iterables))
+
+    rakam.sql.map = list_map
+    return rakam
+
+
+rakam = load_rl()
+RakamError = rakam.exceptions.RakamError
+
+# RC: one client; header keys (read_key, master_key) come from the shared Configuration,
+# set for each call by `headers`. Body keys go in the request model's `api` object.
+rc = rakam_client.ApiClient(host=BASE)
+collect_api = rakam_client.CollectApi(rc)
+admin_api = rakam_client.AdminApi(rc)
+config = rakam_client.Configuration()
+
+
+def headers(**keys):
+    """The header keys RC sends on its next calls (only these)."""
+    config.api_key = {k: v for k, v in keys.items() if v is not None}
+
+
+def context(key):
+    """The body's `api` object, as an application using RC fills it."""
+    library = rakam_client.Library(name="rakam-python-client", version="0.5")
+    return rakam_client.EventContext(api_key=key, library=library)
+
+
+def event(collection, properties, key=None):
+    """An RC event; `key` is for a single collect (batch events carry none)."""
+    api = context(key) if key is not None else None
+    return rakam_client.Event(collection=collection, api=api, properties=properties)
+
+
+def rl(master):
+    creds = rakam.RakamCredentials(read_key=READ, write_key=WRITE, master_key=master)
+    return rakam.RakamClient(BASE, creds)
+
+
+def body_of(exc):
+    try:
+        return json.loads(exc.body)
+    except (TypeError, ValueError):
+        return exc.body
+
+
+def call(label, fn):
+    """A call that must succeed."""
+    try:
+        return fn()
+    except ApiException as e:
+        fail("%s: unexpected HTTP %s: %r" % (label, e.status, e.body))
+    except RakamError as e:
+        fail("%s: unexpected %s: %s" % (label, type(e).__name__, e))
+    except Exception as e:  # the clients' own errors (a model the server broke, ...)
+        fail("%s: unexpected %s: %s" % (label, type(e).__name__, e))
+
+
+def refused_rc(label, fn):
+    """An RC call that must raise ApiException: its status and JSON body."""
+    try:
+        result = fn()
+    except ApiException as e:
+        return {"status": e.status, "body": body_of(e)}
+    except Exception as e:
+        fail("%s: expected an ApiException, got %s: %s" % (label, type(e).__name__, e))
+    return {"unexpected_success": repr(result)}
+
+
+def refused_rl(label, fn):
+    """An RL call that must raise a RakamError: its class and message."""
+    try:
+        result = fn()
+    except RakamError as e:
+        return {"exception": type(e).__name__, "message": str(e)}
+    except Exception as e:
+        fail("%s: expected a RakamError, got %s: %s" % (label, type(e).__name__, e))
+    return {"unexpected_success": repr(result)}
+
+
+def fields(field_list):
+    """Schema fields as sorted [name, type] pairs (a duplicate would show twice)."""
+    return sorted([f.name, f.type] for f in field_list)
+
+
+def schemas(names):
+    headers(read_key=READ)
+    found = call(
+        "schema",
+        lambda: admin_api.schema(project_schema=rakam_client.ProjectSchema(names=names)),
+    )
+    return {
+        "names": sorted(c.name for c in found),
+        "fields": {c.name: fields(c.fields or []) for c in found},
+    }
+
+
+def collections():
+    headers(read_key=READ)
+    return call("collections", lambda: admin_api.collections())
+
+
+def success(answer):
+    """A SuccessMessage answer's `success` (RC parses `{success, message}`)."""
+    return answer.success
+
+
+def typed():
+    obs = {}
+    purchases = [
+        # The first values fix the types: STRING, LONG, DOUBLE (5.0 stays a float),
+        # BOOLEAN, ARRAY_STRING, ARRAY_STRING (empty), MAP_STRING, MAP_LONG.
+        {
+            "_user": "u1",
+            "_time": "2024-10-22T09:15:00.000Z",
+            "plan": "pro",
+            "quantity": 3,
+            "price": 5.0,
+            "gift": True,
+            "tags": ["red", "blue"],
+            "notes": [],
+            "attrs": {"color": "red"},
+            "sizes": {"s": 1, "m": 2},
+        },
+        # `_time` in integer milliseconds (09:40:00Z); 2.0 into LONG, 7 into DOUBLE.
+        {
+            "_user": "u2",
+            "_time": 1729590000000,
+            "plan": "basic",
+            "quantity": 2.0,
+            "price": 7,
+            "gift": False,
+            "tags": [],
+            "notes": ["gift wrap"],
+        },
+        # No `_time`: the server's clock. A number and a boolean into STRING, as text.
+        {"_user": "u1", "plan": 42, "quantity": 1, "gift": True},
+        {"_user": "u3", "plan": True, "price": 12.5},
+    ]
+    obs["collect"] = [
+        call(
+            "collect %d" % i,
+            lambda p=p: collect_api.collect_event(event=event("purchase", p, WRITE)),
+        )
+        for i, p in enumerate(purchases)
+    ]
+    batch = rakam_client.EventList(
+        api=context(WRITE),
+        events=[
+            event(
+                "pageview",
+                {"_user": "u1", "_time": "2024-10-22T08:05:00.000Z", "url": "home", "load_ms": 120},
+            ),
+            event("pageview", {"_user": "u2", "url": "pricing", "load_ms": 80}),
+            event(
+                "signup",
+                {"_user": "u2", "_time": "2024-10-22T10:00:00.000Z", "method": "email", "referred": False},
+            ),
+            event("purchase", {"_user": "u2", "plan": "pro", "quantity": 1, "price": 9.99}),
+        ],
+    )
+    obs["batch"] = call("batch", lambda: collect_api.batch_events(event_list=batch))
+    # RC's bulk: master key in the body, no query string.
+    bulk = rakam_client.EventList(
+        api=context(MASTER),
+        events=[
+            event(
+                "imported",
+                {"_user": "u4", "_time": "2024-10-22T07:00:00.000Z", "source": "csv", "rows": 10},
+            ),
+            event(
+                "imported",
+                {"_user": "u4", "_time": "2024-10-22T07:30:00.000Z", "source": "csv", "rows": 12},
+            ),
+        ],
+    )
+    obs["rc_bulk"] = success(call("rc bulk", lambda: collect_api.bulk_events(event_list=bulk)))
+    # RL's bulk: `?commit=false`, master key in the body only.
+    client = rl(MASTER)
+    obs["rl_bulk"] = call(
+        "rl bulk",
+        lambda: client.send_bulk_events(
+            [
+                {"collection": "imported", "properties": {"_user": "u5", "source": "api", "rows": 3}},
+                {
+                    "collection": "legacy",
+                    "properties": {"_user": "u5", "_time": "2024-10-22T06:00:00.000Z", "kind": "old", "weight": 0.5},
+                },
+                {"collection": "legacy", "properties": {"_user": "u6", "kind": "old", "weight": 1}},
+            ]
+        ),
+    )
+    headers(master_key=MASTER)
+    obs["rc_commit"] = success(
+        call(
+            "rc commit",
+            lambda: collect_api.commit_bulk_events(
+                commit_bulk_events=rakam_client.CommitBulkEvents(collections=["imported"])
+            ),
+        )
+    )
+    # RL commits every collection (`"collections": null`); True when the answer is 200.
+    obs["rl_commit"] = call("rl commit", lambda: client.commit_bulk_events())
+    headers(master_key=MASTER)
+    added = call(
+        "schema add",
+        lambda: admin_api.add_fields_to_schema(
+            project_add_fields_to_schema=rakam_client.ProjectAddFieldsToSchema(
+                collection="signup",
+                fields=[
+                    rakam_client.SchemaField(name="campaign", type="STRING"),
+                    rakam_client.SchemaField(name="score", type="DOUBLE"),
+                ],
+            )
+        ),
+    )
+    obs["schema_add"] = fields(added)
+    obs["schema"] = schemas(["purchase", "pageview", "signup", "imported", "legacy"])
+    obs["collections"] = collections()
+    return obs
+
+
+ORDER = {
+    "_user": "s1",
+    "_time": "2024-10-22T09:00:00.000Z",
+    "plan": "pro",
+    "quantity": 2,
+    "price": 4.5,
+    "gift": False,
+    "tags": ["a"],
+}
+
+
+def seed():
+    return {
+        "collect": call(
+            "seed collect", lambda: collect_api.collect_event(event=event("orders", ORDER, WRITE))
+        ),
+        "schema": schemas(["orders"]),
+        "collections": collections(),
+    }
+
+
+def refused():
+    obs = {}
+
+    def order(**changes):
+        # A good order with one field changed, and a field `orders` has never had: a
+        # refused event must not add it to the schema either.
+        props = dict(ORDER, _user="s2", coupon="WELCOME")
+        props.update(changes)
+        return props
+
+    def collect(props, key=WRITE):
+        return lambda: collect_api.collect_event(event=event("orders", props, key))
+
+    # Each value below cannot be read as the field's type.
+    wrong = {
+        "quantity_text": ("quantity", order(quantity="three")),
+        "quantity_fraction": ("quantity", order(quantity=2.5)),
+        "price_text": ("price", order(price="cheap")),
+        "gift_text": ("gift", order(gift="yes")),
+        "gift_number": ("gift", order(gift=1)),
+        "plan_object": ("plan", order(plan={"tier": "pro"})),
+        "tags_text": ("tags", order(tags="a")),
+        "time_text": ("_time", order(_time="yesterday-ish")),
+    }
+    obs["collect_wrong_type"] = {
+        name: dict(refused_rc("collect " + name, collect(props)), field=field)
+        for name, (field, props) in wrong.items()
+    }
+    # One bad event refuses the whole batch, the good events with it (one of them in a
+    # collection that does not exist yet).
+    batch = rakam_client.EventList(
+        api=context(WRITE),
+        events=[
+            event("orders", order()),
+            event("visits", {"_user": "s2", "_time": "2024-10-22T09:05:00.000Z", "page": "home"}),
+            event("orders", order(quantity="many")),
+        ],
+    )
+    obs["batch_wrong_type"] = refused_rc(
+        "batch wrong type", lambda: collect_api.batch_events(event_list=batch)
+    )
+    obs["rl_bulk_wrong_type"] = refused_rl(
+        "rl bulk wrong type",
+        lambda: rl(MASTER).send_bulk_events(
+            [
+                {"collection": "orders", "properties": order()},
+                {"collection": "orders", "properties": order(price="free")},
+            ]
+        ),
+    )
+
+    good = order()
+    keys = {}
+    keys["collect_no_api"] = refused_rc(
+        "collect without api",
+        lambda: collect_api.collect_event(
+            event=rakam_client.Event(collection="orders", properties=good)
+        ),
+    )
+    keys["collect_no_key"] = refused_rc(
+        "collect without api_key",
+        lambda: collect_api.collect_event(
+            event=rakam_client.Event(
+                collection="orders", api=rakam_client.EventContext(), properties=good
+            )
+        ),
+    )
+    keys["collect_bogus_key"] = refused_rc("collect bogus key", collect(good, BOGUS))
+    keys["collect_read_key"] = refused_rc("collect read key", collect(good, READ))
+    keys["batch_bogus_key"] = refused_rc(
+        "batch bogus key",
+        lambda: collect_api.batch_events(
+            event_list=rakam_client.EventList(api=context(BOGUS), events=[event("orders", good)])
+        ),
+    )
+    keys["rc_bulk_write_key"] = refused_rc(
+        "rc bulk write key",
+        lambda: collect_api.bulk_events(
+            event_list=rakam_client.EventList(api=context(WRITE), events=[event("orders", good)])
+        ),
+    )
+
+    def rc_commit(master):
+        headers(master_key=master)
+        return collect_api.commit_bulk_events(
+            commit_bulk_events=rakam_client.CommitBulkEvents(collections=["orders"])
+        )
+
+    keys["rc_commit_no_key"] = refused_rc("rc commit without key", lambda: rc_commit(None))
+    keys["rc_commit_write_key"] = refused_rc("rc commit write key", lambda: rc_commit(WRITE))
+
+    def rc_schema(read):
+        headers(read_key=read)
+        return admin_api.schema(project_schema=rakam_client.ProjectSchema(names=["orders"]))
+
+    def rc_collections(read):
+        headers(read_key=read)
+        return admin_api.collections()
+
+    def rc_add(master):
+        headers(master_key=master)
+        return admin_api.add_fields_to_schema(
+            project_add_fields_to_schema=rakam_client.ProjectAddFieldsToSchema(
+                collection="orders",
+                fields=[rakam_client.SchemaField(name="coupon", type="STRING")],
+            )
+        )
+
+    keys["schema_bogus_key"] = refused_rc("schema bogus key", lambda: rc_schema(BOGUS))
+    keys["collections_no_key"] = refused_rc("collections without key", lambda: rc_collections(None))
+    keys["schema_add_read_key"] = refused_rc("schema add read key", lambda: rc_add(READ))
+    keys["rl_bulk_write_key"] = refused_rl(
+        "rl bulk write key",
+        lambda: rl(WRITE).send_bulk_events([{"collection": "orders", "properties": good}]),
+    )
+    keys["rl_bulk_bogus_key"] = refused_rl(
+        "rl bulk bogus key",
+        lambda: rl(BOGUS).send_bulk_events([{"collection": "orders", "properties": good}]),
+    )
+    keys["rl_commit_bogus_key"] = refused_rl(
+        "rl commit bogus key", lambda: rl(BOGUS).commit_bulk_events()
+    )
+    obs["keys"] = keys
+    # Nothing of that was written: the schema and the collections are the seed's.
+    obs["schema"] = schemas(["orders"])
+    obs["collections"] = collections()
+    return obs
+
+
+SCENARIOS = {"typed": typed, "seed": seed, "refused": refused}
+if SCENARIO not in SCENARIOS:
+    fail("unknown scenario %r (one of %s)" % (SCENARIO, ", ".join(sorted(SCENARIOS))))
+print(json.dumps(SCENARIOS[SCENARIO](), sort_keys=True))

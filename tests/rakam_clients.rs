@@ -1,0 +1,413 @@
+//! Rakam's published Python clients against a running Tally: `rakam-client` 0.5 (RC,
+//! generated from Rakam's API spec) and `rakam` 0.1.6 (RL), pinned and installed by
+//! deploy/test in a virtual environment whose interpreter it names in TALLY_TEST_PYTHON.
+//! tests/rakam/clients.py runs a scenario with them and prints what it observed as JSON;
+//! these tests assert on that, and on what Countly's reads then count.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+
+fn python() -> Option<String> {
+    match std::env::var("TALLY_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            // deploy/test installs the clients and sets it; a bare `cargo test` may not.
+            eprintln!("SKIPPED rakam clients: TALLY_TEST_PYTHON is not set (deploy/test sets it)");
+            None
+        }
+    }
+}
+
+/// Runs `scenario` of tests/rakam/clients.py against `t` with `k`'s keys; it must exit 0.
+fn scenario(python: &str, t: &TestApp, k: &Keys, scenario: &str) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rakam/clients.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(format!("http://{}", t.addr))
+        .args([&k.write, &k.read, &k.master])
+        .arg(scenario)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        // RL goes through `requests`, which would send loopback traffic to a proxy set in
+        // the environment.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .output()
+        .expect("run the Python clients");
+    assert!(
+        out.status.success(),
+        "scenario {scenario} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "scenario {scenario} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// `[[name, type], ...]`, as the script reports a collection's fields (sorted by name).
+fn fields(pairs: &[(&str, &str)]) -> Value {
+    // Every collection also has Countly's measures of an event, whichever API it came by.
+    let builtin = [("count", "LONG"), ("dur", "DOUBLE"), ("sum", "DOUBLE")];
+    let all: std::collections::BTreeMap<&str, &str> =
+        pairs.iter().chain(builtin.iter()).copied().collect();
+    json!(all.iter().map(|(n, t)| json!([n, t])).collect::<Vec<_>>())
+}
+
+/// A JSON list of strings, sorted (collections come in no promised order).
+fn sorted(v: &Value) -> Value {
+    let mut names: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|n| {
+            n.as_str()
+                .unwrap_or_else(|| panic!("not a name: {n}"))
+                .into()
+        })
+        .collect();
+    names.sort();
+    json!(names)
+}
+
+/// The keys of a JSON object, sorted.
+fn names(v: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Countly's `events` read of `event` (today is 2024-10-22, UTC).
+fn event_counts(t: &TestApp, k: &Keys, event: &str) -> Value {
+    t.o(k, "events", &[p("event", event)])
+}
+
+/// The count at `path` under 2024 in an `events` answer.
+fn c(v: &Value, path: &[&str]) -> Value {
+    let mut full = vec!["2024"];
+    full.extend_from_slice(path);
+    full.push("c");
+    at(v, &full).clone()
+}
+
+#[test]
+fn rakam_clients_collect_typed_events_that_countly_counts() {
+    let Some(python) = python() else { return };
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    // An event key sent to Countly's /i is a collection too.
+    t.ok(
+        &k,
+        &[
+            p("device_id", "c1"),
+            p("events", json!([{"key": "level_up", "count": 1}])),
+        ],
+    );
+    let o = scenario(&python, &t, &k, "typed");
+
+    // Every write answered as the clients expect: `1`, or `{success: true}` with a 200
+    // (RL takes nothing else as success).
+    assert_eq!(o["collect"], json!([1, 1, 1, 1]), "{o}");
+    assert_eq!(o["batch"], json!(1), "{o}");
+    for call in ["rc_bulk", "rl_bulk", "rc_commit", "rl_commit"] {
+        assert_eq!(o[call], json!(true), "{call}: {o}");
+    }
+
+    // Types from the first value of each property; the later coerced values (2.0 into
+    // LONG, 7 into DOUBLE, 42 and true into STRING) changed none of them.
+    let purchase = fields(&[
+        ("_time", "TIMESTAMP"),
+        ("_user", "STRING"),
+        ("attrs", "MAP_STRING"),
+        ("gift", "BOOLEAN"),
+        ("notes", "ARRAY_STRING"),
+        ("plan", "STRING"),
+        ("price", "DOUBLE"),
+        ("quantity", "LONG"),
+        ("sizes", "MAP_LONG"),
+        ("tags", "ARRAY_STRING"),
+    ]);
+    let signup = fields(&[
+        ("_time", "TIMESTAMP"),
+        ("_user", "STRING"),
+        ("campaign", "STRING"),
+        ("method", "STRING"),
+        ("referred", "BOOLEAN"),
+        ("score", "DOUBLE"),
+    ]);
+    assert_eq!(o["schema_add"], signup, "{o}");
+    assert_eq!(
+        o["schema"],
+        json!({
+            "names": ["imported", "legacy", "pageview", "purchase", "signup"],
+            "fields": {
+                "purchase": purchase,
+                "pageview": fields(&[
+                    ("_time", "TIMESTAMP"),
+                    ("_user", "STRING"),
+                    ("load_ms", "LONG"),
+                    ("url", "STRING"),
+                ]),
+                "signup": signup,
+                "imported": fields(&[
+                    ("_time", "TIMESTAMP"),
+                    ("_user", "STRING"),
+                    ("rows", "LONG"),
+                    ("source", "STRING"),
+                ]),
+                "legacy": fields(&[
+                    ("_time", "TIMESTAMP"),
+                    ("_user", "STRING"),
+                    ("kind", "STRING"),
+                    ("weight", "DOUBLE"),
+                ]),
+            }
+        })
+    );
+    let all = json!(["imported", "legacy", "level_up", "pageview", "purchase", "signup"]);
+    assert_eq!(sorted(&o["collections"]), all, "{o}");
+
+    // Countly's side: each collected event counts 1, on its `_time` (ISO or milliseconds)
+    // or on the server's clock (10:30) without one.
+    assert_eq!(t.o(&k, "get_events", &[])["list"], all);
+    let e = event_counts(&t, &k, "purchase");
+    assert_eq!(
+        (
+            c(&e, &[]),
+            c(&e, &["10", "22"]),
+            c(&e, &["10", "22", "9"]),
+            c(&e, &["10", "22", "10"])
+        ),
+        (json!(5), json!(5), json!(2), json!(3)),
+        "{e}"
+    );
+    let by = |event: &str, segment: &str| {
+        t.o(
+            &k,
+            "events",
+            &[p("event", event), p("segmentation", segment)],
+        )
+    };
+    // Strings, integers and booleans are segments; coerced values count as their text.
+    let plan = by("purchase", "plan");
+    assert_eq!(
+        (
+            c(&plan, &["pro"]),
+            c(&plan, &["basic"]),
+            c(&plan, &["42"]),
+            c(&plan, &["true"])
+        ),
+        (json!(2), json!(1), json!(1), json!(1)),
+        "{plan}"
+    );
+    let gift = by("purchase", "gift");
+    assert_eq!(
+        (c(&gift, &["true"]), c(&gift, &["false"])),
+        (json!(2), json!(1)),
+        "{gift}"
+    );
+    // Countly stores the segment values 1 to 31 as `[CLY]1`..`[CLY]31` (they would be
+    // taken for days of a month otherwise), and answers them so.
+    let quantity = by("purchase", "quantity");
+    assert_eq!(
+        (
+            c(&quantity, &["[CLY]3"]),
+            c(&quantity, &["[CLY]2"]),
+            c(&quantity, &["[CLY]1"])
+        ),
+        (json!(1), json!(1), json!(2)),
+        "{quantity}"
+    );
+
+    let e = event_counts(&t, &k, "pageview");
+    assert_eq!(
+        (
+            c(&e, &[]),
+            c(&e, &["10", "22", "8"]),
+            c(&e, &["10", "22", "10"])
+        ),
+        (json!(2), json!(1), json!(1)),
+        "{e}"
+    );
+    let url = by("pageview", "url");
+    assert_eq!(
+        (c(&url, &["home"]), c(&url, &["pricing"])),
+        (json!(1), json!(1)),
+        "{url}"
+    );
+    let load = by("pageview", "load_ms");
+    assert_eq!(
+        (c(&load, &["120"]), c(&load, &["80"])),
+        (json!(1), json!(1)),
+        "{load}"
+    );
+
+    let e = event_counts(&t, &k, "signup");
+    assert_eq!(
+        (c(&e, &[]), c(&e, &["10", "22", "10"])),
+        (json!(1), json!(1)),
+        "{e}"
+    );
+    let referred = by("signup", "referred");
+    assert_eq!(c(&referred, &["false"]), json!(1), "{referred}");
+
+    // Bulk through both clients, committed through both.
+    let e = event_counts(&t, &k, "imported");
+    assert_eq!(
+        (
+            c(&e, &[]),
+            c(&e, &["10", "22", "7"]),
+            c(&e, &["10", "22", "10"])
+        ),
+        (json!(3), json!(2), json!(1)),
+        "{e}"
+    );
+    let source = by("imported", "source");
+    assert_eq!(
+        (c(&source, &["csv"]), c(&source, &["api"])),
+        (json!(2), json!(1)),
+        "{source}"
+    );
+    let e = event_counts(&t, &k, "legacy");
+    assert_eq!(
+        (
+            c(&e, &[]),
+            c(&e, &["10", "22", "6"]),
+            c(&e, &["10", "22", "10"])
+        ),
+        (json!(2), json!(1), json!(1)),
+        "{e}"
+    );
+    assert_eq!(c(&by("legacy", "kind"), &["old"]), json!(2));
+    assert_eq!(c(&event_counts(&t, &k, "level_up"), &[]), json!(1));
+}
+
+#[test]
+fn rakam_clients_bad_input_is_refused_and_writes_nothing() {
+    let Some(python) = python() else { return };
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let orders = fields(&[
+        ("_time", "TIMESTAMP"),
+        ("_user", "STRING"),
+        ("gift", "BOOLEAN"),
+        ("plan", "STRING"),
+        ("price", "DOUBLE"),
+        ("quantity", "LONG"),
+        ("tags", "ARRAY_STRING"),
+    ]);
+    let schema = json!({"names": ["orders"], "fields": {"orders": orders}});
+    let s = scenario(&python, &t, &k, "seed");
+    assert_eq!(
+        s,
+        json!({"collect": 1, "schema": schema, "collections": ["orders"]})
+    );
+    let count = || c(&event_counts(&t, &k, "orders"), &[]);
+    assert_eq!(count(), json!(1));
+    let before = t.key_count();
+
+    let r = scenario(&python, &t, &k, "refused");
+
+    // A value that cannot be read as its field's type: 400, the error naming the field.
+    let wrong = &r["collect_wrong_type"];
+    assert_eq!(
+        names(wrong),
+        [
+            "gift_number",
+            "gift_text",
+            "plan_object",
+            "price_text",
+            "quantity_fraction",
+            "quantity_text",
+            "tags_text",
+            "time_text"
+        ],
+        "{r}"
+    );
+    let names_field = |case: &Value, field: &str| {
+        assert_eq!(
+            (&case["status"], &case["body"]["error_code"]),
+            (&json!(400), &json!(400)),
+            "{case}"
+        );
+        let error = case["body"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(field), "the error names {field}: {case}");
+    };
+    for (name, case) in wrong.as_object().expect("an object (above)") {
+        let field = case["field"].as_str().unwrap_or_default();
+        assert!(!field.is_empty(), "{name}: {case}");
+        names_field(case, field);
+    }
+    // One bad event refuses the whole batch.
+    names_field(&r["batch_wrong_type"], "quantity");
+    // RL shows a 400's `error_code` and `error`.
+    let rl = &r["rl_bulk_wrong_type"];
+    let message = rl["message"].as_str().unwrap_or_default();
+    assert_eq!(rl["exception"], json!("RakamError"), "{rl}");
+    assert!(
+        message.starts_with("Request failed with status: 400 error_code: 400 error: ")
+            && message.contains("price"),
+        "{rl}"
+    );
+
+    // A missing or wrong key: 403 with a JSON error on every route. RL raises BadKeyError
+    // with the body's `error` (its own default message would mean the body had none).
+    let keys = &r["keys"];
+    assert_eq!(
+        names(keys),
+        [
+            "batch_bogus_key",
+            "collect_bogus_key",
+            "collect_no_api",
+            "collect_no_key",
+            "collect_read_key",
+            "collections_no_key",
+            "rc_bulk_write_key",
+            "rc_commit_no_key",
+            "rc_commit_write_key",
+            "rl_bulk_bogus_key",
+            "rl_bulk_write_key",
+            "rl_commit_bogus_key",
+            "schema_add_read_key",
+            "schema_bogus_key"
+        ],
+        "{r}"
+    );
+    for (name, case) in keys.as_object().expect("an object (above)") {
+        if name.starts_with("rl_") {
+            let message = case["message"].as_str().unwrap_or_default();
+            assert_eq!(case["exception"], json!("BadKeyError"), "{name}: {case}");
+            assert!(
+                !message.is_empty()
+                    && message
+                        != "Wrong rakam key. Please check that you are using the key for project.",
+                "{name}: {case}"
+            );
+        } else {
+            let error = case["body"]["error"].as_str().unwrap_or_default();
+            assert_eq!(
+                (&case["status"], &case["body"]["error_code"]),
+                (&json!(403), &json!(403)),
+                "{name}: {case}"
+            );
+            assert!(!error.is_empty(), "{name}: {case}");
+        }
+    }
+
+    // Nothing of it was written: not the good events of the refused batch (nor its new
+    // collection), not the new field of the refused events, not a key in Redis.
+    assert_eq!(r["schema"], schema, "{r}");
+    assert_eq!(r["collections"], json!(["orders"]), "{r}");
+    assert_eq!(t.key_count(), before);
+    assert_eq!(count(), json!(1));
+    assert_eq!(t.o(&k, "get_events", &[])["list"], json!(["orders"]));
+}
