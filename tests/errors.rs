@@ -286,3 +286,61 @@ fn checksums_when_the_app_has_a_salt() {
         r.body
     );
 }
+
+/// Rakam's admin routes answer what is true of Tally, and each Rakam route Tally does not
+/// serve answers 501 with a JSON reason, not a bare 404.
+#[test]
+fn rakam_admin_and_routes_not_served() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let r = http(
+        &t.addr,
+        "GET",
+        "/admin/types",
+        &[("master_key", &k.master)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["ARRAY_LONG"], json!("array of long"));
+    assert_eq!(r.json().as_object().map(|o| o.len()), Some(30));
+    let r = http(
+        &t.addr,
+        "GET",
+        "/admin/types",
+        &[("read_key", &k.read)],
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.json()["error_code"].clone()),
+        (403, json!(403))
+    );
+    for path in ["/admin/configurations", "/admin/event_mappers"] {
+        let r = http(&t.addr, "GET", path, &[("master_key", &k.master)], b"");
+        assert_eq!((r.status, r.body.as_str()), (200, "[]"), "{path}");
+    }
+    let lock = |key: &str| {
+        let body = json!({"lock_key": key}).to_string();
+        http(&t.addr, "POST", "/admin/lock_key", &[], body.as_bytes()).body
+    };
+    assert_eq!(
+        (lock("test-admin-key").as_str(), lock("nope").as_str()),
+        ("true", "false")
+    );
+    for (path, why) in [
+        ("/query/execute", "SQL over the archive is not built yet"),
+        ("/funnel/analyze", "funnels are not built yet"),
+        (
+            "/user/action/email/single",
+            "out of scope: Tally sends no email",
+        ),
+        (
+            "/project/revoke-api-keys",
+            "several key sets per project are not built yet",
+        ),
+    ] {
+        let r = http(&t.addr, "POST", path, &[("read_key", &k.read)], b"{}");
+        assert_eq!(r.status, 501, "{path}");
+        let msg = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(msg.starts_with(&format!("{path}: {why}")), "{path}: {msg}");
+    }
+}

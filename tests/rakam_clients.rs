@@ -411,3 +411,335 @@ fn rakam_clients_bad_input_is_refused_and_writes_nothing() {
     assert_eq!(count(), json!(1));
     assert_eq!(t.o(&k, "get_events", &[])["list"], json!(["orders"]));
 }
+
+/// `{id, properties}`, as `/user/get` answers and RC reads it.
+fn profile(id: &str, properties: Value) -> Value {
+    json!({"id": id, "properties": properties})
+}
+
+/// A 400 or 403 as RC saw it: the status and the body's `error_code` both `status`, and
+/// an `error` that contains `mentions` (empty: any text).
+fn refusal(case: &Value, status: u16, mentions: &str) {
+    assert_eq!(
+        (&case["status"], &case["body"]["error_code"]),
+        (&json!(status), &json!(status)),
+        "{case}"
+    );
+    let error = case["body"]["error"].as_str().unwrap_or_default();
+    assert!(
+        !error.is_empty() && error.contains(mentions),
+        "{mentions}: {case}"
+    );
+}
+
+/// A 400 as RL shows it: `RakamError` with the body's `error_code` and `error`.
+fn rl_refusal(case: &Value, mentions: &str) {
+    let message = case["message"].as_str().unwrap_or_default();
+    assert_eq!(case["exception"], json!("RakamError"), "{case}");
+    assert!(
+        message.starts_with("Request failed with status: 400 error_code: 400 error: ")
+            && message.contains(mentions),
+        "{mentions}: {case}"
+    );
+}
+
+#[test]
+fn rakam_clients_user_profiles() {
+    let Some(python) = python() else { return };
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let o = scenario(&python, &t, &k, "users");
+
+    // RC: set and set once answer `1`; increments and unset answer `{success: true}`.
+    assert_eq!((&o["set"], &o["set_once"]), (&json!(1), &json!(1)), "{o}");
+    assert_eq!(o["increment"], json!([true, true, true]), "{o}");
+    assert_eq!(o["unset"], json!(true), "{o}");
+    // Set once set only what the profile lacked (`city`, not `plan`).
+    assert_eq!(
+        o["ada_set"],
+        profile(
+            "ada",
+            json!({
+                "plan": "pro",
+                "age": 31,
+                "score": 4.5,
+                "beta": true,
+                "tags": ["a", "b"],
+                "langs": {"en": 1, "fr": 2},
+                "city": "Oslo"
+            })
+        ),
+        "{o}"
+    );
+    // An increment of 2.0 into a missing property starts at 0 and makes a whole number.
+    assert_eq!(o["visits"], json!([2, 4]), "{o}");
+    // Batch create answers the ids as sent (7 is a number).
+    assert_eq!(o["create_users"], json!(["bob", "cy", 7]), "{o}");
+    refusal(&o["no_profile"], 404, "");
+    assert_eq!(o["collect"], json!([1, 1, 1, 1]), "{o}");
+
+    // ada's events, newest first: typed properties, `_user`, `_time` in milliseconds
+    // (10:00, 09:00, 08:00 UTC) and Countly's measures; not bob's.
+    let measures = |mut p: Value| {
+        p["_user"] = json!("ada");
+        p["count"] = json!(1);
+        p["sum"] = Value::Null;
+        p["dur"] = Value::Null;
+        p
+    };
+    let events = json!([
+        {
+            "collection": "pageview",
+            "properties": measures(json!({"_time": 1729591200000_i64, "url": "pricing", "load_ms": 80}))
+        },
+        {
+            "collection": "purchase",
+            "properties": measures(json!({"_time": 1729587600000_i64, "plan": "pro", "price": 9.5}))
+        },
+        {
+            "collection": "pageview",
+            "properties": measures(json!({"_time": 1729584000000_i64, "url": "home", "load_ms": 120}))
+        }
+    ]);
+    assert_eq!(o["events"], events, "{o}");
+    assert_eq!(
+        o["events_limit"],
+        json!([events[0].clone(), events[1].clone()]),
+        "{o}"
+    );
+
+    // RL: set, batch operations and batch update are taken (status 200); the route
+    // answers `1`.
+    for call in ["rl_set", "rl_batch", "rl_update"] {
+        assert_eq!(o[call], json!(true), "{call}: {o}");
+    }
+    assert_eq!(
+        o["batch_operations_answer"],
+        json!({"status": 200, "body": 1}),
+        "{o}"
+    );
+
+    // Refusals: 400 naming the property or the limit.
+    let r = &o["refused"];
+    refusal(&r["increment_text"], 400, "plan");
+    refusal(&r["wrong_type"], 400, "age");
+    rl_refusal(&r["rl_batch_type"], "city");
+    rl_refusal(&r["rl_batch_too_large"], "");
+    refusal(&r["too_large"], 400, "");
+    refusal(&r["too_many"], 400, "256");
+    assert_eq!(
+        names(&r["bad_filters"]),
+        [
+            "(age > 30",
+            "age >= thirty",
+            "plan = ",
+            "plan = 'pro' age > 1",
+            "plan ~ 'pro'"
+        ],
+        "{o}"
+    );
+    for case in r["bad_filters"]
+        .as_object()
+        .expect("an object (above)")
+        .values()
+    {
+        refusal(case, 400, "");
+    }
+
+    // Missing or wrong keys: 403 with a JSON error; RL's BadKeyError carries it.
+    let keys = &o["keys"];
+    assert_eq!(
+        names(keys),
+        [
+            "create_segment_read_key",
+            "get_user_no_key",
+            "rl_batch_write_key",
+            "search_bogus_key",
+            "set_properties_read_key"
+        ],
+        "{o}"
+    );
+    for (name, case) in keys.as_object().expect("an object (above)") {
+        if name.starts_with("rl_") {
+            let message = case["message"].as_str().unwrap_or_default();
+            assert_eq!(case["exception"], json!("BadKeyError"), "{name}: {case}");
+            assert!(
+                !message.is_empty()
+                    && message
+                        != "Wrong rakam key. Please check that you are using the key for project.",
+                "{name}: {case}"
+            );
+        } else {
+            refusal(case, 403, "");
+        }
+    }
+
+    // Every profile as the requests that were taken left it, and nothing of the refused
+    // ones (ada's `plan` and `age`, `active`, dee's `plan` and `city`, a 70,000-character
+    // `city`, eli's 255 new properties).
+    let profiles = json!({
+        "ada": profile("ada", json!({
+            "plan": "pro",
+            "age": 31,
+            "score": 6.5,
+            "beta": true,
+            "langs": {"en": 1, "fr": 2},
+            "city": "Oslo",
+            "visits": 4
+        })),
+        "bob": profile("bob", json!({"plan": "basic", "age": 26, "city": "Bern"})),
+        "cy": profile("cy", json!({"plan": "pro", "age": 42, "city": "Rome"})),
+        "7": profile("7", json!({"plan": "free"})),
+        "dee": profile("dee", json!({"plan": "pro", "age": 35, "city": "Quito", "logins": 3})),
+        "eli": profile("eli", json!({"plan": "free", "age": 19})),
+    });
+    assert_eq!(o["profiles"], profiles, "{o}");
+    // The profile schema: `id`, then the properties by name with their first values'
+    // types (`tags` stays after its unset; no `active`, no `p000`).
+    assert_eq!(
+        o["metadata"],
+        json!({
+            "columns": [
+                ["id", "STRING"],
+                ["age", "LONG"],
+                ["beta", "BOOLEAN"],
+                ["city", "STRING"],
+                ["langs", "MAP_LONG"],
+                ["logins", "LONG"],
+                ["plan", "STRING"],
+                ["score", "DOUBLE"],
+                ["tags", "ARRAY_STRING"],
+                ["visits", "LONG"]
+            ],
+            "identifier_column": "id"
+        })
+    );
+
+    // Search.
+    assert_eq!(
+        o["search"],
+        json!({
+            "metadata": [["id", "STRING"], ["age", "LONG"]],
+            "result": [["cy", 42], ["dee", 35], ["ada", 31]],
+            "properties": {"total": 3, "scanned": 6},
+            "failed": false
+        })
+    );
+    assert_eq!(
+        o["search_top"],
+        json!({
+            "metadata": [["id", "STRING"], ["age", "LONG"]],
+            "result": [["cy", 42], ["dee", 35]],
+            "properties": {"total": 6, "scanned": 6},
+            "failed": false
+        })
+    );
+    assert_eq!(
+        o["filters"],
+        json!({
+            "plan = 'pro'": ["ada", "cy", "dee"],
+            "plan != 'pro'": ["7", "bob", "eli"],
+            "age > 30": ["ada", "cy", "dee"],
+            "age >= 35": ["cy", "dee"],
+            "age <= 26": ["bob", "eli"],
+            "age < 26": ["eli"],
+            "plan in ('free', 'basic')": ["7", "bob", "eli"],
+            "plan not in ('free', 'basic')": ["ada", "cy", "dee"],
+            "age is null": ["7"],
+            "logins is not null": ["dee"],
+            "not (city = 'Oslo') and city is not null": ["bob", "cy", "dee"],
+            "city = 'Bern' or (plan = 'pro' and age < 35)": ["ada", "bob"],
+            "id = 'eli' or id = 7": ["7", "eli"],
+            "score > 6.4": ["ada"],
+            "visits >= 4 and visits < 5": ["ada"],
+            "id = 'nobody'": []
+        })
+    );
+    assert_eq!(
+        o["raw_search"],
+        json!({
+            "status": 200,
+            "body": {
+                "metadata": [
+                    {"name": "id", "type": "STRING"},
+                    {"name": "city", "type": "STRING"},
+                    {"name": "age", "type": "LONG"}
+                ],
+                "result": [["ada", "Oslo", 31], ["cy", "Rome", 42], ["eli", null, 19]],
+                "properties": {"total": 3, "scanned": 6},
+                "failed": false
+            }
+        })
+    );
+
+    // A segment (created with the master key) is its filter, and a search's filter
+    // narrows it.
+    assert_eq!(o["create_segment"], json!(true), "{o}");
+    let ids = |rows: Value, total: u64| {
+        json!({
+            "status": 200,
+            "body": {
+                "metadata": [{"name": "id", "type": "STRING"}],
+                "result": rows,
+                "properties": {"total": total, "scanned": 6},
+                "failed": false
+            }
+        })
+    };
+    assert_eq!(
+        o["segment_search"],
+        ids(json!([["ada"], ["cy"], ["dee"]]), 3)
+    );
+    assert_eq!(o["segment_and_filter"], ids(json!([["ada"]]), 1));
+
+    // Forgetting a device removes its profile (and its raw events: ada's three); the
+    // other profiles stay.
+    let post = |path: &str, body: Value| {
+        let r = http(
+            &t.addr,
+            "POST",
+            path,
+            &[("read_key", &k.read), ("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        (r.status, r.json())
+    };
+    let body = json!({"project": k.id, "master_key": k.master, "device_id": "ada"}).to_string();
+    let r = http(
+        &t.addr,
+        "DELETE",
+        "/project/device",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            200,
+            json!({"result": "Success", "forgotten": true, "raw_entries_deleted": 3})
+        )
+    );
+    let (status, gone) = post("/user/get", json!({"user": "ada"}));
+    assert_eq!((status, &gone["error_code"]), (404, &json!(404)), "{gone}");
+    assert_eq!(
+        post("/user/get", json!({"user": "bob"})),
+        (200, profiles["bob"].clone())
+    );
+    assert_eq!(
+        post("/user/get_events", json!({"user": "ada"})),
+        (200, json!([]))
+    );
+    let (status, left) = post(
+        "/user/search",
+        json!({"columns": ["id"], "sorting": {"column": "id", "order": "ASC"}}),
+    );
+    assert_eq!(
+        (status, &left["result"], &left["properties"]["total"]),
+        (
+            200,
+            &json!([["7"], ["bob"], ["cy"], ["dee"], ["eli"]]),
+            &json!(5)
+        ),
+        "{left}"
+    );
+}

@@ -66,38 +66,38 @@ impl AggregatorStats {
     pub fn register(&self, reg: &mut Registry) {
         reg.register(
             "tally_aggregator_lag",
-            "Stream entries not yet delivered to an aggregator.",
+            "Stream entries not yet delivered to an aggregator",
             self.lag.clone(),
         );
         reg.register(
             "tally_aggregator_pending",
-            "Stream entries delivered but not yet rolled up.",
+            "Stream entries delivered but not yet rolled up",
             self.pending.clone(),
         );
         let counters = [
             (
                 "tally_aggregator_processed",
-                "Stream entries rolled up.",
+                "Stream entries rolled up",
                 &self.processed,
             ),
             (
                 "tally_aggregator_batches",
-                "Rollup transactions committed.",
+                "Rollup transactions committed",
                 &self.batches,
             ),
             (
                 "tally_aggregator_aborted",
-                "Rollup transactions aborted after a takeover.",
+                "Rollup transactions aborted after a takeover",
                 &self.aborted,
             ),
             (
                 "tally_aggregator_claimed",
-                "Entries taken over from idle consumers.",
+                "Entries taken over from idle consumers",
                 &self.claimed,
             ),
             (
                 "tally_aggregator_errors",
-                "Failed aggregator steps (their entries stay pending).",
+                "Failed aggregator steps (their entries stay pending)",
                 &self.errors,
             ),
         ];

@@ -10,7 +10,10 @@
 //!   `/project/device`).
 //! - `collections`: Rakam's collections and their typed schemas (`/project/collection`,
 //!   `/project/schema*`).
+//! - `users`: Rakam's users API (`/user/*`) on the one profile store.
+//! - `admin`: Rakam's `/admin/*`, and a clear 501 for each Rakam route not served.
 
+mod admin;
 mod bucket;
 mod collections;
 pub mod consumer;
@@ -18,6 +21,7 @@ pub mod filter;
 pub mod project;
 pub mod realtime;
 pub mod rollup;
+mod users;
 
 use actix_web::web;
 use std::sync::Arc;
@@ -107,7 +111,14 @@ pub fn spawn_consumer(
 
 /// Mounts the aggregator's routes.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Aggregator>) {
+    for (path, _) in admin::NOT_SERVED {
+        cfg.route(path, web::route().to(admin::not_served));
+    }
     cfg.app_data(state)
+        .route("/admin/types", web::get().to(admin::types))
+        .route("/admin/configurations", web::get().to(admin::none))
+        .route("/admin/event_mappers", web::get().to(admin::none))
+        .route("/admin/lock_key", web::post().to(admin::lock_key))
         .route("/project/create", web::post().to(project::create))
         .route("/project/delete", web::delete().to(project::delete))
         .route("/project/delete", web::post().to(project::delete))
@@ -135,6 +146,37 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Aggregator>) {
         .route(
             "/project/schema/add/custom",
             web::post().to(collections::add_custom),
+        )
+        .route("/user/create", web::post().to(users::create))
+        .route("/user/batch/create", web::post().to(users::batch_create))
+        .route(
+            "/user/set_properties",
+            web::post().to(users::set_properties),
+        )
+        .route(
+            "/user/set_properties_once",
+            web::post().to(users::set_properties_once),
+        )
+        .route(
+            "/user/increment_property",
+            web::post().to(users::increment_property),
+        )
+        .route(
+            "/user/unset_properties",
+            web::post().to(users::unset_properties),
+        )
+        .route("/user/batch", web::post().to(users::batch))
+        .route(
+            "/user/batch_operations",
+            web::post().to(users::batch_operations),
+        )
+        .route("/user/get", web::post().to(users::get))
+        .route("/user/get_events", web::post().to(users::get_events))
+        .route("/user/metadata", web::get().to(users::metadata))
+        .route("/user/search", web::post().to(users::search))
+        .route(
+            "/user/create_segment",
+            web::post().to(users::create_segment),
         )
         .route("/realtime/create", web::post().to(realtime::create))
         .route("/realtime/get", web::post().to(realtime::get))

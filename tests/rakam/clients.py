@@ -21,6 +21,11 @@ Scenarios:
   refused  wrong types for `orders`' fields through collect, batch and RL's bulk, and
            missing or wrong keys on every route; then reads `orders`' schema and the
            collections again (unchanged: nothing was written).
+  users    user profiles through RC's UserApi (set, set once, increment, unset, batch
+           create, get, a user's events, metadata, search, segments) and RL (set, batch
+           operations, batch update), typed and limited, with refusals that write nothing
+           and missing or wrong keys; routes or fields no client has go through `requests`
+           (RL's dependency).
 """
 
 import builtins
@@ -429,7 +434,319 @@ def refused():
     return obs
 
 
-SCENARIOS = {"typed": typed, "seed": seed, "refused": refused}
+# The first profile of the `users` scenario, as RC sets it (its first values fix the
+# types: STRING, LONG, DOUBLE, BOOLEAN, ARRAY_STRING, MAP_LONG).
+ADA = {
+    "plan": "pro",
+    "age": 31,
+    "score": 4.5,
+    "beta": True,
+    "tags": ["a", "b"],
+    "langs": {"en": 1, "fr": 2},
+}
+
+# Filters of the search language, each asked for the ids it keeps (sorted by id).
+USER_FILTERS = [
+    "plan = 'pro'",
+    "plan != 'pro'",
+    "age > 30",
+    "age >= 35",
+    "age <= 26",
+    "age < 26",
+    "plan in ('free', 'basic')",
+    "plan not in ('free', 'basic')",
+    "age is null",
+    "logins is not null",
+    "not (city = 'Oslo') and city is not null",
+    "city = 'Bern' or (plan = 'pro' and age < 35)",
+    "id = 'eli' or id = 7",
+    "score > 6.4",
+    "visits >= 4 and visits < 5",
+    "id = 'nobody'",
+]
+
+# Filters the language cannot read: each a 400.
+BAD_USER_FILTERS = [
+    "plan = ",
+    "plan ~ 'pro'",
+    "(age > 30",
+    "age >= thirty",
+    "plan = 'pro' age > 1",
+]
+
+
+def raw_post(path, body, **header_keys):
+    """A POST through `requests` (for what no client sends): its status and JSON body."""
+    import requests
+
+    r = requests.post(BASE + path, json=body, headers=header_keys)
+    try:
+        answer = r.json()
+    except ValueError:
+        answer = r.text
+    return {"status": r.status_code, "body": answer}
+
+
+def users():
+    obs = {}
+    refusals = {}
+    keys = {}
+    user_api = rakam_client.UserApi(rc)
+
+    def user(uid, props, key=WRITE):
+        return rakam_client.User(id=uid, api=rakam_client.UserContext(api_key=key), properties=props)
+
+    def set_props(uid, props, key=WRITE):
+        return lambda: user_api.set_properties(user=user(uid, props, key))
+
+    def get(uid, read=READ):
+        headers(read_key=read)
+        return user_api.get_user(user_get_user=rakam_client.UserGetUser(user=uid))
+
+    def profile(uid):
+        found = call("get_user %s" % uid, lambda: get(uid))
+        return {"id": found.id, "properties": found.properties}
+
+    def increment(uid, prop, value):
+        # RC sends the master key as a header, and the body's `api` as an application
+        # fills it.
+        headers(master_key=MASTER)
+        return user_api.increment_property(
+            user_increment_property=rakam_client.UserIncrementProperty(
+                api=rakam_client.UserContext(api_key=WRITE), id=uid, _property=prop, value=value
+            )
+        )
+
+    def search(filter_text=None, sorting=None, columns=None, limit=None, read=READ):
+        headers(read_key=read)
+        return user_api.search_users(
+            user_search_users=rakam_client.UserSearchUsers(
+                filter=filter_text, sorting=sorting, columns=columns, limit=limit
+            )
+        )
+
+    def query_result(r):
+        return {
+            "metadata": [[m.name, m.type] for m in r.metadata or []],
+            "result": r.result,
+            "properties": r.properties,
+            "failed": r.failed,
+        }
+
+    # RC: set, set once (only `city` is new), then increments: `visits` is new (2.0, a
+    # whole number, makes it LONG), `score` is DOUBLE.
+    obs["set"] = call("set_properties ada", set_props("ada", ADA))
+    obs["set_once"] = call(
+        "set_properties_once ada",
+        lambda: user_api.set_properties_once(user=user("ada", {"plan": "basic", "city": "Oslo"})),
+    )
+    obs["ada_set"] = profile("ada")
+    obs["increment"] = []
+    obs["visits"] = []
+    for _ in range(2):
+        obs["increment"].append(success(call("increment visits", lambda: increment("ada", "visits", 2.0))))
+        obs["visits"].append(profile("ada")["properties"].get("visits"))
+    obs["increment"].append(success(call("increment score", lambda: increment("ada", "score", 2.0))))
+    obs["unset"] = success(
+        call(
+            "unset_property ada",
+            lambda: user_api.unset_property(
+                user_unset_property=rakam_client.UserUnsetProperty(
+                    api=rakam_client.UserContext(api_key=WRITE), id="ada", properties=["tags"]
+                )
+            ),
+        )
+    )
+    # Refused, writing nothing: text is not a number; "abc" is not a LONG (`active`, new,
+    # comes first and `plan` is a good value: neither is written).
+    refusals["increment_text"] = dict(
+        refused_rc("increment plan", lambda: increment("ada", "plan", 2.0)), field="plan"
+    )
+    refusals["wrong_type"] = dict(
+        refused_rc(
+            "set age text",
+            set_props("ada", {"active": True, "age": "abc", "plan": "basic"}),
+        ),
+        field="age",
+    )
+
+    # RC's batch create (write key header); one id is a number, answered as sent.
+    headers(write_key=WRITE)
+    created = [
+        user("bob", {"plan": "basic", "age": 25}),
+        user("cy", {"plan": "pro", "age": 42, "city": "Rome"}),
+        user(7, {"plan": "free"}),
+    ]
+    obs["create_users"] = call(
+        "create_users",
+        lambda: user_api.create_users(user_create_users=rakam_client.UserCreateUsers(users=created)),
+    )
+    obs["no_profile"] = refused_rc("get_user nobody", lambda: get("nobody"))
+
+    # A user's events: ada's three, collected one by one in time order, and one of bob's.
+    collected = [
+        ("pageview", {"_user": "ada", "_time": "2024-10-22T08:00:00.000Z", "url": "home", "load_ms": 120}),
+        ("purchase", {"_user": "ada", "_time": "2024-10-22T09:00:00.000Z", "plan": "pro", "price": 9.5}),
+        ("pageview", {"_user": "bob", "_time": "2024-10-22T09:30:00.000Z", "url": "home", "load_ms": 50}),
+        ("pageview", {"_user": "ada", "_time": "2024-10-22T10:00:00.000Z", "url": "pricing", "load_ms": 80}),
+    ]
+    obs["collect"] = [
+        call("collect %d" % i, lambda c=c, p=p: collect_api.collect_event(event=event(c, p, WRITE)))
+        for i, (c, p) in enumerate(collected)
+    ]
+
+    def events(uid, limit=None):
+        headers(read_key=READ)
+        found = call(
+            "get_events %s" % uid,
+            lambda: user_api.get_events(
+                user_get_events=rakam_client.UserGetEvents(user=uid, limit=limit)
+            ),
+        )
+        return [{"collection": e.collection, "properties": e.properties} for e in found]
+
+    obs["events"] = events("ada")
+    obs["events_limit"] = events("ada", 2)
+
+    # RL: set; batch operations (master key in the body), each user's in order: dee's
+    # `city` is set, unset, set again; bob's `plan` is kept (set once) and `age` + 1.
+    client = rl(MASTER)
+    obs["rl_set"] = call("rl set_user_properties", lambda: client.set_user_properties("dee", {"plan": "pro", "age": 35}))
+    obs["rl_batch"] = call(
+        "rl user_batch_operations",
+        lambda: client.user_batch_operations(
+            [
+                {"id": "dee", "set_properties": {"city": "Lima"}, "increment_properties": {"logins": 1}},
+                {"id": "bob", "set_properties_once": {"city": "Bern", "plan": "pro"}, "increment_properties": {"age": 1}},
+                {"id": "dee", "increment_properties": {"logins": 2}, "unset_properties": ["city"]},
+                {"id": "dee", "set_properties": {"city": "Quito"}},
+            ]
+        ),
+    )
+    obs["rl_update"] = call(
+        "rl user_batch_update",
+        lambda: client.user_batch_update([{"id": "eli", "properties": {"plan": "free", "age": 19}}]),
+    )
+    # What the route answers (RL reads only the status): `1`.
+    obs["batch_operations_answer"] = raw_post(
+        "/user/batch_operations",
+        {"api": {"api_key": MASTER}, "data": [{"id": "eli", "set_properties_once": {"plan": "pro"}}]},
+    )
+    # One user's operations are all or none: a good `plan` before a bad increment, or
+    # before a value that takes the profile past 64 KiB.
+    refusals["rl_batch_type"] = refused_rl(
+        "rl batch increment text",
+        lambda: client.user_batch_operations(
+            [
+                {"id": "dee", "set_properties": {"plan": "basic"}},
+                {"id": "dee", "increment_properties": {"city": 1}},
+            ]
+        ),
+    )
+    refusals["rl_batch_too_large"] = refused_rl(
+        "rl batch too large",
+        lambda: client.user_batch_operations(
+            [
+                {"id": "dee", "set_properties": {"plan": "basic"}},
+                {"id": "dee", "set_properties": {"city": "x" * 70000}},
+            ]
+        ),
+    )
+    # The limits: 64 KiB and 256 properties a profile.
+    refusals["too_large"] = refused_rc("set 70000 characters", set_props("ada", {"city": "x" * 70000}))
+    refusals["too_many"] = refused_rc(
+        "set 257 properties", set_props("eli", {"p%03d" % i: i for i in range(255)})
+    )
+
+    # Missing or wrong keys: 403 with a JSON error (RL: BadKeyError with its message).
+    keys["get_user_no_key"] = refused_rc("get_user without key", lambda: get("ada", read=None))
+    keys["set_properties_read_key"] = refused_rc(
+        "set_properties read key", set_props("ada", {"plan": "basic"}, key=READ)
+    )
+    keys["search_bogus_key"] = refused_rc("search bogus key", lambda: search("plan = 'pro'", read=BOGUS))
+    keys["rl_batch_write_key"] = refused_rl(
+        "rl batch write key",
+        lambda: rl(WRITE).user_batch_operations([{"id": "dee", "set_properties": {"plan": "basic"}}]),
+    )
+    segment = rakam_client.UserCreateSegment(
+        name="Pro users", table_name="pro_users", filter_expression="plan = 'pro'"
+    )
+
+    def create_segment():
+        return user_api.create_segment(user_create_segment=segment)
+
+    def read_key_segment():
+        # As generated, RC sends only the read key with create_segment.
+        headers(read_key=READ)
+        return create_segment()
+
+    keys["create_segment_read_key"] = refused_rc("create_segment read key", read_key_segment)
+
+    obs["profiles"] = {uid: profile(uid) for uid in ["ada", "bob", "cy", "7", "dee", "eli"]}
+    headers(read_key=READ)
+    meta = call("metadata", lambda: user_api.get_metadata())
+    obs["metadata"] = {
+        "columns": [[c.name, c.type] for c in meta.columns or []],
+        "identifier_column": meta.identifier_column,
+    }
+
+    # Search: the contract's example through RC ("DESC": RC's model takes it through its
+    # constructor, whose setter would allow only "asc" and "desc"), a top 2 without a
+    # filter, the filter language (ids sorted with RC's "asc") and unreadable filters.
+    obs["search"] = query_result(
+        call(
+            "search",
+            lambda: search(
+                "plan = 'pro' and age >= 30", rakam_client.Sorting(column="age", order="DESC"), ["id", "age"], 10
+            ),
+        )
+    )
+    obs["search_top"] = query_result(
+        call("search top", lambda: search(None, rakam_client.Sorting(column="age", order="DESC"), ["id", "age"], 2))
+    )
+    obs["filters"] = {}
+    for f in USER_FILTERS:
+        found = call(
+            "search %s" % f, lambda f=f: search(f, rakam_client.Sorting(column="id", order="asc"), ["id"], 100)
+        )
+        obs["filters"][f] = [row[0] for row in found.result or []]
+    refusals["bad_filters"] = {
+        f: refused_rc("search %s" % f, lambda f=f: search(f, None, ["id"], 10)) for f in BAD_USER_FILTERS
+    }
+    obs["raw_search"] = raw_post(
+        "/user/search",
+        {
+            "filter": "city in ('Oslo', 'Rome') or age < 20",
+            "sorting": {"column": "id", "order": "ASC"},
+            "columns": ["id", "city", "age"],
+            "limit": 10,
+        },
+        read_key=READ,
+    )
+
+    # Segments: RC sends the master key only when the application adds it as a default
+    # header; RC's search has no `segment` field, so those go through `requests`.
+    headers()
+    rc.set_default_header("master_key", MASTER)
+    try:
+        obs["create_segment"] = success(call("create_segment", create_segment))
+    finally:
+        del rc.default_headers["master_key"]
+    by_id = {"column": "id", "order": "ASC"}
+    obs["segment_search"] = raw_post(
+        "/user/search", {"segment": "pro_users", "columns": ["id"], "sorting": by_id}, read_key=READ
+    )
+    obs["segment_and_filter"] = raw_post(
+        "/user/search",
+        {"segment": "pro_users", "filter": "age < 35", "columns": ["id"], "sorting": by_id},
+        read_key=READ,
+    )
+    obs["refused"] = refusals
+    obs["keys"] = keys
+    return obs
+
+
+SCENARIOS = {"typed": typed, "seed": seed, "refused": refused, "users": users}
 if SCENARIO not in SCENARIOS:
     fail("unknown scenario %r (one of %s)" % (SCENARIO, ", ".join(sorted(SCENARIOS))))
 print(json.dumps(SCENARIOS[SCENARIO](), sort_keys=True))

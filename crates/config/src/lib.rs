@@ -37,6 +37,12 @@ pub struct Limits {
     pub max_bulk_events: usize,
     /// Fields one collection's typed schema may have.
     pub schema_fields: usize,
+    /// Properties one user profile may have (also the profile schema's fields).
+    pub user_properties: usize,
+    /// Bytes (property names and JSON values) one user profile may hold.
+    pub user_profile_bytes: usize,
+    /// Profiles one `/user/search` may read before it gives up with a 400.
+    pub user_search_scan: usize,
     pub max_bulk_requests: usize,
     /// Distinct event keys per app (Countly `event_limit`).
     pub event_keys: usize,
@@ -78,6 +84,9 @@ impl Default for Limits {
             max_events_per_request: 1000,
             max_bulk_events: 10_000,
             schema_fields: 256,
+            user_properties: 256,
+            user_profile_bytes: 64 * 1024,
+            user_search_scan: 100_000,
             max_bulk_requests: 1000,
             event_keys: 500,
             segments_per_event: 100,
@@ -313,6 +322,9 @@ impl Limits {
             max_bulk_requests: parse("TALLY_MAX_BULK_REQUESTS", d.max_bulk_requests)?,
             max_bulk_events: parse("TALLY_MAX_BULK_EVENTS", d.max_bulk_events)?,
             schema_fields: parse("TALLY_SCHEMA_FIELD_LIMIT", d.schema_fields)?,
+            user_properties: parse("TALLY_USER_PROPERTY_LIMIT", d.user_properties)?,
+            user_profile_bytes: parse("TALLY_USER_PROFILE_BYTES", d.user_profile_bytes)?,
+            user_search_scan: parse("TALLY_USER_SEARCH_SCAN", d.user_search_scan)?,
             event_keys: parse("TALLY_EVENT_LIMIT", d.event_keys)?,
             segments_per_event: parse("TALLY_SEGMENTATION_LIMIT", d.segments_per_event)?,
             values_per_segment: parse("TALLY_SEGMENTATION_VALUE_LIMIT", d.values_per_segment)?,

@@ -12,6 +12,7 @@
 //! | `{id}:m:{list}` | set | capped meta lists: countries, os, devices, ..., event keys |
 //! | `{id}:m:segs:{e}` / `{id}:m:segv:{e}:{s}` | set | segment keys of an event / values of a segment |
 //! | `{id}:schema:{e}` | hash | a collection's typed fields (name -> Rakam type) |
+//! | `{id}:up:{h}` / `{id}:users` / `{id}:uschema` | hash, set, hash | a user's profile; the users with one; the profiles' typed fields |
 //! | `{id}:stream` | stream | the raw events and session begins/ends, for the aggregator |
 //! | `{id}:r:m:{minute}` / `{id}:r:h:{hour}` | hash | minute (UTC) / hour (app-local) rollups |
 //! | `{id}:r:u:{minute}` | HyperLogLog | active devices of a minute |
@@ -238,6 +239,27 @@ pub fn event_segments(app: &AppId, event: &str) -> String {
 /// ([`crate::schema`]).
 pub fn schema(app: &AppId, collection: &str) -> String {
     format!("{{{app}}}:schema:{:016x}", hash64(collection))
+}
+
+/// A user's profile (Rakam's users, Countly's user details): property -> JSON value, and
+/// the profile's own `$id` and `$created`.
+pub fn profile(app: &AppId, user: &str) -> String {
+    format!("{{{app}}}:up:{:016x}", hash64(user))
+}
+
+/// The ids of an app's users that have a profile.
+pub fn profiles(app: &AppId) -> String {
+    format!("{{{app}}}:users")
+}
+
+/// Saved profile filters (Rakam's user segments): table name -> definition (JSON).
+pub fn profile_segments(app: &AppId) -> String {
+    format!("{{{app}}}:usegments")
+}
+
+/// The typed schema of an app's user profiles (as [`schema`] for a collection).
+pub fn profile_schema(app: &AppId) -> String {
+    format!("{{{app}}}:uschema")
 }
 
 /// The values seen for one segmentation key of an event.

@@ -5,6 +5,8 @@
 //! - [`device`]: per-device state (new users, exact uniques, sessions, duplicates).
 //! - [`commit`]: the group commit, the write path's single way into Redis.
 //! - [`counters`]: reading counter hashes back.
+//! - [`profiles`]: users' profiles, one store for Rakam's users API and Countly's user
+//!   details.
 //! - [`schema`]: collections' typed fields (Rakam's types), inferred, enforced, stored.
 //! - [`apps`]: the app registry and its bounded cache.
 //! - [`texthash`]: hash maps keyed by text that clients choose.
@@ -19,6 +21,7 @@ pub mod counters;
 pub mod device;
 pub mod error;
 pub mod keys;
+pub mod profiles;
 pub mod schema;
 pub mod texthash;
 pub mod time;

@@ -396,20 +396,61 @@ pub async fn add(
     fields: &BTreeMap<String, FieldType>,
     max: usize,
 ) -> Result<Added, StoreError> {
+    let what = format!("Collection \"{collection}\"");
+    add_at(
+        pool,
+        app,
+        &keys::schema(app, collection),
+        &what,
+        fields,
+        max,
+    )
+    .await
+}
+
+/// The typed schema of the app's user profiles.
+pub async fn load_profiles(pool: &Pool, app: &AppId) -> Result<Schema, StoreError> {
     let mut pipe = redis::pipe();
-    let cmd = pipe
-        .cmd("EVAL")
-        .arg(ADD_SCRIPT)
-        .arg(1)
-        .arg(keys::schema(app, collection))
-        .arg(max);
+    pipe.cmd("HGETALL").arg(keys::profile_schema(app));
+    let replies = pool.run_reads(keys::route(app), &pipe).await?;
+    Ok(Schema::from_pairs(replies.pairs(0)))
+}
+
+/// [`add`] for the schema of the app's user profiles.
+pub async fn add_to_profiles(
+    pool: &Pool,
+    app: &AppId,
+    fields: &BTreeMap<String, FieldType>,
+    max: usize,
+) -> Result<Added, StoreError> {
+    add_at(
+        pool,
+        app,
+        &keys::profile_schema(app),
+        "A user profile",
+        fields,
+        max,
+    )
+    .await
+}
+
+async fn add_at(
+    pool: &Pool,
+    app: &AppId,
+    key: &str,
+    what: &str,
+    fields: &BTreeMap<String, FieldType>,
+    max: usize,
+) -> Result<Added, StoreError> {
+    let mut pipe = redis::pipe();
+    let cmd = pipe.cmd("EVAL").arg(ADD_SCRIPT).arg(1).arg(key).arg(max);
     for (name, t) in fields {
         cmd.arg(name).arg(t.name());
     }
     match pool.run_reads(keys::route(app), &pipe).await {
         Ok(replies) => Ok(Added::Schema(Schema::from_pairs(replies.pairs(0)))),
         Err(e) if e.code() == Some("FIELDLIMIT") => Ok(Added::OverLimit(format!(
-            "Collection \"{collection}\" would have more than {max} fields"
+            "{what} would have more than {max} fields"
         ))),
         Err(e) => Err(e.into()),
     }

@@ -305,6 +305,26 @@ impl Pool {
         route: Route<'_>,
         pipe: &redis::Pipeline,
     ) -> Result<Replies, Error> {
+        self.run_replies(route, pipe, true).await
+    }
+
+    /// [`Pool::run_reads`] for pipelines whose commands may fail one by one (each a script
+    /// that refuses its own input): error replies are returned as replies, except a
+    /// redirect, which is followed as there.
+    pub async fn run_each(
+        &self,
+        route: Route<'_>,
+        pipe: &redis::Pipeline,
+    ) -> Result<Replies, Error> {
+        self.run_replies(route, pipe, false).await
+    }
+
+    async fn run_replies(
+        &self,
+        route: Route<'_>,
+        pipe: &redis::Pipeline,
+        errors_fail: bool,
+    ) -> Result<Replies, Error> {
         let packed = pipe.get_packed_pipeline();
         let n = conn::reply_count(pipe);
         let mut attempt = 0;
@@ -312,7 +332,11 @@ impl Pool {
             attempt += 1;
             let mut conn = self.get(route).await?;
             let result = match self.exchange(&mut conn, &packed, n, Duration::ZERO).await {
-                Ok(replies) => conn::check(&replies).map(|()| replies),
+                Ok(replies) if errors_fail => conn::check(&replies).map(|()| replies),
+                Ok(replies) => match conn::check(&replies) {
+                    Err(e) if e.is_redirect() => Err(e),
+                    _ => Ok(replies),
+                },
                 Err(e) => Err(e),
             };
             match result {

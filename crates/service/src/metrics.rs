@@ -42,12 +42,12 @@ impl HttpMetrics {
         };
         reg.register(
             "tally_http_requests",
-            "Requests by route and status.",
+            "Requests by route and status",
             m.requests.clone(),
         );
         reg.register(
             "tally_http_request_duration_seconds",
-            "Request latency by route.",
+            "Request latency by route",
             m.latency.clone(),
         );
         m

@@ -69,46 +69,46 @@ impl CommitStats {
     /// Shows the counters on `/metrics` (counters get their `_total` suffix there).
     pub fn register(&self, reg: &mut Registry) {
         let counters = [
-            ("tally_commit_batches", "Group-commit flushes.", &self.batches),
+            ("tally_commit_batches", "Group-commit flushes", &self.batches),
             (
                 "tally_commit_round_trips",
-                "Group-commit exchanges with Redis: two a flush, three when a capped list gets a new member.",
+                "Group-commit exchanges with Redis: two a flush, three when a capped list gets a new member",
                 &self.round_trips,
             ),
-            ("tally_commit_requests", "Requests written by group commit.", &self.requests),
+            ("tally_commit_requests", "Requests written by group commit", &self.requests),
             (
                 "tally_commit_conflicts",
-                "Flushes planned again after a WATCH conflict.",
+                "Flushes planned again after a WATCH conflict",
                 &self.conflicts,
             ),
             (
                 "tally_commit_failures",
-                "Flushes that failed (their requests got 503).",
+                "Flushes that failed (their requests got 503)",
                 &self.failures,
             ),
             (
                 "tally_commit_counter_writes",
-                "Distinct counter fields incremented.",
+                "Distinct counter fields incremented",
                 &self.counter_writes,
             ),
             (
                 "tally_commit_corrupt_states",
-                "Device states that could not be decoded.",
+                "Device states that could not be decoded",
                 &self.corrupt_states,
             ),
             (
                 "tally_commit_flush_microseconds",
-                "Time spent flushing.",
+                "Time spent flushing",
                 &self.flush_micros,
             ),
             (
                 "tally_dedup_hits",
-                "Requests recognised as retries of counted requests (acknowledged, not counted again).",
+                "Requests recognised as retries of counted requests (acknowledged, not counted again)",
                 &self.duplicates,
             ),
             (
                 "tally_limit_drops",
-                "Values not stored because an event-key, segment or metric-value limit was reached.",
+                "Values not stored because an event-key, segment or metric-value limit was reached",
                 &self.limit_drops,
             ),
         ];
@@ -117,12 +117,12 @@ impl CommitStats {
         }
         reg.register(
             "tally_commit_batch_requests",
-            "Requests per group-commit transaction.",
+            "Requests per group-commit transaction",
             self.batch_size.clone(),
         );
         reg.register(
             "tally_commit_flush_seconds",
-            "Duration of one group-commit transaction (both round trips).",
+            "Duration of one group-commit transaction (both round trips)",
             self.flush_seconds.clone(),
         );
     }
