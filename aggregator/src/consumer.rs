@@ -114,7 +114,9 @@ fn consumer_name() -> String {
 
 /// Runs the consumer until the task is dropped.
 pub async fn run(shared: Shared, cfg: ConsumerConfig, stats: Arc<AggregatorStats>) {
-    let pool = shared.pool.clone();
+    // Its own pool, opened on its own runtime ([`Pool::fresh`]); the shared one still
+    // serves if that cannot be built (it can only fail as the shared one would have).
+    let pool = shared.pool.fresh().unwrap_or_else(|_| shared.pool.clone());
     let me = consumer_name();
     // A blocking read must end well before the connection's own response timeout.
     let block = cfg.block.min(pool.timeout() / 4);

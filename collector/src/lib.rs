@@ -40,7 +40,9 @@ pub fn build(
         Some(path) => Some(std::sync::Arc::new(geo::Geo::open(path)?)),
         None => None,
     };
-    let (committer, stopper) = Committer::start(shared.pool.clone(), cfg.commit.clone());
+    // Its own pool: its connections are opened, and driven, by its own runtime.
+    let pool = shared.pool.fresh().map_err(|e| e.to_string())?;
+    let (committer, stopper) = Committer::start(pool, cfg.commit.clone());
     let limiter = ratelimit::RateLimiter::new(cfg.limits.rate_limit, cfg.limits.rate_burst);
     Ok((
         Collector {

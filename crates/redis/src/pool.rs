@@ -145,10 +145,12 @@ fn connection_info(url: &str) -> Result<redis::ConnectionInfo, Error> {
 pub struct Pool(Arc<Inner>);
 
 struct Inner {
+    /// What the pool was built from, for [`Pool::fresh`].
+    cfg: RedisConfig,
     topology: Topology,
     timeout: Duration,
-    /// Failed exchanges, for `/metrics`.
-    errors: AtomicU64,
+    /// Failed exchanges, for `/metrics`: shared with the pools made by [`Pool::fresh`].
+    errors: Arc<AtomicU64>,
 }
 
 enum Topology {
@@ -160,6 +162,10 @@ enum Topology {
 /// requests then fail with 503 until it is back. A URL the transport cannot serve
 /// (`rediss://`) is refused here, at start-up.
 pub fn pool(cfg: &RedisConfig) -> Result<Pool, Error> {
+    pool_counting(cfg, Arc::default())
+}
+
+fn pool_counting(cfg: &RedisConfig, errors: Arc<AtomicU64>) -> Result<Pool, Error> {
     let topology = if cfg.cluster.is_empty() {
         Topology::Single(node_pool(&connection_info(&cfg.url)?, cfg)?)
     } else {
@@ -186,13 +192,25 @@ pub fn pool(cfg: &RedisConfig) -> Result<Pool, Error> {
         }))
     };
     Ok(Pool(Arc::new(Inner {
+        cfg: cfg.clone(),
         topology,
         timeout: cfg.timeout,
-        errors: AtomicU64::new(0),
+        errors,
     })))
 }
 
 impl Pool {
+    /// A new pool to the same Redis, with connections of its own. A connection's socket
+    /// is driven by the runtime (thread) that opened it: one a request handler opened
+    /// and the group commit later uses wakes the commit through another thread's I/O
+    /// loop, which cost the group commit's read phase a third more time under load
+    /// (`docs/benchmarks.md`). So a task that runs on a runtime of its own and talks to
+    /// Redis all the time (the group commit, the stream consumer) takes a pool of its own.
+    /// Its failures count in this pool's [`Pool::errors`].
+    pub fn fresh(&self) -> Result<Pool, Error> {
+        pool_counting(&self.0.cfg, self.0.errors.clone())
+    }
+
     /// The longest one exchange may take (connecting has its own timeout).
     pub fn timeout(&self) -> Duration {
         self.0.timeout * 2
