@@ -190,24 +190,57 @@ pub fn start_cluster(
     fsync: &str,
 ) -> Result<Vec<EmbeddedRedis>, EmbeddedError> {
     let nodes = (0..masters)
-        .map(|i| {
-            let mut o = EmbeddedOptions::new(base_dir.join(format!("node{i}")));
-            o.fsync = fsync.into();
-            o.extra_args = [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "1000",
-                "--cluster-require-full-coverage",
-                "no",
-            ]
-            .map(String::from)
-            .to_vec();
-            EmbeddedRedis::start(o)
-        })
+        .map(|i| start_cluster_node(base_dir, i, fsync))
         .collect::<Result<Vec<_>, _>>()?;
+    create_cluster(nodes)
+}
+
+/// A port for a cluster node: free now, and so is its bus port (the port + 10000, which
+/// must stay below 65536).
+fn cluster_port() -> std::io::Result<u16> {
+    for _ in 0..100 {
+        let p = free_port()?;
+        if p <= 55_535 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return Ok(p);
+        }
+    }
+    Err(std::io::Error::other(
+        "no free port pair for a cluster node",
+    ))
+}
+
+/// Starts one cluster node, trying again on other ports when another process took its
+/// port (or bus port) between choosing and binding.
+fn start_cluster_node(
+    base_dir: &Path,
+    i: usize,
+    fsync: &str,
+) -> Result<EmbeddedRedis, EmbeddedError> {
+    let mut attempt = 0;
+    loop {
+        let mut o = EmbeddedOptions::new(base_dir.join(format!("node{i}-{attempt}")));
+        o.port = Some(cluster_port()?);
+        o.fsync = fsync.into();
+        o.extra_args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-require-full-coverage",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec();
+        match EmbeddedRedis::start(o) {
+            Err(_) if attempt < 4 => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn create_cluster(nodes: Vec<EmbeddedRedis>) -> Result<Vec<EmbeddedRedis>, EmbeddedError> {
     let out = Command::new("redis-cli")
         .args(["--cluster", "create"])
         .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
