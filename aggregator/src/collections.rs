@@ -15,20 +15,12 @@ use tally_model::apps::App;
 use tally_model::keys;
 use tally_model::schema::{self, Added, FieldType, Scalar};
 use tally_service::auth::{app_for_key, rakam_key, Role};
-use tally_service::{json as json_response, read_body, ApiError, RakamError};
+use tally_service::{json as json_response, read_json, RakamError};
 
 type Res = Result<HttpResponse, RakamError>;
 
-fn bad(msg: impl Into<String>) -> RakamError {
-    RakamError(ApiError::bad(msg))
-}
-
 async fn body(payload: web::Payload, st: &Aggregator) -> Result<Value, RakamError> {
-    let raw = read_body(payload, &st.shared.limits).await?;
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(&raw).map_err(|e| bad(format!("Invalid JSON body: {e}")))
+    Ok(read_json(payload, &st.shared.limits).await?)
 }
 
 /// The app's collections (its event keys, Countly's internal ones aside), sorted.
@@ -116,12 +108,16 @@ pub async fn get(req: HttpRequest, payload: web::Payload, st: web::Data<Aggregat
                 .map(|n| {
                     n.as_str()
                         .map(str::to_string)
-                        .ok_or_else(|| bad("\"names\" must be collection names"))
+                        .ok_or_else(|| RakamError::bad("\"names\" must be collection names"))
                 })
                 .collect::<Result<_, _>>()?;
             asked.into_iter().filter(|n| all.contains(n)).collect()
         }
-        Some(_) => return Err(bad("\"names\" must be an array of collection names")),
+        Some(_) => {
+            return Err(RakamError::bad(
+                "\"names\" must be an array of collection names",
+            ))
+        }
     };
     let fields = fields_of(&st, &app, &names).await?;
     let out: Vec<Value> = names
@@ -146,11 +142,13 @@ async fn add_fields(
         || collection.starts_with("[CLY]_")
         || collection.chars().any(char::is_control)
     {
-        return Err(bad(format!("Invalid collection name {collection:?}")));
+        return Err(RakamError::bad(format!(
+            "Invalid collection name {collection:?}"
+        )));
     }
     for name in fields.keys() {
         if name.is_empty() || name.chars().count() > limits.max_key_length {
-            return Err(bad(format!("Invalid field name {name:?}")));
+            return Err(RakamError::bad(format!("Invalid field name {name:?}")));
         }
     }
     let events = keys::meta(&app.id, "events");
@@ -159,7 +157,7 @@ async fn add_fields(
     pipe.cmd("SCARD").arg(&events);
     let (known, count): (bool, usize) = st.shared.pool.run(keys::route(&app.id), &pipe).await?;
     if !known && count >= limits.event_keys {
-        return Err(bad(format!(
+        return Err(RakamError::bad(format!(
             "The project has {} collections, the most it may have",
             limits.event_keys
         )));
@@ -173,10 +171,10 @@ async fn add_fields(
     )
     .await?
     {
-        Added::OverLimit(msg) => return Err(bad(msg)),
+        Added::OverLimit(msg) => return Err(RakamError::bad(msg)),
         Added::Schema(s) => {
             if let Some((name, t)) = fields.iter().find(|(n, t)| s.fields.get(*n) != Some(t)) {
-                return Err(bad(format!(
+                return Err(RakamError::bad(format!(
                     "Field \"{name}\" exists with type {}, not {}",
                     s.fields.get(name).map(FieldType::name).unwrap_or_default(),
                     t.name()
@@ -212,18 +210,18 @@ pub async fn add(req: HttpRequest, payload: web::Payload, st: web::Data<Aggregat
     let app = master_app(&req, &b, &st).await?;
     let collection = b["collection"]
         .as_str()
-        .ok_or_else(|| bad("Missing parameter \"collection\""))?;
+        .ok_or_else(|| RakamError::bad("Missing parameter \"collection\""))?;
     let list = b["fields"]
         .as_array()
-        .ok_or_else(|| bad("Missing parameter \"fields\": an array of {name, type}"))?;
+        .ok_or_else(|| RakamError::bad("Missing parameter \"fields\": an array of {name, type}"))?;
     let mut fields = BTreeMap::new();
     for f in list {
         let name = f["name"]
             .as_str()
-            .ok_or_else(|| bad("A field needs a \"name\""))?;
+            .ok_or_else(|| RakamError::bad("A field needs a \"name\""))?;
         let t = f["type"].as_str().unwrap_or_default();
         let t = FieldType::parse(t).ok_or_else(|| {
-            bad(format!(
+            RakamError::bad(format!(
                 "Field \"{name}\": unknown type {t:?} (one of STRING, INTEGER, LONG, DOUBLE, \
                  DECIMAL, BOOLEAN, DATE, TIME, TIMESTAMP, BINARY, or ARRAY_/MAP_ of one)"
             ))
@@ -240,15 +238,15 @@ pub async fn add_custom(req: HttpRequest, payload: web::Payload, st: web::Data<A
     let app = master_app(&req, &b, &st).await?;
     let collection = b["collection"]
         .as_str()
-        .ok_or_else(|| bad("Missing parameter \"collection\""))?;
+        .ok_or_else(|| RakamError::bad("Missing parameter \"collection\""))?;
     if b["schema_type"].as_str() != Some("AVRO") {
-        return Err(bad("\"schema_type\" must be AVRO"));
+        return Err(RakamError::bad("\"schema_type\" must be AVRO"));
     }
-    let text = b["schema"]
-        .as_str()
-        .ok_or_else(|| bad("Missing parameter \"schema\": an Avro schema as JSON text"))?;
-    let avro: Value =
-        serde_json::from_str(text).map_err(|e| bad(format!("The Avro schema is not JSON: {e}")))?;
+    let text = b["schema"].as_str().ok_or_else(|| {
+        RakamError::bad("Missing parameter \"schema\": an Avro schema as JSON text")
+    })?;
+    let avro: Value = serde_json::from_str(text)
+        .map_err(|e| RakamError::bad(format!("The Avro schema is not JSON: {e}")))?;
     add_fields(&st, &app, collection, avro_fields(&avro)?).await
 }
 
@@ -256,18 +254,18 @@ pub async fn add_custom(req: HttpRequest, payload: web::Payload, st: web::Data<A
 /// branch; records, enums and fixed types other than these are refused.
 fn avro_fields(avro: &Value) -> Result<BTreeMap<String, FieldType>, RakamError> {
     if avro["type"].as_str() != Some("record") {
-        return Err(bad("The Avro schema must be a record"));
+        return Err(RakamError::bad("The Avro schema must be a record"));
     }
     let fields = avro["fields"]
         .as_array()
-        .ok_or_else(|| bad("The Avro record has no \"fields\""))?;
+        .ok_or_else(|| RakamError::bad("The Avro record has no \"fields\""))?;
     let mut out = BTreeMap::new();
     for f in fields {
         let name = f["name"]
             .as_str()
-            .ok_or_else(|| bad("An Avro field has no \"name\""))?;
+            .ok_or_else(|| RakamError::bad("An Avro field has no \"name\""))?;
         let t = avro_type(&f["type"]).ok_or_else(|| {
-            bad(format!(
+            RakamError::bad(format!(
                 "Avro field \"{name}\": type {} is not supported",
                 f["type"]
             ))

@@ -18,20 +18,12 @@ use tally_model::keys;
 use tally_model::profiles::{self, Applied, Bounds, Op};
 use tally_model::schema::{self, Added, FieldType, Scalar};
 use tally_service::auth::{app_for_key, rakam_key, Role};
-use tally_service::{json as json_response, read_body, ApiError, RakamError};
+use tally_service::{json as json_response, read_json, ApiError, RakamError};
 
 type Res = Result<HttpResponse, RakamError>;
 
-fn bad(msg: impl Into<String>) -> RakamError {
-    RakamError(ApiError::bad(msg))
-}
-
 async fn body(payload: web::Payload, st: &Aggregator) -> Result<Value, RakamError> {
-    let raw = read_body(payload, &st.shared.limits).await?;
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(&raw).map_err(|e| bad(format!("Invalid JSON body: {e}")))
+    Ok(read_json(payload, &st.shared.limits).await?)
 }
 
 async fn app(
@@ -49,13 +41,13 @@ fn user_id(v: &Value, name: &str, max: usize) -> Result<String, RakamError> {
         Value::String(s) if !s.is_empty() => s.clone(),
         Value::Number(n) => n.to_string(),
         _ => {
-            return Err(bad(format!(
+            return Err(RakamError::bad(format!(
                 "Missing parameter \"{name}\": a user id (text or number)"
             )))
         }
     };
     if id.chars().count() > max {
-        return Err(bad(format!(
+        return Err(RakamError::bad(format!(
             "Invalid parameter \"{name}\": longer than {max} characters"
         )));
     }
@@ -66,7 +58,7 @@ fn props<'a>(v: &'a Value, name: &str) -> Result<Option<&'a Map<String, Value>>,
     match v {
         Value::Null => Ok(None),
         Value::Object(o) => Ok(Some(o)),
-        _ => Err(bad(format!("\"{name}\" must be an object"))),
+        _ => Err(RakamError::bad(format!("\"{name}\" must be an object"))),
     }
 }
 
@@ -78,10 +70,10 @@ fn names(v: &Value, name: &str) -> Result<Vec<String>, RakamError> {
             .map(|n| {
                 n.as_str()
                     .map(str::to_string)
-                    .ok_or_else(|| bad(format!("\"{name}\" must be property names")))
+                    .ok_or_else(|| RakamError::bad(format!("\"{name}\" must be property names")))
             })
             .collect(),
-        _ => Err(bad(format!(
+        _ => Err(RakamError::bad(format!(
             "\"{name}\" must be an array of property names"
         ))),
     }
@@ -98,9 +90,9 @@ fn batch_ops(d: &Value) -> Result<Vec<Op>, RakamError> {
     }
     if let Some(p) = props(&d["increment_properties"], "increment_properties")? {
         for (k, v) in p {
-            let by = v
-                .as_f64()
-                .ok_or_else(|| bad(format!("increment_properties.{k} must be a number")))?;
+            let by = v.as_f64().ok_or_else(|| {
+                RakamError::bad(format!("increment_properties.{k} must be a number"))
+            })?;
             ops.push(Op::Incr(k.clone(), by));
         }
     }
@@ -131,12 +123,12 @@ async fn update(
                     || name.starts_with('$')
                     || name.chars().count() > limits.max_key_length
                 {
-                    return Err(bad(format!("Invalid property name {name:?}")));
+                    return Err(RakamError::bad(format!("Invalid property name {name:?}")));
                 }
                 let mut m = Map::new();
                 m.insert(name.to_string(), v.clone());
                 let read = schema::check("user profiles", &known, adding, &m)
-                    .map_err(|e| bad(e.to_string()))?;
+                    .map_err(|e| RakamError::bad(e.to_string()))?;
                 Ok(read.get(name).cloned().unwrap_or(Value::Null))
             };
             out.push(match op {
@@ -162,7 +154,7 @@ async fn update(
                         Some(FieldType::Scalar(Scalar::Long | Scalar::Integer))
                             if by.fract() != 0.0 =>
                         {
-                            return Err(bad(format!(
+                            return Err(RakamError::bad(format!(
                                 "Property \"{n}\" is a whole number: cannot add {by}"
                             )));
                         }
@@ -170,7 +162,7 @@ async fn update(
                             Scalar::Long | Scalar::Integer | Scalar::Double,
                         )) => {}
                         Some(other) => {
-                            return Err(bad(format!(
+                            return Err(RakamError::bad(format!(
                                 "Property \"{n}\" is {}: cannot add to it",
                                 other.name()
                             )));
@@ -188,7 +180,7 @@ async fn update(
             schema::add_to_profiles(&st.shared.pool, &app.id, &adding, limits.user_properties)
                 .await?
         {
-            return Err(bad(msg));
+            return Err(RakamError::bad(msg));
         }
     }
     let bounds = Bounds {
@@ -202,7 +194,7 @@ async fn update(
         .zip(&applied)
         .find(|(_, a)| **a != Applied::Done)
     {
-        return Err(bad(format!("User \"{user}\": {why}")));
+        return Err(RakamError::bad(format!("User \"{user}\": {why}")));
     }
     Ok(())
 }
@@ -269,7 +261,7 @@ pub async fn batch_create(
     let app = app(&req, &b, &st, Role::Write).await?;
     let users = b["users"]
         .as_array()
-        .ok_or_else(|| bad("Missing parameter \"users\": an array"))?;
+        .ok_or_else(|| RakamError::bad("Missing parameter \"users\": an array"))?;
     check_count(users.len(), &st)?;
     let mut ids = Vec::new();
     let mut updates = Vec::new();
@@ -288,7 +280,7 @@ pub async fn batch_create(
 fn check_count(n: usize, st: &Aggregator) -> Result<(), RakamError> {
     let max = st.shared.limits.max_events_per_request;
     if n > max {
-        return Err(bad(format!(
+        return Err(RakamError::bad(format!(
             "Too many users: {n} in one request, at most {max}"
         )));
     }
@@ -306,10 +298,10 @@ pub async fn increment_property(
     let user = user_id(&b["id"], "id", st.shared.limits.max_device_id_length)?;
     let property = b["property"]
         .as_str()
-        .ok_or_else(|| bad("Missing parameter \"property\""))?;
+        .ok_or_else(|| RakamError::bad("Missing parameter \"property\""))?;
     let by = b["value"]
         .as_f64()
-        .ok_or_else(|| bad("Missing parameter \"value\": a number"))?;
+        .ok_or_else(|| RakamError::bad("Missing parameter \"value\": a number"))?;
     update(
         &st,
         &app,
@@ -344,7 +336,7 @@ pub async fn batch(req: HttpRequest, payload: web::Payload, st: web::Data<Aggreg
     let user = user_id(&b["id"], "id", st.shared.limits.max_device_id_length)?;
     let data = b["data"]
         .as_array()
-        .ok_or_else(|| bad("Missing parameter \"data\": an array of operations"))?;
+        .ok_or_else(|| RakamError::bad("Missing parameter \"data\": an array of operations"))?;
     check_count(data.len(), &st)?;
     let mut ops = Vec::new();
     for d in data {
@@ -364,9 +356,9 @@ pub async fn batch_operations(
 ) -> Res {
     let b = body(payload, &st).await?;
     let app = app(&req, &b, &st, Role::Master).await?;
-    let data = b["data"]
-        .as_array()
-        .ok_or_else(|| bad("Missing parameter \"data\": an array of user operations"))?;
+    let data = b["data"].as_array().ok_or_else(|| {
+        RakamError::bad("Missing parameter \"data\": an array of user operations")
+    })?;
     check_count(data.len(), &st)?;
     let mut updates: Vec<(String, Vec<Op>)> = Vec::new();
     for d in data {
@@ -425,14 +417,15 @@ pub async fn get_events(req: HttpRequest, payload: web::Payload, st: web::Data<A
         v => v
             .as_u64()
             .filter(|n| *n >= 1)
-            .ok_or_else(|| bad("\"limit\" must be a positive whole number"))? as usize,
+            .ok_or_else(|| RakamError::bad("\"limit\" must be a positive whole number"))?
+            as usize,
     }
     .min(st.max_limit);
     let before = match &b["offset"] {
         Value::Null => None,
         v => Some(
             schema::timestamp_ms(v)
-                .ok_or_else(|| bad("\"offset\" must be an ISO 8601 date-time"))?,
+                .ok_or_else(|| RakamError::bad("\"offset\" must be an ISO 8601 date-time"))?,
         ),
     };
     let events = user_events(&st, &app, &user, before, limit).await?;
@@ -527,7 +520,7 @@ pub async fn search(req: HttpRequest, payload: web::Payload, st: web::Data<Aggre
     let filter: Option<Expr> = if text.is_empty() {
         None
     } else {
-        Some(filter::parse(&text).map_err(|e| bad(format!("Invalid filter: {e}")))?)
+        Some(filter::parse(&text).map_err(|e| RakamError::bad(format!("Invalid filter: {e}")))?)
     };
     let limit = b["limit"]
         .as_u64()
@@ -537,17 +530,18 @@ pub async fn search(req: HttpRequest, payload: web::Payload, st: web::Data<Aggre
         Value::Null => 0,
         Value::String(s) => s
             .parse()
-            .map_err(|_| bad("\"offset\" must be a whole number"))?,
+            .map_err(|_| RakamError::bad("\"offset\" must be a whole number"))?,
         v => v
             .as_u64()
-            .ok_or_else(|| bad("\"offset\" must be a whole number"))? as usize,
+            .ok_or_else(|| RakamError::bad("\"offset\" must be a whole number"))?
+            as usize,
     };
     let sort = match &b["sorting"] {
         Value::Null => None,
         s => Some((
             s["column"]
                 .as_str()
-                .ok_or_else(|| bad("\"sorting\" needs a \"column\""))?
+                .ok_or_else(|| RakamError::bad("\"sorting\" needs a \"column\""))?
                 .to_string(),
             match s["order"]
                 .as_str()
@@ -558,7 +552,7 @@ pub async fn search(req: HttpRequest, payload: web::Payload, st: web::Data<Aggre
                 "ASC" => false,
                 "DESC" => true,
                 other => {
-                    return Err(bad(format!(
+                    return Err(RakamError::bad(format!(
                         "\"sorting.order\" must be ASC or DESC, not {other}"
                     )))
                 }
@@ -572,7 +566,7 @@ pub async fn search(req: HttpRequest, payload: web::Payload, st: web::Data<Aggre
         let (next, ids) = profiles::page(&st.shared.pool, &app.id, cursor, 500).await?;
         scanned += ids.len();
         if scanned > max_scan {
-            return Err(bad(format!(
+            return Err(RakamError::bad(format!(
                 "The search would read more than {max_scan} profiles (TALLY_USER_SEARCH_SCAN); \
                  use /query/execute over the users table, or raise the limit"
             )));
@@ -695,16 +689,17 @@ pub async fn create_segment(
                 && t.len() <= 64
                 && t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
         })
-        .ok_or_else(|| bad("\"table_name\": 1 to 64 letters, digits or _"))?;
+        .ok_or_else(|| RakamError::bad("\"table_name\": 1 to 64 letters, digits or _"))?;
     let name = b["name"].as_str().unwrap_or(table);
     let expr = b["filter_expression"].as_str().unwrap_or("");
     if !expr.trim().is_empty() {
-        filter::parse(expr).map_err(|e| bad(format!("Invalid filter_expression: {e}")))?;
+        filter::parse(expr)
+            .map_err(|e| RakamError::bad(format!("Invalid filter_expression: {e}")))?;
     }
     if b.get("event_filters")
         .is_some_and(|f| !f.is_null() && f.as_array().is_none_or(|a| !a.is_empty()))
     {
-        return Err(bad(
+        return Err(RakamError::bad(
             "event_filters are not supported: segments filter profile properties",
         ));
     }

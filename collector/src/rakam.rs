@@ -38,12 +38,8 @@ struct RakamEvent {
     props: Map<String, Value>,
 }
 
-fn bad(msg: impl Into<String>) -> RakamError {
-    RakamError(ApiError::bad(msg))
-}
-
 fn parse_json(body: &[u8]) -> Result<Value, RakamError> {
-    serde_json::from_slice(body).map_err(|e| bad(format!("Invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| RakamError::bad(format!("Invalid JSON body: {e}")))
 }
 
 /// `{collection, properties}`.
@@ -53,11 +49,15 @@ fn event_of(v: &Value, at: &str) -> Result<RakamEvent, RakamError> {
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| bad(format!("{at}: missing parameter \"collection\"")))?;
+        .ok_or_else(|| RakamError::bad(format!("{at}: missing parameter \"collection\"")))?;
     let props = match v.get("properties") {
         Some(Value::Object(p)) => p.clone(),
         None | Some(Value::Null) => Map::new(),
-        Some(_) => return Err(bad(format!("{at}: \"properties\" must be an object"))),
+        Some(_) => {
+            return Err(RakamError::bad(format!(
+                "{at}: \"properties\" must be an object"
+            )))
+        }
     };
     Ok(RakamEvent {
         collection: collection.to_string(),
@@ -70,9 +70,9 @@ fn events_of(body: &Value, max: usize) -> Result<Vec<RakamEvent>, RakamError> {
     let events = body
         .get("events")
         .and_then(Value::as_array)
-        .ok_or_else(|| bad("Missing parameter \"events\": an array"))?;
+        .ok_or_else(|| RakamError::bad("Missing parameter \"events\": an array"))?;
     if events.len() > max {
-        return Err(bad(format!(
+        return Err(RakamError::bad(format!(
             "Too many events: {} in one request, at most {max}",
             events.len()
         )));
@@ -161,10 +161,11 @@ pub async fn bulk(req: HttpRequest, payload: web::Payload, st: web::Data<Collect
             .or(query.get("master_key").map(String::as_str))
             .map(str::to_string);
         let collection = query.get("collection").map(String::as_str);
-        let text = std::str::from_utf8(&raw).map_err(|_| bad("The body is not UTF-8"))?;
+        let text =
+            std::str::from_utf8(&raw).map_err(|_| RakamError::bad("The body is not UTF-8"))?;
         let events = if content_type.starts_with("text/csv") {
-            let collection =
-                collection.ok_or_else(|| bad("CSV needs the \"collection\" query parameter"))?;
+            let collection = collection
+                .ok_or_else(|| RakamError::bad("CSV needs the \"collection\" query parameter"))?;
             let app = app_for_key(&st.shared, key.as_deref(), Role::Master).await?;
             let known = &schema::load(&st.shared.pool, &app.id, &[collection]).await?[0];
             csv_events(text, collection, known, max)?
@@ -174,7 +175,7 @@ pub async fn bulk(req: HttpRequest, payload: web::Payload, st: web::Data<Collect
         {
             json_lines(text, collection, max)?
         } else {
-            return Err(bad(format!(
+            return Err(RakamError::bad(format!(
                 "Unsupported Content-Type {content_type:?}: send application/json, text/csv or \
                  application/x-ndjson (Avro is not supported)"
             )));
@@ -209,10 +210,14 @@ pub async fn bulk_commit(req: HttpRequest, payload: web::Payload, st: web::Data<
             .map(|c| {
                 c.as_str()
                     .map(str::to_string)
-                    .ok_or_else(|| bad("\"collections\" must be names"))
+                    .ok_or_else(|| RakamError::bad("\"collections\" must be names"))
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad("\"collections\" must be an array of names or null")),
+        Some(_) => {
+            return Err(RakamError::bad(
+                "\"collections\" must be an array of names or null",
+            ))
+        }
     };
     if !names.is_empty() {
         let mut pipe = redis::pipe();
@@ -234,7 +239,7 @@ pub async fn bulk_commit(req: HttpRequest, payload: web::Payload, st: web::Data<
 /// `POST /event/bulk/remote`: refused. Fetching user-supplied URLs would make the
 /// collector send requests wherever a key holder points it.
 pub async fn bulk_remote() -> Res {
-    Err(bad(
+    Err(RakamError::bad(
         "/event/bulk/remote is not supported: Tally's collector makes no outbound requests \
          (fetch the files yourself and send them to /event/bulk)",
     ))
@@ -253,13 +258,13 @@ fn csv_events(
         .from_reader(text.as_bytes());
     let headers = reader
         .headers()
-        .map_err(|e| bad(format!("CSV: {e}")))?
+        .map_err(|e| RakamError::bad(format!("CSV: {e}")))?
         .clone();
     let mut out = Vec::new();
     for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| bad(format!("CSV row {}: {e}", i + 1)))?;
+        let record = record.map_err(|e| RakamError::bad(format!("CSV row {}: {e}", i + 1)))?;
         if out.len() == max {
-            return Err(bad(format!(
+            return Err(RakamError::bad(format!(
                 "Too many events: at most {max} in one request"
             )));
         }
@@ -318,17 +323,17 @@ fn json_lines(
             continue;
         }
         if out.len() == max {
-            return Err(bad(format!(
+            return Err(RakamError::bad(format!(
                 "Too many events: at most {max} in one request"
             )));
         }
         let v: Value = serde_json::from_str(line)
-            .map_err(|e| bad(format!("Line {}: invalid JSON: {e}", i + 1)))?;
+            .map_err(|e| RakamError::bad(format!("Line {}: invalid JSON: {e}", i + 1)))?;
         let event = if v.get("properties").is_some() || v.get("collection").is_some() {
             event_of(&v, &format!("line {}", i + 1))?
         } else {
             let collection = collection.ok_or_else(|| {
-                bad(format!(
+                RakamError::bad(format!(
                     "Line {}: no \"collection\", and no collection query parameter",
                     i + 1
                 ))
@@ -338,7 +343,12 @@ fn json_lines(
                     collection: collection.to_string(),
                     props,
                 },
-                _ => return Err(bad(format!("Line {}: not a JSON object", i + 1))),
+                _ => {
+                    return Err(RakamError::bad(format!(
+                        "Line {}: not a JSON object",
+                        i + 1
+                    )))
+                }
             }
         };
         out.push(event);
@@ -350,7 +360,7 @@ fn json_lines(
 /// name), turns each into a Countly event and commits them all in one transaction.
 async fn write(st: &Collector, app: &Arc<App>, events: Vec<RakamEvent>) -> Result<(), RakamError> {
     if events.is_empty() {
-        return Err(bad("No events"));
+        return Err(RakamError::bad("No events"));
     }
     let limits = &st.shared.limits;
     let mut names: Vec<String> = events.iter().map(|e| e.collection.clone()).collect();
@@ -368,14 +378,15 @@ async fn write(st: &Collector, app: &Arc<App>, events: Vec<RakamEvent>) -> Resul
     for e in &events {
         let s = &schemas[&e.collection];
         let add = adding.entry(e.collection.clone()).or_default();
-        schema::check(&e.collection, s, add, &e.props).map_err(|err| bad(err.to_string()))?;
+        schema::check(&e.collection, s, add, &e.props)
+            .map_err(|err| RakamError::bad(err.to_string()))?;
     }
     for (name, fields) in adding.iter().filter(|(_, f)| !f.is_empty()) {
         match schema::add(&st.shared.pool, &app.id, name, fields, limits.schema_fields).await? {
             Added::Schema(s) => {
                 schemas.insert(name.clone(), s);
             }
-            Added::OverLimit(msg) => return Err(bad(msg)),
+            Added::OverLimit(msg) => return Err(RakamError::bad(msg)),
         }
     }
     let now_ms = st.shared.clock.now_ms();
@@ -392,7 +403,7 @@ async fn write(st: &Collector, app: &Arc<App>, events: Vec<RakamEvent>) -> Resul
             &mut BTreeMap::new(),
             &e.props,
         )
-        .map_err(|err| bad(err.to_string()))?;
+        .map_err(|err| RakamError::bad(err.to_string()))?;
         let (user, event) = countly_event(&e.collection, props, now, limits)?;
         match by_user.iter_mut().find(|(u, _)| *u == user) {
             Some((_, list)) => list.push(event),
@@ -434,10 +445,12 @@ async fn write(st: &Collector, app: &Arc<App>, events: Vec<RakamEvent>) -> Resul
 /// Countly's internal `[CLY]_` events.
 fn check_collection_name(name: &str, max: usize) -> Result<(), RakamError> {
     if name.chars().count() > max {
-        return Err(bad(format!("Collection name longer than {max} characters")));
+        return Err(RakamError::bad(format!(
+            "Collection name longer than {max} characters"
+        )));
     }
     if name.starts_with("[CLY]_") || name.chars().any(char::is_control) {
-        return Err(bad(format!("Invalid collection name {name:?}")));
+        return Err(RakamError::bad(format!("Invalid collection name {name:?}")));
     }
     Ok(())
 }
@@ -456,7 +469,7 @@ fn countly_event(
         _ => ANONYMOUS.to_string(),
     };
     if user.chars().count() > limits.max_device_id_length {
-        return Err(bad(format!(
+        return Err(RakamError::bad(format!(
             "Invalid property \"_user\": longer than {} characters",
             limits.max_device_id_length
         )));

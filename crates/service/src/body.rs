@@ -37,6 +37,19 @@ async fn read_all(mut payload: web::Payload, limit: usize) -> Result<web::Bytes,
     Ok(body.freeze())
 }
 
+/// A JSON request body within the limits: an empty one is `null`, one that is not JSON a
+/// 400.
+pub async fn read_json(
+    payload: web::Payload,
+    limits: &Limits,
+) -> Result<serde_json::Value, ApiError> {
+    let raw = read_body(payload, limits).await?;
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&raw).map_err(|e| ApiError::bad(format!("Invalid JSON body: {e}")))
+}
+
 /// A 200 with a JSON body.
 pub fn json(body: String) -> HttpResponse {
     HttpResponse::Ok()

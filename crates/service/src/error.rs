@@ -102,6 +102,13 @@ impl From<tally_redis::Error> for ApiError {
 #[error(transparent)]
 pub struct RakamError(#[from] pub ApiError);
 
+impl RakamError {
+    /// A 400 with Rakam's body.
+    pub fn bad(msg: impl Into<String>) -> RakamError {
+        RakamError(ApiError::bad(msg))
+    }
+}
+
 impl From<StoreError> for RakamError {
     fn from(e: StoreError) -> Self {
         RakamError(e.into())

@@ -25,7 +25,7 @@ pub mod query;
 pub mod server;
 pub mod state;
 
-pub use body::{json, read_body, result};
+pub use body::{json, read_body, read_json, result};
 pub use error::{ApiError, RakamError};
 pub use logging::init_logging;
 /// Services register their counters here before they hand it to [`server`].
