@@ -118,12 +118,44 @@ pub async fn retrieve(
         return Err(ApiError::invalid_param("offset"));
     }
     let (limit, offset) = (limit as usize, offset as usize);
-    let stream = keys::stream(&app.id);
     let mut out = Vec::new();
     let mut skipped = 0;
+    walk_back(&st, &app.id, |e| {
+        let wanted = e.kind == "e"
+            && e.key == event
+            && p.sel
+                .app_name
+                .as_deref()
+                .is_none_or(|a| e.seg("app_name") == Some(a))
+            && p.sel
+                .server_name
+                .as_deref()
+                .is_none_or(|s| e.seg("server_name") == Some(s));
+        if wanted {
+            if skipped < offset {
+                skipped += 1;
+            } else {
+                out.push(e.to_json());
+            }
+        }
+        out.len() < limit
+    })
+    .await?;
+    Ok(json_response(Value::Array(out).to_string()))
+}
+
+/// Walks an app's raw stream from its newest entry back, a page at a time, handing each
+/// entry's events (a request's in reverse too: newest first) to `take` until it answers
+/// `false` or `max_scan` entries were read.
+pub(crate) async fn walk_back(
+    st: &Aggregator,
+    app: &AppId,
+    mut take: impl FnMut(Entry) -> bool,
+) -> Result<(), tally_model::StoreError> {
+    let stream = keys::stream(app);
     let mut end = "+".to_string();
     let mut scanned = 0;
-    while out.len() < limit && scanned < st.max_scan {
+    while scanned < st.max_scan {
         let mut pipe = redis::pipe();
         pipe.cmd("XREVRANGE")
             .arg(&stream)
@@ -131,42 +163,22 @@ pub async fn retrieve(
             .arg("-")
             .arg("COUNT")
             .arg(PAGE);
-        let (page,): (StreamPage,) = st.shared.pool.run(keys::route(&app.id), &pipe).await?;
+        let (page,): (StreamPage,) = st.shared.pool.run(keys::route(app), &pipe).await?;
         let n = page.len();
         scanned += n;
-        // Newest first: a request's events in reverse too.
-        for e in page
-            .iter()
-            .flat_map(|(id, fields)| Entry::parse_all(id, fields).into_iter().rev())
-        {
-            let wanted = e.kind == "e"
-                && e.key == event
-                && p.sel
-                    .app_name
-                    .as_deref()
-                    .is_none_or(|a| e.seg("app_name") == Some(a))
-                && p.sel
-                    .server_name
-                    .as_deref()
-                    .is_none_or(|s| e.seg("server_name") == Some(s));
-            if !wanted {
-                continue;
-            }
-            if skipped < offset {
-                skipped += 1;
-                continue;
-            }
-            out.push(e.to_json());
-            if out.len() == limit {
-                break;
+        for (id, fields) in &page {
+            for e in Entry::parse_all(id, fields).into_iter().rev() {
+                if !take(e) {
+                    return Ok(());
+                }
             }
         }
         match page.last() {
             Some((last, _)) if n == PAGE => end = format!("({last}"),
-            _ => break,
+            _ => return Ok(()),
         }
     }
-    Ok(json_response(Value::Array(out).to_string()))
+    Ok(())
 }
 
 #[derive(Deserialize)]

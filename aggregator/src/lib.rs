@@ -147,7 +147,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Aggregator>) {
             "/project/schema/add/custom",
             web::post().to(collections::add_custom),
         )
-        .route("/user/create", web::post().to(users::create))
+        .route("/user/create", web::post().to(users::set_properties))
         .route("/user/batch/create", web::post().to(users::batch_create))
         .route(
             "/user/set_properties",

@@ -228,12 +228,8 @@ async fn set_with(req: HttpRequest, payload: web::Payload, st: &Aggregator, once
     Ok(one())
 }
 
-/// `POST /user/create` (write key): `{id, properties}`; answers `1`.
-pub async fn create(req: HttpRequest, payload: web::Payload, st: web::Data<Aggregator>) -> Res {
-    set_with(req, payload, &st, false).await
-}
-
-/// `POST /user/set_properties` (write key): `{id, properties}`; answers `1`.
+/// `POST /user/set_properties` and `POST /user/create` (write key): `{id, properties}`;
+/// answers `1`.
 pub async fn set_properties(
     req: HttpRequest,
     payload: web::Payload,
@@ -432,9 +428,6 @@ pub async fn get_events(req: HttpRequest, payload: web::Payload, st: web::Data<A
     Ok(json_response(Value::Array(events).to_string()))
 }
 
-/// Stream entries read per page.
-const PAGE: usize = 500;
-
 /// A user's events before `before` (ms), newest first, as `{collection, properties}`:
 /// the typed properties, `_user`, `_time`, and Countly's `count`, `sum`, `dur`.
 async fn user_events(
@@ -444,50 +437,20 @@ async fn user_events(
     before: Option<i64>,
     limit: usize,
 ) -> Result<Vec<Value>, RakamError> {
-    let stream = keys::stream(&app.id);
     let mut out = Vec::new();
-    let mut end = "+".to_string();
-    let mut scanned = 0;
-    while out.len() < limit && scanned < st.max_scan {
-        let mut pipe = redis::pipe();
-        pipe.cmd("XREVRANGE")
-            .arg(&stream)
-            .arg(&end)
-            .arg("-")
-            .arg("COUNT")
-            .arg(PAGE);
-        let (page,): (tally_model::counters::StreamPage,) =
-            st.shared.pool.run(keys::route(&app.id), &pipe).await?;
-        let n = page.len();
-        scanned += n;
-        let mine = page
-            .iter()
-            .filter(|(_, fields)| fields.iter().any(|(k, v)| k == "d" && v == user))
-            .flat_map(|(id, fields)| {
-                crate::rollup::Entry::parse_all(id, fields)
-                    .into_iter()
-                    .rev()
-            });
-        for e in mine {
-            if e.kind != "e" || before.is_some_and(|b| e.ts >= b) {
-                continue;
-            }
-            let mut properties = e.segmentation.clone();
-            properties.insert(schema::USER.into(), Value::String(e.device.clone()));
+    crate::bucket::walk_back(st, &app.id, |e| {
+        if e.kind == "e" && e.device == user && before.is_none_or(|b| e.ts < b) {
+            let mut properties = e.segmentation;
+            properties.insert(schema::USER.into(), Value::String(e.device));
             properties.insert(schema::TIME.into(), Value::from(e.ts));
             properties.insert("count".into(), Value::from(e.count));
             properties.insert("sum".into(), e.sum.map_or(Value::Null, Value::from));
             properties.insert("dur".into(), e.dur.map_or(Value::Null, Value::from));
             out.push(json!({"collection": e.key, "properties": properties}));
-            if out.len() == limit {
-                break;
-            }
         }
-        match page.last() {
-            Some((last, _)) if n == PAGE => end = format!("({last}"),
-            _ => break,
-        }
-    }
+        out.len() < limit
+    })
+    .await?;
     Ok(out)
 }
 

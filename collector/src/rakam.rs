@@ -24,8 +24,9 @@ use std::sync::Arc;
 use tally_model::apps::App;
 use tally_model::keys;
 use tally_model::schema::{self, Added, FieldType, Schema};
+use tally_model::texthash::TextMap;
 use tally_service::auth::{app_for_key, rakam_key, Role};
-use tally_service::{json as json_response, read_body, ApiError, RakamError};
+use tally_service::{json as json_response, read_body, read_json, ApiError, RakamError};
 
 /// The device id of events that name no `_user`.
 pub const ANONYMOUS: &str = "rakam:anonymous";
@@ -84,31 +85,28 @@ fn events_of(body: &Value, max: usize) -> Result<Vec<RakamEvent>, RakamError> {
         .collect()
 }
 
+/// A request's JSON body (`null` when empty) and the app its key opens for `role`.
+async fn json_for(
+    req: &HttpRequest,
+    payload: web::Payload,
+    st: &Collector,
+    role: Role,
+) -> Result<(Value, Arc<App>), RakamError> {
+    let body = read_json(payload, &st.shared.limits).await?;
+    let app = app_for_key(&st.shared, rakam_key(req, Some(&body), role), role).await?;
+    Ok((body, app))
+}
+
 /// `POST /event/collect` (write key): one event; answers `1`.
 pub async fn collect(req: HttpRequest, payload: web::Payload, st: web::Data<Collector>) -> Res {
-    let raw = read_body(payload, &st.shared.limits).await?;
-    let body = parse_json(&raw)?;
-    let app = app_for_key(
-        &st.shared,
-        rakam_key(&req, Some(&body), Role::Write),
-        Role::Write,
-    )
-    .await?;
-    let event = event_of(&body, "the event")?;
-    write(&st, &app, vec![event]).await?;
+    let (body, app) = json_for(&req, payload, &st, Role::Write).await?;
+    write(&st, &app, vec![event_of(&body, "the event")?]).await?;
     Ok(json_response("1".into()))
 }
 
 /// `POST /event/batch` (write key): many events in one transaction; answers `1`.
 pub async fn batch(req: HttpRequest, payload: web::Payload, st: web::Data<Collector>) -> Res {
-    let raw = read_body(payload, &st.shared.limits).await?;
-    let body = parse_json(&raw)?;
-    let app = app_for_key(
-        &st.shared,
-        rakam_key(&req, Some(&body), Role::Write),
-        Role::Write,
-    )
-    .await?;
+    let (body, app) = json_for(&req, payload, &st, Role::Write).await?;
     let events = events_of(&body, st.shared.limits.max_events_per_request)?;
     write(&st, &app, events).await?;
     Ok(json_response("1".into()))
@@ -116,14 +114,7 @@ pub async fn batch(req: HttpRequest, payload: web::Payload, st: web::Data<Collec
 
 /// `POST /event/copy` (master key): as the batch, for loading existing data; answers `1`.
 pub async fn copy(req: HttpRequest, payload: web::Payload, st: web::Data<Collector>) -> Res {
-    let raw = read_body(payload, &st.shared.limits).await?;
-    let body = parse_json(&raw)?;
-    let app = app_for_key(
-        &st.shared,
-        rakam_key(&req, Some(&body), Role::Master),
-        Role::Master,
-    )
-    .await?;
+    let (body, app) = json_for(&req, payload, &st, Role::Master).await?;
     let events = events_of(&body, st.shared.limits.max_bulk_events)?;
     write(&st, &app, events).await?;
     Ok(json_response("1".into()))
@@ -191,18 +182,7 @@ pub async fn bulk(req: HttpRequest, payload: web::Payload, st: web::Data<Collect
 /// `POST /event/bulk/commit` (master key): `{"collections": [...] | null}`. Bulk events
 /// are already visible, so this checks the key and that each named collection exists.
 pub async fn bulk_commit(req: HttpRequest, payload: web::Payload, st: web::Data<Collector>) -> Res {
-    let raw = read_body(payload, &st.shared.limits).await?;
-    let body = if raw.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        parse_json(&raw)?
-    };
-    let app = app_for_key(
-        &st.shared,
-        rakam_key(&req, Some(&body), Role::Master),
-        Role::Master,
-    )
-    .await?;
+    let (body, app) = json_for(&req, payload, &st, Role::Master).await?;
     let names: Vec<String> = match body.get("collections") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a
@@ -375,11 +355,13 @@ async fn write(st: &Collector, app: &Arc<App>, events: Vec<RakamEvent>) -> Resul
     // Checked against the stored schemas and what earlier events of this request add: a
     // refused event writes nothing, not even its new fields.
     let mut adding: BTreeMap<String, BTreeMap<String, FieldType>> = BTreeMap::new();
+    let mut read = Vec::with_capacity(events.len());
     for e in &events {
         let s = &schemas[&e.collection];
         let add = adding.entry(e.collection.clone()).or_default();
-        schema::check(&e.collection, s, add, &e.props)
+        let props = schema::check(&e.collection, s, add, &e.props)
             .map_err(|err| RakamError::bad(err.to_string()))?;
+        read.push(props);
     }
     for (name, fields) in adding.iter().filter(|(_, f)| !f.is_empty()) {
         match schema::add(&st.shared.pool, &app.id, name, fields, limits.schema_fields).await? {
@@ -394,20 +376,28 @@ async fn write(st: &Collector, app: &Arc<App>, events: Vec<RakamEvent>) -> Resul
     // Events by user, in order of first appearance: each user's events are one request
     // for Countly's counters, as an SDK would send them.
     let mut by_user: Vec<(String, Vec<Event>)> = Vec::new();
-    for e in events {
-        // Read again against the schema as stored: another writer may have added a field
-        // first, with another type.
-        let props = schema::check(
-            &e.collection,
-            &schemas[&e.collection],
-            &mut BTreeMap::new(),
-            &e.props,
-        )
-        .map_err(|err| RakamError::bad(err.to_string()))?;
+    let mut user_at: TextMap<String, usize> = TextMap::default();
+    for (e, props) in events.into_iter().zip(read) {
+        // A collection that got new fields is read again against its schema as stored:
+        // another writer may have added one of them first, with another type.
+        let props = if adding.get(&e.collection).is_some_and(|f| !f.is_empty()) {
+            schema::check(
+                &e.collection,
+                &schemas[&e.collection],
+                &mut BTreeMap::new(),
+                &e.props,
+            )
+            .map_err(|err| RakamError::bad(err.to_string()))?
+        } else {
+            props
+        };
         let (user, event) = countly_event(&e.collection, props, now, limits)?;
-        match by_user.iter_mut().find(|(u, _)| *u == user) {
-            Some((_, list)) => list.push(event),
-            None => by_user.push((user, vec![event])),
+        match user_at.get(&user) {
+            Some(&i) => by_user[i].1.push(event),
+            None => {
+                user_at.insert(user.clone(), by_user.len());
+                by_user.push((user, vec![event]));
+            }
         }
     }
     crate::routes::limit(st, app, by_user.len())?;
