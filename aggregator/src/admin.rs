@@ -63,24 +63,7 @@ pub async fn lock_key(payload: web::Payload, st: web::Data<Aggregator>) -> Res {
 }
 
 /// Rakam routes that answer 501, each with why.
-pub const NOT_SERVED: [(&str, &str); 29] = [
-    ("/project/stats", "project statistics are not built yet"),
-    (
-        "/project/list",
-        "listing projects is not built yet (tally apps list does it)",
-    ),
-    (
-        "/project/create-api-keys",
-        "several key sets per project are not built yet",
-    ),
-    (
-        "/project/revoke-api-keys",
-        "several key sets per project are not built yet",
-    ),
-    (
-        "/project/check-api-keys",
-        "several key sets per project are not built yet",
-    ),
+pub const NOT_SERVED: [(&str, &str); 22] = [
     ("/query/execute", "SQL over the archive is not built yet"),
     ("/query/explain", "SQL over the archive is not built yet"),
     ("/query/metadata", "SQL over the archive is not built yet"),
@@ -146,8 +129,6 @@ pub const NOT_SERVED: [(&str, &str); 29] = [
     ),
     ("/funnel/analyze", "funnels are not built yet"),
     ("/retention/analyze", "retention is not built yet"),
-    ("/recipe/export", "recipes are not built yet"),
-    ("/recipe/install", "recipes are not built yet"),
     (
         "/user/action/email/batch",
         "out of scope: Tally sends no email (export users with /user/search)",

@@ -9,7 +9,7 @@ use chrono::TimeZone;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tally_model::apps::{self, keys_equal, App};
+use tally_model::apps::{self, App, Role};
 use tally_model::counters::{Reads, StreamPage};
 use tally_model::keys::{self, AppId};
 use tally_model::time::{local_date, local_day_start, Buckets};
@@ -42,9 +42,8 @@ async fn bucket(
         .by_id(&shared.pool, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound("Bucket does not exist".into()))?;
-    let allowed =
-        keys_equal(token, &app.master_key) || (!master && keys_equal(token, &app.read_key));
-    if !allowed {
+    let role = if master { Role::Master } else { Role::Read };
+    if !app.allows(token, role) {
         return Err(ApiError::Forbidden(
             if master {
                 "This needs the master key"

@@ -24,7 +24,7 @@ async fn body(payload: web::Payload, st: &Aggregator) -> Result<Value, RakamErro
 }
 
 /// The app's collections (its event keys, Countly's internal ones aside), sorted.
-async fn collections(st: &Aggregator, app: &App) -> Result<Vec<String>, RakamError> {
+pub(crate) async fn collections(st: &Aggregator, app: &App) -> Result<Vec<String>, RakamError> {
     let mut pipe = redis::pipe();
     pipe.cmd("SMEMBERS").arg(keys::meta(&app.id, "events"));
     let (mut names,): (Vec<String>,) = st.shared.pool.run(keys::route(&app.id), &pipe).await?;
@@ -136,6 +136,19 @@ async fn add_fields(
     collection: &str,
     fields: BTreeMap<String, FieldType>,
 ) -> Res {
+    declare(st, app, collection, &fields).await?;
+    let fields = fields_of(st, app, &[collection.to_string()]).await?;
+    Ok(json_response(fields_json(&fields[0]).to_string()))
+}
+
+/// Declares a collection's fields (creating the collection, within the project's limits):
+/// a field that exists with another type is a 400.
+pub(crate) async fn declare(
+    st: &Aggregator,
+    app: &App,
+    collection: &str,
+    fields: &BTreeMap<String, FieldType>,
+) -> Result<(), RakamError> {
     let limits = &st.shared.limits;
     if collection.is_empty()
         || collection.chars().count() > limits.max_key_length
@@ -166,7 +179,7 @@ async fn add_fields(
         &st.shared.pool,
         &app.id,
         collection,
-        &fields,
+        fields,
         limits.schema_fields,
     )
     .await?
@@ -187,8 +200,7 @@ async fn add_fields(
         add.cmd("SADD").arg(&events).arg(collection);
         st.shared.pool.run::<()>(keys::route(&app.id), &add).await?;
     }
-    let fields = fields_of(st, app, &[collection.to_string()]).await?;
-    Ok(json_response(fields_json(&fields[0]).to_string()))
+    Ok(())
 }
 
 async fn master_app(

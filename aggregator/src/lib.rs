@@ -7,10 +7,11 @@
 //! - `bucket`: the bucket events API over the streams and rollups.
 //! - [`realtime`]: realtime reports, maintained by the consumer; [`filter`]: their filters.
 //! - [`project`]: project administration (`/project/create`, `/project/delete`,
-//!   `/project/device`).
+//!   `/project/device`), key sets, statistics and the list of projects.
 //! - `collections`: Rakam's collections and their typed schemas (`/project/collection`,
 //!   `/project/schema*`).
 //! - `users`: Rakam's users API (`/user/*`) on the one profile store.
+//! - `recipe`: Rakam's recipes, a project's schemas and realtime reports as JSON.
 //! - `admin`: Rakam's `/admin/*`, and a clear 501 for each Rakam route not served.
 
 mod admin;
@@ -20,6 +21,7 @@ pub mod consumer;
 pub mod filter;
 pub mod project;
 pub mod realtime;
+mod recipe;
 pub mod rollup;
 mod users;
 
@@ -120,6 +122,20 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Aggregator>) {
         .route("/admin/event_mappers", web::get().to(admin::none))
         .route("/admin/lock_key", web::post().to(admin::lock_key))
         .route("/project/create", web::post().to(project::create))
+        .route("/project/list", web::post().to(project::stats::list))
+        .route("/project/stats", web::post().to(project::stats::stats))
+        .route(
+            "/project/create-api-keys",
+            web::post().to(project::keys::create),
+        )
+        .route(
+            "/project/revoke-api-keys",
+            web::post().to(project::keys::revoke),
+        )
+        .route(
+            "/project/check-api-keys",
+            web::post().to(project::keys::check),
+        )
         .route("/project/delete", web::delete().to(project::delete))
         .route("/project/delete", web::post().to(project::delete))
         .route("/project/device", web::delete().to(project::forget_device))
@@ -178,6 +194,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Aggregator>) {
             "/user/create_segment",
             web::post().to(users::create_segment),
         )
+        .route("/recipe/export", web::get().to(recipe::export))
+        .route("/recipe/install", web::post().to(recipe::install))
         .route("/realtime/create", web::post().to(realtime::create))
         .route("/realtime/get", web::post().to(realtime::get))
         .route("/realtime/list", web::post().to(realtime::list))

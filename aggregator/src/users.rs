@@ -11,12 +11,11 @@ use crate::filter::{self, Expr};
 use crate::Aggregator;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use tally_model::apps::App;
 use tally_model::keys;
 use tally_model::profiles::{self, Applied, Bounds, Op};
-use tally_model::schema::{self, Added, FieldType, Scalar};
+use tally_model::schema::{self, FieldType};
 use tally_service::auth::{app_for_key, rakam_key, Role};
 use tally_service::{json as json_response, read_json, ApiError, RakamError};
 
@@ -103,7 +102,7 @@ fn batch_ops(d: &Value) -> Result<Vec<Op>, RakamError> {
 }
 
 /// Checks every operation's value against the profile schema (adding the fields first
-/// values name), then applies each user's operations atomically. All or nothing for
+/// values name: [`profiles::prepare`]), then applies each user's operations atomically. All or nothing for
 /// the values' types; a user over a profile limit is a 400 naming it (the others of a
 /// batch are applied: each user is its own transaction, as Rakam's are).
 async fn update(
@@ -112,77 +111,15 @@ async fn update(
     updates: Vec<(String, Vec<Op>)>,
 ) -> Result<(), RakamError> {
     let limits = &st.shared.limits;
-    let known = schema::load_profiles(&st.shared.pool, &app.id).await?;
-    let mut adding = BTreeMap::new();
-    let mut checked = Vec::with_capacity(updates.len());
-    for (user, ops) in updates {
-        let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            let one = |name: &str, v: &Value, adding: &mut BTreeMap<String, FieldType>| {
-                if name.is_empty()
-                    || name.starts_with('$')
-                    || name.chars().count() > limits.max_key_length
-                {
-                    return Err(RakamError::bad(format!("Invalid property name {name:?}")));
-                }
-                let mut m = Map::new();
-                m.insert(name.to_string(), v.clone());
-                let read = schema::check("user profiles", &known, adding, &m)
-                    .map_err(|e| RakamError::bad(e.to_string()))?;
-                Ok(read.get(name).cloned().unwrap_or(Value::Null))
-            };
-            out.push(match op {
-                Op::Set(n, v) => {
-                    let v = one(&n, &v, &mut adding)?;
-                    Op::Set(n, v)
-                }
-                Op::SetOnce(n, v) => {
-                    let v = one(&n, &v, &mut adding)?;
-                    Op::SetOnce(n, v)
-                }
-                Op::Incr(n, by) => {
-                    let t = known.fields.get(&n).or_else(|| adding.get(&n)).copied();
-                    match t {
-                        None => {
-                            let inferred = if by.fract() == 0.0 {
-                                Scalar::Long
-                            } else {
-                                Scalar::Double
-                            };
-                            adding.insert(n.clone(), FieldType::Scalar(inferred));
-                        }
-                        Some(FieldType::Scalar(Scalar::Long | Scalar::Integer))
-                            if by.fract() != 0.0 =>
-                        {
-                            return Err(RakamError::bad(format!(
-                                "Property \"{n}\" is a whole number: cannot add {by}"
-                            )));
-                        }
-                        Some(FieldType::Scalar(
-                            Scalar::Long | Scalar::Integer | Scalar::Double,
-                        )) => {}
-                        Some(other) => {
-                            return Err(RakamError::bad(format!(
-                                "Property \"{n}\" is {}: cannot add to it",
-                                other.name()
-                            )));
-                        }
-                    }
-                    Op::Incr(n, by)
-                }
-                Op::Unset(n) => Op::Unset(n),
-            });
-        }
-        checked.push((user, out));
-    }
-    if !adding.is_empty() {
-        if let Added::OverLimit(msg) =
-            schema::add_to_profiles(&st.shared.pool, &app.id, &adding, limits.user_properties)
-                .await?
-        {
-            return Err(RakamError::bad(msg));
-        }
-    }
+    let checked = profiles::prepare(
+        &st.shared.pool,
+        &app.id,
+        updates,
+        limits.max_key_length,
+        limits.user_properties,
+    )
+    .await?
+    .map_err(RakamError::bad)?;
     let bounds = Bounds {
         properties: limits.user_properties,
         bytes: limits.user_profile_bytes,

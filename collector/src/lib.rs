@@ -14,6 +14,7 @@ pub mod ratelimit;
 pub mod request;
 mod routes;
 pub mod sanitize;
+pub mod user_details;
 
 use actix_web::web;
 use tally_model::commit::Committer;

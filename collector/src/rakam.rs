@@ -358,9 +358,23 @@ async fn write(st: &Collector, app: &Arc<App>, events: Vec<RakamEvent>) -> Resul
     let mut read = Vec::with_capacity(events.len());
     for e in &events {
         let s = &schemas[&e.collection];
+        if app.strict && s.fields.is_empty() {
+            return Err(RakamError::bad(format!(
+                "Collection {:?} does not exist: in strict mode collections are created with /project/schema/add",
+                e.collection
+            )));
+        }
         let add = adding.entry(e.collection.clone()).or_default();
         let props = schema::check(&e.collection, s, add, &e.props)
             .map_err(|err| RakamError::bad(err.to_string()))?;
+        if app.strict {
+            if let Some(field) = add.keys().next() {
+                return Err(RakamError::bad(format!(
+                    "Collection {:?} has no field {field:?}: in strict mode fields are added with /project/schema/add",
+                    e.collection
+                )));
+            }
+        }
         read.push(props);
     }
     for (name, fields) in adding.iter().filter(|(_, f)| !f.is_empty()) {

@@ -3,6 +3,7 @@
 use crate::params::Params;
 use crate::plan::{Ingest, Item};
 use crate::request::WriteRequest;
+use crate::user_details;
 use crate::Collector;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -13,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tally_model::apps::App;
 use tally_model::commit::Outcome;
+use tally_model::profiles::Op;
 use tally_service::ApiError;
 use tally_service::{json as json_response, read_body, result};
 
@@ -146,12 +148,21 @@ pub async fn ingest(
         now_ms.div_euclid(1000),
         country,
     )?;
+    let profile = match user_details::parse(&inc.params, &st.shared.limits)? {
+        Some(ops) => Some(user_details::check(&st.shared, &app, &device_id, ops).await?),
+        None => None,
+    };
     let work = Ingest {
-        items: vec![Item::new(app, wr, now_ms)],
+        items: vec![Item::new(app.clone(), wr, now_ms)],
         limits: st.shared.limits.clone(),
         keep: st.keep,
     };
     let outcomes = st.committer.submit(work, 1).await?;
+    if let Some(ops) = profile {
+        if outcomes.first() != Some(&Outcome::Duplicate) {
+            user_details::apply(&st.shared, &app, &device_id, ops).await?;
+        }
+    }
     Ok(match outcomes.first() {
         Some(Outcome::Duplicate) => {
             json_response(json!({"result": "Success", "info": DUPLICATE}).to_string())
@@ -232,13 +243,31 @@ pub async fn bulk(
             },
         };
         let country = client_country(&req, &p, &st);
-        match WriteRequest::from_params(&p, &limits, now, country) {
-            Ok(wr) => items.push((index, Item::new(app, wr, st.shared.clock.now_ms()))),
-            Err(e) => rejected.push(json!({"index": index, "result": e.to_string()})),
+        let checked = match WriteRequest::from_params(&p, &limits, now, country) {
+            Ok(wr) => match user_details::parse(&p, &limits) {
+                Ok(None) => Ok((wr, None)),
+                Ok(Some(ops)) => user_details::check(&st.shared, &app, &device_id, ops)
+                    .await
+                    .map(|ops| (wr, Some(ops))),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok((wr, profile)) => {
+                items.push((index, Item::new(app, wr, st.shared.clock.now_ms()), profile))
+            }
+            Err(e @ ApiError::BadRequest(_)) => {
+                rejected.push(json!({"index": index, "result": e.to_string()}))
+            }
+            Err(e) => return Err(e),
         }
     }
     for app in apps.values() {
-        let n = items.iter().filter(|(_, it)| it.app.id == app.id).count();
+        let n = items
+            .iter()
+            .filter(|(_, it, _)| it.app.id == app.id)
+            .count();
         limit(&st, app, n)?;
     }
     if items.is_empty() {
@@ -252,16 +281,32 @@ pub async fn bulk(
     let n = items.len();
     // One unit per app (in order of first appearance): a unit commits in its app's slot.
     let mut units: Vec<Ingest> = Vec::new();
-    for (_, it) in items {
-        match units.iter_mut().find(|u| u.items[0].app.id == it.app.id) {
-            Some(u) => u.items.push(it),
-            None => units.push(Ingest {
-                items: vec![it],
-                limits: limits.clone(),
-                keep: st.keep,
-            }),
+    // Each unit's profile changes, in the order of its items (the order of the outcomes).
+    let mut profiles: Vec<Vec<Option<Vec<Op>>>> = Vec::new();
+    for (_, it, profile) in items {
+        match units.iter().position(|u| u.items[0].app.id == it.app.id) {
+            Some(i) => {
+                units[i].items.push(it);
+                profiles[i].push(profile);
+            }
+            None => {
+                units.push(Ingest {
+                    items: vec![it],
+                    limits: limits.clone(),
+                    keep: st.keep,
+                });
+                profiles.push(vec![profile]);
+            }
         }
     }
+    let devices: Vec<(Arc<App>, String)> = units
+        .iter()
+        .flat_map(|u| {
+            u.items
+                .iter()
+                .map(|it| (it.app.clone(), it.req.device_id.clone()))
+        })
+        .collect();
     let units = units
         .into_iter()
         .map(|u| {
@@ -270,6 +315,15 @@ pub async fn bulk(
         })
         .collect();
     let outcomes = st.committer.submit_all(units).await?;
+    for (((app, device), profile), outcome) in devices
+        .iter()
+        .zip(profiles.into_iter().flatten())
+        .zip(&outcomes)
+    {
+        if let (Some(ops), false) = (profile, *outcome == Outcome::Duplicate) {
+            user_details::apply(&st.shared, app, device, ops).await?;
+        }
+    }
     let duplicates = outcomes
         .iter()
         .filter(|o| **o == Outcome::Duplicate)

@@ -24,8 +24,10 @@ fn app() -> Arc<App> {
         write_key: "w".into(),
         read_key: "r".into(),
         master_key: "m".into(),
+        key_sets: Vec::new(),
         public_read: false,
         salt: None,
+        strict: false,
         created: 0,
     })
 }

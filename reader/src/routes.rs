@@ -7,7 +7,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tally_model::apps::{keys_equal, App};
+use tally_model::apps::{App, Role};
 use tally_model::keys::{AppId, Family};
 use tally_model::time::local_date;
 use tally_service::ApiError;
@@ -74,7 +74,7 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok());
     let given = p.get("api_key").map(String::as_str).or(header_key);
     match given {
-        Some(k) if keys_equal(k, &app.read_key) || keys_equal(k, &app.master_key) => Ok(app),
+        Some(k) if app.allows(k, Role::Read) => Ok(app),
         Some(_) => Err(ApiError::Unauthorized("Invalid api_key".into())),
         None if app.public_read && p.contains_key("app_key") => Ok(app),
         None => Err(ApiError::Unauthorized(

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use tally_model::apps::{self, keys_equal, App};
+use tally_model::apps::{self, App, Role};
 use tally_model::keys;
 use tally_service::{json as json_response, read_body};
 use tally_service::{ApiError, RakamError};
@@ -35,8 +35,8 @@ async fn app_for(req: &HttpRequest, st: &Aggregator, read: bool) -> Result<Arc<A
     let app = apps::by_other_key(&st.shared.pool, key)
         .await?
         .ok_or_else(|| ApiError::Forbidden("Invalid key".into()))?;
-    let ok = keys_equal(key, &app.master_key) || (read && keys_equal(key, &app.read_key));
-    if !ok {
+    let role = if read { Role::Read } else { Role::Master };
+    if !app.allows(key, role) {
         return Err(ApiError::Forbidden(
             if read {
                 "Invalid key"

@@ -43,6 +43,8 @@ pub struct Limits {
     pub user_profile_bytes: usize,
     /// Profiles one `/user/search` may read before it gives up with a 400.
     pub user_search_scan: usize,
+    /// Live key sets one project may have (Rakam's `/project/create-api-keys`).
+    pub key_sets: usize,
     pub max_bulk_requests: usize,
     /// Distinct event keys per app (Countly `event_limit`).
     pub event_keys: usize,
@@ -87,6 +89,7 @@ impl Default for Limits {
             user_properties: 256,
             user_profile_bytes: 64 * 1024,
             user_search_scan: 100_000,
+            key_sets: 20,
             max_bulk_requests: 1000,
             event_keys: 500,
             segments_per_event: 100,
@@ -325,6 +328,7 @@ impl Limits {
             user_properties: parse("TALLY_USER_PROPERTY_LIMIT", d.user_properties)?,
             user_profile_bytes: parse("TALLY_USER_PROFILE_BYTES", d.user_profile_bytes)?,
             user_search_scan: parse("TALLY_USER_SEARCH_SCAN", d.user_search_scan)?,
+            key_sets: parse("TALLY_KEY_SETS", d.key_sets)?,
             event_keys: parse("TALLY_EVENT_LIMIT", d.event_keys)?,
             segments_per_event: parse("TALLY_SEGMENTATION_LIMIT", d.segments_per_event)?,
             values_per_segment: parse("TALLY_SEGMENTATION_VALUE_LIMIT", d.values_per_segment)?,

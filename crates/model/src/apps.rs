@@ -1,9 +1,12 @@
-//! The app registry: an app (= project = bucket) with its timezone and its keys.
+//! The app registry: an app (= project = bucket) with its timezone and its key sets.
 //!
-//! `write_key` is Countly's `app_key` (SDKs send it), `read_key` is Countly's `api_key`
-//! (the dashboard sends it), `master_key` administers the app. Lookups on the request path
-//! go through [`AppCache`], a bounded in-process cache with a short TTL, so a hot `/i`
-//! costs no registry round trip.
+//! A key set is three keys: `write_key` is Countly's `app_key` (SDKs send it), `read_key`
+//! is Countly's `api_key` (the dashboard sends it), `master_key` administers the app. An
+//! app has one key set when created and may get more (Rakam's `create-api-keys`); any
+//! but the last may be revoked. Lookups on the request path go through [`AppCache`], a
+//! bounded in-process cache with a short TTL, so a hot `/i` costs no registry round trip;
+//! a change to an app's keys is announced on a channel every process listens to
+//! ([`watch`]), which empties the caches at once.
 
 use crate::error::StoreError;
 use crate::keys::{self, AppId, REGISTRY};
@@ -14,18 +17,86 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_redis::{Pool, Route};
 
+/// What a request needs its key to allow. A master key allows all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Write,
+    Read,
+    Master,
+}
+
+impl Role {
+    /// The header Rakam's clients put this role's key in (also its name in answers).
+    pub fn header(self) -> &'static str {
+        match self {
+            Role::Write => "write_key",
+            Role::Read => "read_key",
+            Role::Master => "master_key",
+        }
+    }
+}
+
+/// One set of an app's three keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySet {
+    /// 0 for the set the app was created with, then counting up.
+    pub id: u64,
+    pub write_key: String,
+    pub read_key: String,
+    pub master_key: String,
+    /// UNIX seconds.
+    pub created: i64,
+}
+
+impl KeySet {
+    fn generate(id: u64, created: i64) -> KeySet {
+        KeySet {
+            id,
+            write_key: keys::random_hex(20),
+            read_key: keys::random_hex(20),
+            master_key: keys::random_hex(20),
+            created,
+        }
+    }
+
+    /// Whether `key` is this set's key for `role` (or its master key).
+    pub fn allows(&self, key: &str, role: Role) -> bool {
+        keys_equal(key, &self.master_key)
+            || match role {
+                Role::Write => keys_equal(key, &self.write_key),
+                Role::Read => keys_equal(key, &self.read_key),
+                Role::Master => false,
+            }
+    }
+
+    /// The registry's index entries of this set's keys.
+    fn index_keys(&self) -> [String; 3] {
+        [
+            keys::app_by_write_key(&self.write_key),
+            keys::app_by_other_key(&self.read_key),
+            keys::app_by_other_key(&self.master_key),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct App {
     pub id: AppId,
     pub name: String,
     pub timezone: Tz,
+    /// The keys of the oldest live key set: the ones Countly's SDKs and dashboard know.
     pub write_key: String,
     pub read_key: String,
     pub master_key: String,
+    /// Every live key set, oldest first (the first is the one above).
+    pub key_sets: Vec<KeySet>,
     /// Reads need only the write key (`app_key`), as in the original Countly read API.
     pub public_read: bool,
     /// When set, `/i` requests must carry a valid `checksum` or `checksum256`.
     pub salt: Option<String>,
+    /// Rakam's strict mode: events of a collection, and fields, that no
+    /// `/project/schema/add` declared are refused instead of added to the schema.
+    pub strict: bool,
     /// UNIX seconds.
     pub created: i64,
 }
@@ -37,9 +108,30 @@ pub struct NewApp {
     pub timezone: Tz,
     pub public_read: bool,
     pub salt: Option<String>,
+    pub strict: bool,
+}
+
+/// The registry field of key set `id` (sets after the first: the first's keys are fields
+/// of their own, as apps had them before key sets).
+fn key_set_field(id: u64) -> String {
+    format!("keys:{id}")
 }
 
 impl App {
+    /// Whether `key` is a live key of this app for `role` (a master key is good for all).
+    pub fn allows(&self, key: &str, role: Role) -> bool {
+        self.key_sets.iter().any(|s| s.allows(key, role))
+    }
+
+    /// The live key set `key` belongs to.
+    pub fn key_set_of(&self, key: &str) -> Option<&KeySet> {
+        self.key_sets.iter().find(|s| {
+            keys_equal(key, &s.write_key)
+                || keys_equal(key, &s.read_key)
+                || keys_equal(key, &s.master_key)
+        })
+    }
+
     fn fields(&self) -> Vec<(&'static str, String)> {
         vec![
             ("name", self.name.clone()),
@@ -49,6 +141,7 @@ impl App {
             ("master_key", self.master_key.clone()),
             ("public_read", u8::from(self.public_read).to_string()),
             ("salt", self.salt.clone().unwrap_or_default()),
+            ("strict", u8::from(self.strict).to_string()),
             ("created", self.created.to_string()),
         ]
     }
@@ -56,17 +149,55 @@ impl App {
     fn from_fields(id: AppId, mut f: HashMap<String, String>) -> Result<App, StoreError> {
         let mut take = |k: &str| f.remove(k).unwrap_or_default();
         let timezone = take("timezone");
+        let created = take("created").parse().unwrap_or(0);
+        let first = KeySet {
+            id: 0,
+            write_key: take("write_key"),
+            read_key: take("read_key"),
+            master_key: take("master_key"),
+            created,
+        };
+        let (name, public_read, salt) = (take("name"), take("public_read") == "1", take("salt"));
+        let strict = take("strict") == "1";
+        // The first set's fields are gone once it was revoked.
+        let mut key_sets: Vec<KeySet> = (!first.master_key.is_empty())
+            .then_some(first)
+            .into_iter()
+            .collect();
+        for (field, value) in &f {
+            let Some(n) = field.strip_prefix("keys:") else {
+                continue;
+            };
+            let parts: Vec<&str> = value.split(' ').collect();
+            match (n.parse(), parts.as_slice()) {
+                (Ok(n), [w, r, m, c]) => key_sets.push(KeySet {
+                    id: n,
+                    write_key: (*w).to_string(),
+                    read_key: (*r).to_string(),
+                    master_key: (*m).to_string(),
+                    created: c.parse().unwrap_or(0),
+                }),
+                _ => return Err(StoreError::Corrupt(format!("app {id}: key set {field}"))),
+            }
+        }
+        key_sets.sort_by_key(|s| s.id);
+        let primary = key_sets
+            .first()
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("app {id}: no key set")))?;
         Ok(App {
             timezone: timezone
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("app {id}: timezone {timezone:?}")))?,
-            name: take("name"),
-            write_key: take("write_key"),
-            read_key: take("read_key"),
-            master_key: take("master_key"),
-            public_read: take("public_read") == "1",
-            salt: Some(take("salt")).filter(|s| !s.is_empty()),
-            created: take("created").parse().unwrap_or(0),
+            name,
+            write_key: primary.write_key,
+            read_key: primary.read_key,
+            master_key: primary.master_key,
+            key_sets,
+            public_read,
+            salt: Some(salt).filter(|s| !s.is_empty()),
+            strict,
+            created,
             id,
         })
     }
@@ -74,15 +205,18 @@ impl App {
 
 /// Creates an app with fresh random keys.
 pub async fn create(pool: &Pool, new: NewApp, now_secs: i64) -> Result<App, StoreError> {
+    let first = KeySet::generate(0, now_secs);
     let app = App {
         id: AppId::generate(),
         name: new.name,
         timezone: new.timezone,
-        write_key: keys::random_hex(20),
-        read_key: keys::random_hex(20),
-        master_key: keys::random_hex(20),
+        write_key: first.write_key.clone(),
+        read_key: first.read_key.clone(),
+        master_key: first.master_key.clone(),
+        key_sets: vec![first],
         public_read: new.public_read,
         salt: new.salt,
+        strict: new.strict,
         created: now_secs,
     };
     let mut pipe = redis::pipe();
@@ -278,18 +412,194 @@ const DELETE_BATCH: usize = 500;
 /// Returns the number of keys removed.
 pub async fn delete(pool: &Pool, app: &App) -> Result<u64, StoreError> {
     let deleted = unlink_matching(pool, keys::route(&app.id), &keys::app_pattern(&app.id)).await?;
+    let index: Vec<String> = app.key_sets.iter().flat_map(KeySet::index_keys).collect();
     let mut pipe = redis::pipe();
     pipe.atomic()
         .cmd("UNLINK")
         .arg(keys::app_record(&app.id))
-        .arg(keys::app_by_write_key(&app.write_key))
-        .arg(keys::app_by_other_key(&app.read_key))
-        .arg(keys::app_by_other_key(&app.master_key))
+        .arg(&index)
         .ignore()
         .srem(keys::APPS, app.id.as_str())
         .ignore();
     pool.run::<()>(REGISTRY, &pipe).await?;
-    Ok(deleted + 4)
+    announce(pool, &app.id).await;
+    Ok(deleted + 1 + index.len() as u64)
+}
+
+const KEY_SET_CREATE: &str = include_str!("key_set_create.lua");
+const KEY_SET_REVOKE: &str = include_str!("key_set_revoke.lua");
+
+/// Why a key set was not created or revoked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeySetRefused {
+    /// The app has `max` key sets already.
+    Limit(usize),
+    /// The set is the app's last one: an app without keys could never be used again.
+    Last,
+    /// The app is gone.
+    NoApp,
+    /// No live set of the app has that master key.
+    Unknown,
+}
+
+fn refused(e: tally_redis::Error) -> Result<KeySetRefused, StoreError> {
+    match e.code() {
+        Some("KEYSETLIMIT") => Ok(KeySetRefused::Limit(0)),
+        Some("LASTKEYSET") => Ok(KeySetRefused::Last),
+        Some("NOAPP") => Ok(KeySetRefused::NoApp),
+        _ => Err(e.into()),
+    }
+}
+
+/// Gives the app another key set (at most `max` live ones).
+pub async fn create_key_set(
+    pool: &Pool,
+    app: &AppId,
+    max: usize,
+    now_secs: i64,
+) -> Result<Result<KeySet, KeySetRefused>, StoreError> {
+    // The id is the script's; the keys are made here (Lua has no good randomness).
+    let mut set = KeySet::generate(0, now_secs);
+    let [w, r, m] = set.index_keys();
+    let mut pipe = redis::pipe();
+    pipe.cmd("EVAL")
+        .arg(KEY_SET_CREATE)
+        .arg(4)
+        .arg(keys::app_record(app))
+        .arg(w)
+        .arg(r)
+        .arg(m)
+        .arg(app.as_str())
+        .arg(format!(
+            "{} {} {} {}",
+            set.write_key, set.read_key, set.master_key, set.created
+        ))
+        .arg(max);
+    match pool.run::<(u64,)>(REGISTRY, &pipe).await {
+        Ok((id,)) => {
+            set.id = id;
+            Ok(Ok(set))
+        }
+        Err(e) => Ok(Err(match refused(e)? {
+            KeySetRefused::Limit(_) => KeySetRefused::Limit(max),
+            other => other,
+        })),
+    }
+}
+
+/// Revokes the app's key set whose master key is `master_key`; every process stops
+/// accepting its keys when the announcement reaches it (at once while its subscription is
+/// up, within the cache's TTL otherwise).
+pub async fn revoke_key_set(
+    pool: &Pool,
+    app: &App,
+    master_key: &str,
+) -> Result<Result<KeySet, KeySetRefused>, StoreError> {
+    let Some(set) = app
+        .key_sets
+        .iter()
+        .find(|s| keys_equal(master_key, &s.master_key))
+    else {
+        return Ok(Err(KeySetRefused::Unknown));
+    };
+    let [w, r, m] = set.index_keys();
+    let mut pipe = redis::pipe();
+    pipe.cmd("EVAL")
+        .arg(KEY_SET_REVOKE)
+        .arg(4)
+        .arg(keys::app_record(&app.id))
+        .arg(w)
+        .arg(r)
+        .arg(m)
+        .arg(set.id)
+        .arg(&set.master_key)
+        .arg(key_set_field(set.id));
+    let outcome = match pool.run::<(u64,)>(REGISTRY, &pipe).await {
+        Ok((1,)) => Ok(set.clone()),
+        Ok(_) => Err(KeySetRefused::Unknown),
+        Err(e) => Err(refused(e)?),
+    };
+    if outcome.is_ok() {
+        announce(pool, &app.id).await;
+    }
+    Ok(outcome)
+}
+
+/// The channel on which a change to an app's keys (a revoked set, a deleted app) is
+/// announced to every process.
+pub const CHANGES: &str = "tally:app-changes";
+
+/// Tells every process that an app's keys changed. The change is already in the registry;
+/// a process that misses the notice drops its cached copy within its TTL anyway, so a
+/// failure here is logged, not returned.
+pub async fn announce(pool: &Pool, app: &AppId) {
+    let mut pipe = redis::pipe();
+    pipe.cmd("PUBLISH").arg(CHANGES).arg(app.as_str());
+    if let Err(e) = pool.run::<(u64,)>(REGISTRY, &pipe).await {
+        tracing::warn!(app = %app, error = %e, "could not announce a change to the app's keys");
+    }
+}
+
+/// How long a subscription may be silent before it checks itself with a `PING`.
+const WATCH_IDLE: Duration = Duration::from_secs(1);
+
+/// Keeps `cache` in step with the registry from a thread of its own: the cache is
+/// emptied on every announced change, and whenever the subscription was lost (a notice
+/// may have been missed). While there is no subscription the cache's TTL bounds how long
+/// a revoked key keeps working. The thread ends soon after the cache is dropped.
+pub fn watch(cache: &Arc<AppCache>, pool: Pool) {
+    let cache = Arc::downgrade(cache);
+    let spawned = std::thread::Builder::new()
+        .name("tally-app-watch".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "app change watcher: no runtime");
+                    return;
+                }
+            };
+            rt.block_on(watch_loop(cache, pool));
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "app change watcher: no thread");
+    }
+}
+
+async fn watch_loop(cache: std::sync::Weak<AppCache>, pool: Pool) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if cache.strong_count() == 0 {
+            return;
+        }
+        match pool.subscribe(REGISTRY, CHANGES).await {
+            Ok(mut sub) => {
+                backoff = Duration::from_millis(50);
+                // Changes made while there was no subscription were not heard.
+                if let Some(c) = cache.upgrade() {
+                    c.clear();
+                }
+                loop {
+                    let Some(c) = cache.upgrade() else { return };
+                    match sub.next(WATCH_IDLE).await {
+                        Ok(Some(_)) => c.clear(),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, "app change subscription lost");
+                            c.clear();
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "app change subscription failed"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// Deletes an app's raw event stream and its rollups, not its Countly counters.

@@ -8,7 +8,9 @@
 
 use crate::error::StoreError;
 use crate::keys::{self, AppId};
+use crate::schema::{self, Added, FieldType, Scalar, Schema};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use tally_redis::Pool;
 
 /// One change to a profile.
@@ -19,6 +21,18 @@ pub enum Op {
     SetOnce(String, Value),
     /// Adds to a number (a missing property counts as 0).
     Incr(String, f64),
+    /// Multiplies a number (a missing property counts as 0).
+    Mul(String, f64),
+    /// Keeps the larger number (a missing property takes the value).
+    Max(String, f64),
+    /// Keeps the smaller number (a missing property takes the value).
+    Min(String, f64),
+    /// Appends the values to a list (a missing property is an empty list).
+    Push(String, Vec<Value>),
+    /// Appends the values the list does not have yet.
+    AddToSet(String, Vec<Value>),
+    /// Removes every element equal to one of the values.
+    Pull(String, Vec<Value>),
     Unset(String),
 }
 
@@ -37,7 +51,123 @@ pub enum Applied {
     Refused(String),
 }
 
+/// Types each operation's value by the app's profile schema (`known`, plus the fields
+/// earlier values of the same request infer into `adding`), as collections' fields are:
+/// a value the schema cannot read, a name that is no property's, or arithmetic on a
+/// property that is not a number is refused with why.
+fn typed(
+    known: &Schema,
+    adding: &mut BTreeMap<String, FieldType>,
+    op: Op,
+    max_name: usize,
+) -> Result<Op, String> {
+    let name = match &op {
+        Op::Set(n, _)
+        | Op::SetOnce(n, _)
+        | Op::Incr(n, _)
+        | Op::Mul(n, _)
+        | Op::Max(n, _)
+        | Op::Min(n, _)
+        | Op::Push(n, _)
+        | Op::AddToSet(n, _)
+        | Op::Pull(n, _)
+        | Op::Unset(n) => n.clone(),
+    };
+    if name.is_empty() || name.starts_with('$') || name.chars().count() > max_name {
+        return Err(format!("Invalid property name {name:?}"));
+    }
+    let read = |v: Value, adding: &mut BTreeMap<String, FieldType>| {
+        let mut m = Map::new();
+        m.insert(name.clone(), v);
+        let read = schema::check("user profiles", known, adding, &m).map_err(|e| e.to_string())?;
+        Ok::<Value, String>(read.get(&name).cloned().unwrap_or(Value::Null))
+    };
+    let number = |by: f64, adding: &mut BTreeMap<String, FieldType>| match known
+        .fields
+        .get(&name)
+        .or_else(|| adding.get(&name))
+        .copied()
+    {
+        None => {
+            let inferred = if by.fract() == 0.0 {
+                Scalar::Long
+            } else {
+                Scalar::Double
+            };
+            adding.insert(name.clone(), FieldType::Scalar(inferred));
+            Ok(())
+        }
+        Some(FieldType::Scalar(Scalar::Long | Scalar::Integer)) if by.fract() != 0.0 => Err(
+            format!("Property \"{name}\" is a whole number: cannot use {by} on it"),
+        ),
+        Some(FieldType::Scalar(Scalar::Long | Scalar::Integer | Scalar::Double)) => Ok(()),
+        Some(other) => Err(format!(
+            "Property \"{name}\" is {}: it is not a number",
+            other.name()
+        )),
+    };
+    let list = |vs: Vec<Value>, adding: &mut BTreeMap<String, FieldType>| match read(
+        Value::Array(vs),
+        adding,
+    )? {
+        Value::Array(vs) => Ok(vs),
+        _ => Err(format!("Property \"{name}\" is not a list")),
+    };
+    Ok(match op {
+        Op::Set(n, v) => Op::Set(n, read(v, adding)?),
+        Op::SetOnce(n, v) => Op::SetOnce(n, read(v, adding)?),
+        Op::Incr(n, by) => number(by, adding).map(|()| Op::Incr(n, by))?,
+        Op::Mul(n, by) => number(by, adding).map(|()| Op::Mul(n, by))?,
+        Op::Max(n, by) => number(by, adding).map(|()| Op::Max(n, by))?,
+        Op::Min(n, by) => number(by, adding).map(|()| Op::Min(n, by))?,
+        Op::Push(n, vs) => Op::Push(n, list(vs, adding)?),
+        Op::AddToSet(n, vs) => Op::AddToSet(n, list(vs, adding)?),
+        Op::Pull(n, vs) => Op::Pull(n, list(vs, adding)?),
+        Op::Unset(n) => Op::Unset(n),
+    })
+}
+
+/// Types every user's operations by the app's profile schema and adds the fields they
+/// infer to it (within `max_properties`): the updates ready for [`apply`] or [`check`],
+/// or why they are refused (nothing is written then).
+pub async fn prepare(
+    pool: &Pool,
+    app: &AppId,
+    updates: Vec<(String, Vec<Op>)>,
+    max_name: usize,
+    max_properties: usize,
+) -> Result<Result<Vec<(String, Vec<Op>)>, String>, StoreError> {
+    let known = schema::load_profiles(pool, app).await?;
+    let mut adding = BTreeMap::new();
+    let mut out = Vec::with_capacity(updates.len());
+    for (user, ops) in updates {
+        let mut typed_ops = Vec::with_capacity(ops.len());
+        for op in ops {
+            match typed(&known, &mut adding, op, max_name) {
+                Ok(op) => typed_ops.push(op),
+                Err(why) => return Ok(Err(why)),
+            }
+        }
+        out.push((user, typed_ops));
+    }
+    if !adding.is_empty() {
+        if let Added::OverLimit(msg) =
+            schema::add_to_profiles(pool, app, &adding, max_properties).await?
+        {
+            return Ok(Err(msg));
+        }
+    }
+    Ok(Ok(out))
+}
+
 const UPDATE_SCRIPT: &str = include_str!("profile_update.lua");
+
+/// Whether the script writes, or only says whether it would succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Write,
+    DryRun,
+}
 
 fn push_update(
     pipe: &mut redis::Pipeline,
@@ -46,6 +176,7 @@ fn push_update(
     ops: &[Op],
     b: Bounds,
     now_ms: i64,
+    mode: Mode,
 ) {
     let cmd = pipe
         .cmd("EVAL")
@@ -56,12 +187,28 @@ fn push_update(
         .arg(user)
         .arg(b.properties)
         .arg(b.bytes)
-        .arg(now_ms);
+        .arg(now_ms)
+        .arg(u8::from(mode == Mode::DryRun));
     for op in ops {
         match op {
             Op::Set(n, v) => cmd.arg("set").arg(n).arg(v.to_string()),
             Op::SetOnce(n, v) => cmd.arg("once").arg(n).arg(v.to_string()),
             Op::Incr(n, by) => cmd.arg("incr").arg(n).arg(by.to_string()),
+            Op::Mul(n, by) => cmd.arg("mul").arg(n).arg(by.to_string()),
+            Op::Max(n, v) => cmd.arg("max").arg(n).arg(v.to_string()),
+            Op::Min(n, v) => cmd.arg("min").arg(n).arg(v.to_string()),
+            Op::Push(n, v) => cmd
+                .arg("push")
+                .arg(n)
+                .arg(Value::from(v.clone()).to_string()),
+            Op::AddToSet(n, v) => cmd
+                .arg("addtoset")
+                .arg(n)
+                .arg(Value::from(v.clone()).to_string()),
+            Op::Pull(n, v) => cmd
+                .arg("pull")
+                .arg(n)
+                .arg(Value::from(v.clone()).to_string()),
             Op::Unset(n) => cmd.arg("unset").arg(n).arg(""),
         };
     }
@@ -77,12 +224,34 @@ pub async fn apply(
     bounds: Bounds,
     now_ms: i64,
 ) -> Result<Vec<Applied>, StoreError> {
+    run(pool, app, updates, bounds, now_ms, Mode::Write).await
+}
+
+/// What [`apply`] would answer, writing nothing: for a caller that must refuse a request
+/// whole before it writes anything else of it.
+pub async fn check(
+    pool: &Pool,
+    app: &AppId,
+    updates: &[(String, Vec<Op>)],
+    bounds: Bounds,
+) -> Result<Vec<Applied>, StoreError> {
+    run(pool, app, updates, bounds, 0, Mode::DryRun).await
+}
+
+async fn run(
+    pool: &Pool,
+    app: &AppId,
+    updates: &[(String, Vec<Op>)],
+    bounds: Bounds,
+    now_ms: i64,
+    mode: Mode,
+) -> Result<Vec<Applied>, StoreError> {
     if updates.is_empty() {
         return Ok(Vec::new());
     }
     let mut pipe = redis::pipe();
     for (user, ops) in updates {
-        push_update(&mut pipe, app, user, ops, bounds, now_ms);
+        push_update(&mut pipe, app, user, ops, bounds, now_ms, mode);
     }
     let replies = pool.run_each(keys::route(app), &pipe).await?;
     Ok((0..updates.len())

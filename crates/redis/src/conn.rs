@@ -84,14 +84,14 @@ impl Conn {
             .map_err(|_| Error::Timeout)?
     }
 
-    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match &mut self.stream {
             Stream::Tcp(s) => s.write_all(bytes).await,
             Stream::Unix(s) => s.write_all(bytes).await,
         }
     }
 
-    async fn read_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    pub(crate) async fn read_buf(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(64 * 1024);
         }

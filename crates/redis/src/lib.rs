@@ -8,6 +8,7 @@
 //!   one retry and redirect policy ([`Pool::failed`]) and routing by an app's hash tag
 //!   ([`Route`]).
 //! - [`resp`]: the RESP2 packer and the in-place reply parser.
+//! - [`pubsub`]: a connection subscribed to one channel ([`Subscription`]).
 //! - [`error`]: the one error type, classified from the protocol (never from printed text).
 //! - [`embedded`]: the private `redis-server` child of the all-in-one binary and the tests.
 
@@ -15,9 +16,11 @@ pub mod conn;
 pub mod embedded;
 pub mod error;
 pub mod pool;
+pub mod pubsub;
 pub mod resp;
 
 pub use conn::Conn;
 pub use error::Error;
 pub use pool::{pool, Pool, PooledConn, Route};
+pub use pubsub::Subscription;
 pub use tally_config::RedisConfig;

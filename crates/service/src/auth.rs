@@ -1,32 +1,14 @@
-//! Which app a key opens, and with which rights. Every app has a write key (Countly's
-//! `app_key`, shipped inside apps), a read key (Countly's `api_key`) and a master key; the
-//! master key may do what the other two may.
+//! Which app a key opens, and with which rights. Every key set of an app has a write key
+//! (Countly's `app_key`, shipped inside apps), a read key (Countly's `api_key`) and a
+//! master key; the master key may do what the other two may.
 
 use crate::error::ApiError;
 use crate::state::Shared;
 use actix_web::HttpRequest;
 use serde_json::Value;
 use std::sync::Arc;
-use tally_model::apps::{self, keys_equal, App};
-
-/// What a request needs its key to allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Write,
-    Read,
-    Master,
-}
-
-impl Role {
-    /// The header Rakam's clients put this role's key in.
-    pub fn header(self) -> &'static str {
-        match self {
-            Role::Write => "write_key",
-            Role::Read => "read_key",
-            Role::Master => "master_key",
-        }
-    }
-}
+pub use tally_model::apps::Role;
+use tally_model::apps::{self, App};
 
 /// The key of a Rakam request: the role's header (or the master key's, which has every
 /// role), else `api.api_key` of the JSON body, as the clients send it for collection.
@@ -71,9 +53,7 @@ pub async fn app_for_key(
     let app = apps::by_other_key(&shared.pool, key)
         .await?
         .ok_or_else(|| ApiError::Forbidden("Invalid key".into()))?;
-    let allowed =
-        keys_equal(key, &app.master_key) || (role == Role::Read && keys_equal(key, &app.read_key));
-    if !allowed {
+    if !app.allows(key, role) {
         return Err(ApiError::Forbidden(format!(
             "This needs the {} (or the master key)",
             role.header()

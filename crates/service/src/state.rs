@@ -24,12 +24,17 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The request-path pool, the app cache and the limits. Fails only on a Redis URL
+    /// The request-path pool, the app cache (kept in step with the registry by a
+    /// watcher thread) and the limits. Fails only on a Redis URL
     /// the transport cannot serve (connections open lazily).
     pub fn new(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Shared, StoreError> {
+        let pool = tally_redis::pool(&cfg.redis(redis_url))?;
+        let apps = Arc::new(AppCache::new(cfg.app_cache_ttl, cfg.app_cache_entries));
+        // Revoked keys and deleted apps leave every process's cache at once.
+        tally_model::apps::watch(&apps, pool.fresh()?);
         Ok(Shared {
-            pool: tally_redis::pool(&cfg.redis(redis_url))?,
-            apps: Arc::new(AppCache::new(cfg.app_cache_ttl, cfg.app_cache_entries)),
+            pool,
+            apps,
             clock,
             limits: Arc::new(cfg.limits.clone()),
             admin_key: cfg.admin_key.clone(),

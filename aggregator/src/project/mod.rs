@@ -1,10 +1,15 @@
-//! `POST /project/create`: a new app (= project = bucket) and its keys.
+//! Projects (= apps = buckets): creating one (`/project/create`), deleting one, forgetting
+//! a device, and, in the submodules, key sets ([`keys`]) and statistics and the list of
+//! projects ([`stats`]).
+
+pub mod keys;
+pub mod stats;
 
 use crate::Aggregator;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
-use tally_model::apps::{self, keys_equal, NewApp};
+use tally_model::apps::{self, keys_equal, NewApp, Role};
 use tally_service::ApiError;
 use tally_service::{json as json_response, read_body};
 
@@ -19,6 +24,9 @@ struct CreateProject {
     public_read: bool,
     #[serde(default)]
     salt: Option<String>,
+    /// Rakam's strict mode for the new project.
+    #[serde(default)]
+    strict: bool,
 }
 
 /// Longest app name.
@@ -48,6 +56,7 @@ pub fn new_app(
         timezone,
         public_read,
         salt: salt.filter(|s| !s.is_empty()),
+        strict: false,
     })
 }
 
@@ -60,20 +69,14 @@ pub async fn create(
     let body = read_body(payload, &shared.limits).await?;
     let p: CreateProject = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("Invalid JSON body: {e}")))?;
-    let given = p
-        .lock_key
-        .as_deref()
-        .or_else(|| req.headers().get("lock_key").and_then(|v| v.to_str().ok()));
-    match (&shared.admin_key, given) {
-        (Some(admin), Some(given)) if keys_equal(given, admin) => {}
-        (None, _) => {
-            return Err(ApiError::Forbidden(
-                "Creating projects is disabled: TALLY_ADMIN_KEY is not set".into(),
-            ))
-        }
-        _ => return Err(ApiError::Forbidden("Invalid lock_key".into())),
-    }
-    let new = new_app(&p.name, p.timezone.as_deref(), p.public_read, p.salt)?;
+    admin_allowed(
+        shared,
+        p.lock_key
+            .as_deref()
+            .or_else(|| req.headers().get("lock_key").and_then(|v| v.to_str().ok())),
+    )?;
+    let mut new = new_app(&p.name, p.timezone.as_deref(), p.public_read, p.salt)?;
+    new.strict = p.strict;
     let app = apps::create(&shared.pool, new, shared.clock.now_secs()).await?;
     Ok(json_response(
         json!({
@@ -81,9 +84,25 @@ pub async fn create(
             "write_key": app.write_key,
             "read_key": app.read_key,
             "master_key": app.master_key,
+            "strict": app.strict,
         })
         .to_string(),
     ))
+}
+
+/// Whether `given` is the admin key (`TALLY_ADMIN_KEY`, Rakam's lock key), which creating
+/// and listing projects need.
+pub(crate) fn admin_allowed(
+    shared: &tally_service::Shared,
+    given: Option<&str>,
+) -> Result<(), ApiError> {
+    match (&shared.admin_key, given) {
+        (Some(admin), Some(given)) if keys_equal(given, admin) => Ok(()),
+        (None, _) => Err(ApiError::Forbidden(
+            "The admin routes are disabled: TALLY_ADMIN_KEY is not set".into(),
+        )),
+        _ => Err(ApiError::Forbidden("Invalid lock_key".into())),
+    }
 }
 
 /// Parameters of the master-key routes: from the query string, overridden by a JSON body.
@@ -106,35 +125,37 @@ async fn admin_params(
     Ok(p)
 }
 
-/// The app named by `project`, when the request carries its master key (header
-/// `master_key`, or `master_key` in the body).
+/// The app the request's master key (header `master_key`, or `master_key` in the body)
+/// opens; when `project` is given it must be that app. Read from the registry, never a
+/// cache: these routes change or remove the app, and a revoked key must not pass.
 async fn master_app(
     req: &HttpRequest,
     p: &serde_json::Map<String, serde_json::Value>,
     st: &Aggregator,
 ) -> Result<std::sync::Arc<apps::App>, ApiError> {
     let shared = &st.shared;
-    let id = p
-        .get("project")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| ApiError::bad("Missing parameter \"project\""))?;
-    let id =
-        tally_model::keys::AppId::parse(id).ok_or_else(|| ApiError::invalid_param("project"))?;
     let given = req
         .headers()
         .get("master_key")
         .and_then(|v| v.to_str().ok())
         .or_else(|| p.get("master_key").and_then(|v| v.as_str()))
         .ok_or_else(|| ApiError::Unauthorized("Missing master_key".into()))?;
-    let app = shared
-        .apps
-        .by_id(&shared.pool, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("Project does not exist".into()))?;
-    if !keys_equal(given, &app.master_key) {
+    let app = match p.get("project").and_then(|v| v.as_str()) {
+        Some(id) => {
+            let id = tally_model::keys::AppId::parse(id)
+                .ok_or_else(|| ApiError::invalid_param("project"))?;
+            apps::by_id(&shared.pool, &id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound("Project does not exist".into()))?
+        }
+        None => apps::by_other_key(&shared.pool, given)
+            .await?
+            .ok_or_else(|| ApiError::Forbidden("Invalid master_key".into()))?,
+    };
+    if !app.allows(given, Role::Master) {
         return Err(ApiError::Forbidden("Invalid master_key".into()));
     }
-    Ok(app)
+    Ok(std::sync::Arc::new(app))
 }
 
 /// `DELETE /project/delete`: removes every key of the app (SCAN + UNLINK in batches).
