@@ -30,6 +30,7 @@ fn scenario(python: &str, t: &TestApp, k: &Keys, scenario: &str) -> Value {
         .args([&k.write, &k.read, &k.master])
         .arg(scenario)
         .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("RAKAM_PROJECT", &k.id)
         // RL goes through `requests`, which would send loopback traffic to a proxy set in
         // the environment.
         .env("NO_PROXY", "127.0.0.1,localhost")
@@ -742,4 +743,73 @@ fn rakam_clients_user_profiles() {
         ),
         "{left}"
     );
+}
+
+#[test]
+fn rakam_clients_create_check_and_revoke_key_sets() {
+    let Some(python) = python() else { return };
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let obs = scenario(&python, &t, &k, "keys");
+    assert_eq!(obs["second_has_keys"], json!(true), "{obs}");
+    assert_eq!(obs["second_differs"], json!(true), "{obs}");
+    assert_eq!(obs["check_before"], json!([true, true, false]), "{obs}");
+    assert_eq!(obs["collect_with_second"], json!(1), "{obs}");
+    assert_eq!(
+        obs["collections_with_second_read"],
+        json!(["clicks"]),
+        "{obs}"
+    );
+    assert_eq!(obs["revoked"], json!(true), "{obs}");
+    assert_eq!(obs["check_after"], json!([false, true, false]), "{obs}");
+    for refusal in ["collect_with_revoked", "collections_with_revoked_read"] {
+        assert_eq!(obs[refusal]["status"], json!(403), "{refusal}: {obs}");
+        assert!(
+            obs[refusal]["body"]["error"].is_string(),
+            "{refusal}: {obs}"
+        );
+    }
+    assert_eq!(obs["revoke_last"]["status"], json!(400), "{obs}");
+    assert_eq!(obs["collect_with_first"], json!(1), "{obs}");
+    assert_eq!(
+        obs["rl_bulk_revoked"]["exception"],
+        json!("BadKeyError"),
+        "{obs}"
+    );
+    // Two events were taken (one with each set), none with the revoked keys.
+    let counts = event_counts(&t, &k, "clicks");
+    assert_eq!(c(&counts, &["10", "22"]), json!(2), "{counts}");
+}
+
+#[test]
+fn rakam_clients_meet_strict_mode() {
+    let Some(python) = python() else { return };
+    let t = TestApp::spawn();
+    let k = t.create_app_with(json!({"name": "strict", "timezone": "UTC", "strict": true}));
+    let obs = scenario(&python, &t, &k, "strict");
+    for refusal in ["collect_undeclared", "batch_undeclared_field"] {
+        assert_eq!(obs[refusal]["status"], json!(400), "{refusal}: {obs}");
+        let msg = obs[refusal]["body"]["error"].as_str().unwrap_or_default();
+        assert!(msg.contains("strict mode"), "{refusal}: {obs}");
+    }
+    assert!(
+        obs["rl_bulk_undeclared"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("strict mode")),
+        "{obs}"
+    );
+    assert_eq!(obs["collect_declared"], json!(1), "{obs}");
+    assert_eq!(obs["collections"], json!(["orders"]), "{obs}");
+    // The refused batch's undeclared field was not added, and its good event not taken.
+    assert_eq!(
+        obs["schema"]["fields"]["orders"],
+        fields(&[
+            ("_time", "TIMESTAMP"),
+            ("_user", "STRING"),
+            ("amount", "LONG")
+        ]),
+        "{obs}"
+    );
+    let counts = event_counts(&t, &k, "orders");
+    assert_eq!(c(&counts, &["10", "22"]), json!(1), "{counts}");
 }

@@ -123,6 +123,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Aggregator>) {
         .route("/admin/lock_key", web::post().to(admin::lock_key))
         .route("/project/create", web::post().to(project::create))
         .route("/project/list", web::post().to(project::stats::list))
+        .route("/project/list", web::get().to(project::stats::list))
         .route("/project/stats", web::post().to(project::stats::stats))
         .route(
             "/project/create-api-keys",
@@ -131,6 +132,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Aggregator>) {
         .route(
             "/project/revoke-api-keys",
             web::post().to(project::keys::revoke),
+        )
+        .route(
+            "/project/revoke-api-keys",
+            web::delete().to(project::keys::revoke),
         )
         .route(
             "/project/check-api-keys",

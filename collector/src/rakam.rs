@@ -368,7 +368,11 @@ async fn write(st: &Collector, app: &Arc<App>, events: Vec<RakamEvent>) -> Resul
         let props = schema::check(&e.collection, s, add, &e.props)
             .map_err(|err| RakamError::bad(err.to_string()))?;
         if app.strict {
-            if let Some(field) = add.keys().next() {
+            // `_user` and `_time` are every collection's own.
+            if let Some(field) = add
+                .keys()
+                .find(|f| f.as_str() != schema::USER && f.as_str() != schema::TIME)
+            {
                 return Err(RakamError::bad(format!(
                     "Collection {:?} has no field {field:?}: in strict mode fields are added with /project/schema/add",
                     e.collection

@@ -21,6 +21,10 @@ Scenarios:
   refused  wrong types for `orders`' fields through collect, batch and RL's bulk, and
            missing or wrong keys on every route; then reads `orders`' schema and the
            collections again (unchanged: nothing was written).
+  keys     key sets through RC's AdminApi: create, check, collect with the new set, revoke
+           it with its own master key, check again, and see its keys refused (RC and RL).
+  strict   a strict project: undeclared collections and fields refused through RC and RL,
+           declared ones taken.
   users    user profiles through RC's UserApi (set, set once, increment, unset, batch
            create, get, a user's events, metadata, search, segments) and RL (set, batch
            operations, batch update), typed and limited, with refusals that write nothing
@@ -31,6 +35,7 @@ Scenarios:
 import builtins
 import itertools
 import json
+import os
 import sys
 
 
@@ -42,6 +47,8 @@ def fail(message):
 if len(sys.argv) != 6:
     fail("usage: clients.py BASE_URL WRITE_KEY READ_KEY MASTER_KEY SCENARIO")
 BASE, WRITE, READ, MASTER, SCENARIO = sys.argv[1:]
+# The project's id (check-api-keys names it), from the environment.
+PROJECT = os.environ.get("RAKAM_PROJECT", "")
 # Well-formed (40 hex digits, as Tally's keys are) but no project's key.
 BOGUS = "0123456789abcdef0123456789abcdef01234567"
 
@@ -746,7 +753,125 @@ def users():
     return obs
 
 
-SCENARIOS = {"typed": typed, "seed": seed, "refused": refused, "users": users}
+def keys():
+    """Key sets through RC's AdminApi: a second set is created, checked, used to collect,
+    revoked with its own master key, and then refused; the first set keeps working."""
+    obs = {}
+    headers(master_key=MASTER)
+    second = call("create_api_keys", lambda: admin_api.create_api_keys())
+    obs["second_has_keys"] = all(
+        k and len(k) == 40 for k in (second.write_key, second.read_key, second.master_key)
+    )
+    obs["second_differs"] = second.write_key != WRITE and second.master_key != MASTER
+
+    def check(sets):
+        headers()
+        body = rakam_client.ProjectCheckApiKeys(keys=sets, project=PROJECT)
+        return call("check_api_keys", lambda: admin_api.check_api_keys(project_check_api_keys=body))
+
+    both = [
+        rakam_client.ProjectApiKeys(
+            master_key=second.master_key, read_key=second.read_key, write_key=second.write_key
+        ),
+        rakam_client.ProjectApiKeys(write_key=WRITE),
+        rakam_client.ProjectApiKeys(read_key=BOGUS),
+    ]
+    obs["check_before"] = check(both)
+    obs["collect_with_second"] = call(
+        "collect_event",
+        lambda: collect_api.collect_event(
+            event=event("clicks", {"_user": "k1", "n": 1}, key=second.write_key)
+        ),
+    )
+    headers(read_key=second.read_key)
+    obs["collections_with_second_read"] = call("collections", lambda: admin_api.collections())
+    # RC sends the master key being revoked as the header, and no body.
+    headers()
+    revoked = call(
+        "revoke_api_keys", lambda: admin_api.revoke_api_keys(master_key=second.master_key)
+    )
+    obs["revoked"] = success(revoked)
+    obs["check_after"] = check(both)
+    obs["collect_with_revoked"] = refused_rc(
+        "collect_event revoked",
+        lambda: collect_api.collect_event(
+            event=event("clicks", {"_user": "k1", "n": 1}, key=second.write_key)
+        ),
+    )
+    headers(read_key=second.read_key)
+    obs["collections_with_revoked_read"] = refused_rc(
+        "collections revoked", lambda: admin_api.collections()
+    )
+    # The project's last set stays.
+    headers()
+    obs["revoke_last"] = refused_rc(
+        "revoke the last set", lambda: admin_api.revoke_api_keys(master_key=MASTER)
+    )
+    obs["collect_with_first"] = call(
+        "collect_event",
+        lambda: collect_api.collect_event(event=event("clicks", {"_user": "k1"}, key=WRITE)),
+    )
+    # RL's bulk with the revoked master key in the body: a 403 RL reads as BadKeyError.
+    obs["rl_bulk_revoked"] = refused_rl(
+        "RL bulk revoked",
+        lambda: rl(second.master_key).send_bulk_events(
+            [{"collection": "clicks", "properties": {"_user": "k1"}}]
+        ),
+    )
+    return obs
+
+
+def strict():
+    """A strict project (created so by the test): undeclared collections and fields are
+    refused through RC's collect and batch and RL's bulk, and nothing is written; once
+    declared with RC's add_fields_to_schema, the same event is taken."""
+    obs = {}
+    order = {"_user": "s1", "_time": "2024-10-22T09:00:00.000Z", "amount": 5}
+    obs["collect_undeclared"] = refused_rc(
+        "collect undeclared",
+        lambda: collect_api.collect_event(event=event("orders", order, WRITE)),
+    )
+    headers(master_key=MASTER)
+    added = call(
+        "add_fields_to_schema",
+        lambda: admin_api.add_fields_to_schema(
+            project_add_fields_to_schema=rakam_client.ProjectAddFieldsToSchema(
+                collection="orders",
+                fields=[rakam_client.SchemaField(name="amount", type="LONG")],
+            )
+        ),
+    )
+    obs["declared"] = fields(added)
+    obs["collect_declared"] = call(
+        "collect declared", lambda: collect_api.collect_event(event=event("orders", order, WRITE))
+    )
+    batch = rakam_client.EventList(
+        api=context(WRITE),
+        events=[
+            event("orders", order),
+            event("orders", dict(order, coupon="x")),
+        ],
+    )
+    obs["batch_undeclared_field"] = refused_rc(
+        "batch undeclared field", lambda: collect_api.batch_events(event_list=batch)
+    )
+    obs["rl_bulk_undeclared"] = refused_rl(
+        "RL bulk undeclared",
+        lambda: rl(MASTER).send_bulk_events([{"collection": "refunds", "properties": order}]),
+    )
+    obs["collections"] = collections()
+    obs["schema"] = schemas(["orders"])
+    return obs
+
+
+SCENARIOS = {
+    "typed": typed,
+    "seed": seed,
+    "refused": refused,
+    "users": users,
+    "keys": keys,
+    "strict": strict,
+}
 if SCENARIO not in SCENARIOS:
     fail("unknown scenario %r (one of %s)" % (SCENARIO, ", ".join(sorted(SCENARIOS))))
 print(json.dumps(SCENARIOS[SCENARIO](), sort_keys=True))
