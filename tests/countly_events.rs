@@ -39,6 +39,17 @@ fn countly_event_vectors() {
     assert_eq!(y(&t.o(&k, "events", &[p("event", "test1")]), "c"), json!(4));
     let both = t.o(&k, "events", &[p("events", r#"["test1","test2"]"#)]);
     assert_eq!(y(&both, "c"), json!(6));
+    // An event never segmented has no `meta` at all; several events always have one,
+    // unknown keys too (Countly's fetch.js getMergedEventData).
+    assert!(t
+        .o(&k, "events", &[p("event", "test1")])
+        .get("meta")
+        .is_none());
+    assert_eq!(both["meta"], json!({}));
+    assert_eq!(
+        t.o(&k, "events", &[p("events", r#"["nope","nada"]"#)]),
+        json!({"meta": {}})
+    );
     let all = t.o(&k, "events", &[p("events", r#"["test","test1","test2"]"#)]);
     assert_eq!(y(&all, "c"), json!(9));
 
@@ -111,21 +122,39 @@ fn countly_event_vectors() {
     );
     let raw = t.o(&k, "events", &[p("event", "segs"), p("noescape", "1")]);
     assert_eq!(raw["meta"]["odd"], json!(["ç&#9647gA"]));
+    // A `"` in a meta value: Countly turns it into `&quot;` in meta arrays, and its
+    // output escaping then into `&amp;quot;` (api/utils/common.js escape_html).
+    t.ok(
+        &k,
+        &[
+            d(),
+            ev(json!([{"key": "quoted", "segmentation": {"q": "a\"b"}}])),
+        ],
+    );
+    let e = t.o(&k, "events", &[p("event", "quoted")]);
+    assert_eq!(e["meta"]["q"], json!(["a&amp;quot;b"]), "{e}");
+    let raw = t.o(&k, "events", &[p("event", "quoted"), p("noescape", "1")]);
+    assert_eq!(raw["meta"]["q"], json!(["a&quot;b"]), "{raw}");
 
     let ge = t.o(&k, "get_events", &[]);
-    assert_eq!(ge["list"], json!(["segs", "test", "test1", "test2"]));
+    // In the order the keys were first seen (Countly's `list` is pushed to as events
+    // arrive: api/parts/data/events.js).
+    assert_eq!(
+        ge["list"],
+        json!(["test", "test1", "test2", "segs", "quoted"])
+    );
     assert_eq!(
         ge["segments"],
-        json!({"segs": ["odd", "test"], "test1": ["country", "market", "version"]})
+        json!({"quoted": ["q"], "segs": ["odd", "test"], "test1": ["country", "market", "version"]})
     );
     // Without `event`, the first key of the sorted list.
     assert_eq!(
         t.o(&k, "events", &[]),
-        t.o(&k, "events", &[p("event", "segs")])
+        t.o(&k, "events", &[p("event", "quoted")])
     );
 
     let top = t.o(&k, "top_events", &[]);
-    assert_eq!(top["totalCount"], json!(3 + 9 + 2 + 1));
+    assert_eq!(top["totalCount"], json!(3 + 9 + 2 + 1 + 1));
     assert_eq!(
         top["data"][0],
         json!({"name": "test1", "count": 9, "sum": 5.5, "duration": 0})
@@ -164,7 +193,7 @@ fn event_times_hours_duration_and_refresh() {
     let today = t.o(&k, "events", &[p("event", "play"), p("action", "refresh")]);
     assert_eq!(
         today,
-        json!({"2024": {"10": {"23": {"c": 4, "6": {"c": 4}}}}, "meta": {}})
+        json!({"2024": {"10": {"23": {"c": 4, "6": {"c": 4}}}}})
     );
     // The internal events the SDKs send are counted but not listed.
     t.ok(
@@ -273,9 +302,36 @@ fn jsonp_and_public_reads() {
     for bad in ["alert(1)", "a-b", "1x", "x%3Bdelete"] {
         assert_eq!(t.get(&path(bad)).status, 400, "{bad}");
     }
-    // Without the read key: 401; a public app needs only app_key, as in the seed API.
+    // Without the read key: 400 as Countly answers it (its Errata); a public app needs
+    // only app_key, as in the seed API.
     let no_key = format!("/o?app_key={}&method=sessions", k.write);
-    assert_eq!(t.get(&no_key).status, 401);
+    let r = t.get(&no_key);
+    assert_eq!(
+        (r.status, r.json()["result"].clone()),
+        (
+            400,
+            json!("Missing parameter \"api_key\" or \"auth_token\"")
+        )
+    );
+    // A key that is nobody's: 401 `User does not exist` (Countly's api/utils/common.js
+    // validateUser after its member lookup); another app's read key: no right.
+    let r = t.get(&format!(
+        "/o?app_key={}&api_key=nobodys&method=sessions",
+        k.write
+    ));
+    assert_eq!(
+        (r.status, r.json()["result"].clone()),
+        (401, json!("User does not exist"))
+    );
+    let other = t.create_app("UTC");
+    let r = t.get(&format!(
+        "/o?app_id={}&api_key={}&method=sessions",
+        k.id, other.read
+    ));
+    assert_eq!(
+        (r.status, r.json()["result"].clone()),
+        (401, json!("User does not have right"))
+    );
     assert_eq!(
         t.get(&format!(
             "/o?app_key={}&api_key=wrong&method=sessions",

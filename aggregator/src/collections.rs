@@ -198,7 +198,20 @@ pub(crate) async fn declare(
     if !known {
         let mut add = redis::pipe();
         add.cmd("SADD").arg(&events).arg(collection);
-        st.shared.pool.run::<()>(keys::route(&app.id), &add).await?;
+        let (new,): (u64,) = st.shared.pool.run(keys::route(&app.id), &add).await?;
+        // Only the writer that added it records when it was first seen.
+        if new == 1 {
+            let mut order = redis::pipe();
+            order
+                .cmd("RPUSH")
+                .arg(keys::meta_order(&events))
+                .arg(collection)
+                .ignore();
+            st.shared
+                .pool
+                .run::<()>(keys::route(&app.id), &order)
+                .await?;
+        }
     }
     Ok(())
 }

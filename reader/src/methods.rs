@@ -1,7 +1,7 @@
 //! The `/o` methods: which hashes and lists each answer needs, and how it is assembled.
 
 use crate::period::Range;
-use crate::shape::{escape, sort_meta, Num, Tree};
+use crate::shape::{escape, escape_meta, sort_meta, Num, Tree};
 use chrono::{Datelike, NaiveDate};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -222,7 +222,10 @@ fn meta_lists(a: &Answers, slots: &[(String, Slot)], esc: bool) -> Map<String, V
             continue;
         }
         sort_meta(&mut list);
-        let list: Vec<Value> = list.iter().map(|s| Value::from(escape(s, esc))).collect();
+        let list: Vec<Value> = list
+            .iter()
+            .map(|s| Value::from(escape_meta(s, esc)))
+            .collect();
         meta.insert(escape(name, esc), Value::Array(list));
     }
     meta
@@ -269,15 +272,19 @@ pub async fn event_keys(pool: &Pool, app: &App) -> Result<Vec<String>, StoreErro
     Ok(r.run(pool, keys::route(&app.id)).await?.set(s))
 }
 
-/// `method=events`: one event (or the sum of several), optionally by one segmentation key.
+/// `method=events`: one event (or the sum of several, `several`: asked as `events=[…]`),
+/// optionally by one segmentation key. As in Countly, an event never segmented has no
+/// `meta` key, and an answer for several events always has one (`{"meta":{}}` for keys
+/// with no data).
 pub async fn events(
     pool: &Pool,
     q: &Query<'_>,
     selected: &[String],
+    several: bool,
     segmentation: Option<&str>,
 ) -> Result<String, StoreError> {
     if selected.is_empty() {
-        return Ok("{}".into());
+        return Ok(if several { r#"{"meta":{}}"# } else { "{}" }.into());
     }
     // Round trip 1: the data and each event's segmentation keys.
     let mut r = Reads::new();
@@ -324,7 +331,7 @@ pub async fn events(
         if !values.is_empty() {
             let list: Vec<Value> = values
                 .iter()
-                .map(|v| Value::from(escape(v, q.escape)))
+                .map(|v| Value::from(escape_meta(v, q.escape)))
                 .collect();
             meta.insert(escape(&s, q.escape), Value::Array(list));
         }
@@ -332,9 +339,19 @@ pub async fn events(
     if !segments.is_empty() {
         let list: Vec<Value> = segments
             .iter()
-            .map(|s| Value::from(escape(s, q.escape)))
+            .map(|s| Value::from(escape_meta(s, q.escape)))
             .collect();
         meta.insert("segments".into(), Value::Array(list));
+    }
+    if several {
+        return Ok(tree.render(Some(&Value::Object(meta).to_string()), q.escape));
+    }
+    if meta.is_empty() {
+        return Ok(if tree.is_empty() {
+            "{}".into()
+        } else {
+            tree.render(None, q.escape)
+        });
     }
     Ok(finish(tree, meta, q.escape))
 }
@@ -347,6 +364,25 @@ fn limits_json(l: &Limits) -> Value {
     })
 }
 
+/// The app's event keys in the order they were first seen (as Countly's `list`); keys
+/// from before that order was kept follow, sorted.
+pub async fn event_keys_in_order(pool: &Pool, app: &App) -> Result<Vec<String>, StoreError> {
+    let mut r = Reads::new();
+    let meta = keys::meta(&app.id, keys::ORDERED_META);
+    let s = r.set(&meta);
+    let l = r.list(&keys::meta_order(&meta));
+    let a = r.run(pool, keys::route(&app.id)).await?;
+    let members: std::collections::BTreeSet<String> = a.set(s).into_iter().collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<String> = a
+        .list(l)
+        .into_iter()
+        .filter(|e| members.contains(e) && seen.insert(e.clone()))
+        .collect();
+    out.extend(members.into_iter().filter(|e| !seen.contains(e)));
+    Ok(out)
+}
+
 /// `method=get_events`: the event keys, their segmentation keys and the limits.
 pub async fn get_events(
     pool: &Pool,
@@ -354,7 +390,7 @@ pub async fn get_events(
     limits: &Limits,
     esc: bool,
 ) -> Result<Value, StoreError> {
-    let list = event_keys(pool, app).await?;
+    let list = event_keys_in_order(pool, app).await?;
     if list.is_empty() {
         return Ok(json!({ "limits": limits_json(limits) }));
     }

@@ -52,12 +52,26 @@ fn query_params(req: &HttpRequest) -> Result<HashMap<String, String>, ApiError> 
         .collect())
 }
 
+/// Countly's checks, in its order and with its answers: the key (`api_key`, or
+/// `auth_token`, or the `countly-token`/`read_key` header) must be given (400 `Missing
+/// parameter "api_key" or "auth_token"`) and be someone's (401 `User does not exist`); the
+/// app must exist (401 `App does not exist`) and the key be one of its read or master keys
+/// (401 `User does not have right`). A public app reads with `app_key` alone.
 async fn authenticate(
     req: &HttpRequest,
     p: &HashMap<String, String>,
     st: &Reader,
 ) -> Result<Arc<App>, ApiError> {
     let shared = &st.shared;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let given = p
+        .get("api_key")
+        .or_else(|| p.get("auth_token"))
+        .map(String::as_str)
+        .or_else(|| header("countly-token"))
+        .or_else(|| header("read_key"))
+        .or_else(|| header("api_key"))
+        .filter(|k| !k.is_empty());
     let app = match (p.get("app_id"), p.get("app_key")) {
         (Some(id), _) => {
             let id = AppId::parse(id).ok_or_else(|| ApiError::invalid_param("app_id"))?;
@@ -66,20 +80,28 @@ async fn authenticate(
         (None, Some(key)) => shared.apps.by_write_key(&shared.pool, key).await?,
         (None, None) => return Err(ApiError::bad("Missing parameter \"app_id\"")),
     };
-    let app = app.ok_or_else(|| ApiError::Unauthorized("App does not exist".into()))?;
-    let header_key = req
-        .headers()
-        .get("read_key")
-        .or_else(|| req.headers().get("api_key"))
-        .and_then(|v| v.to_str().ok());
-    let given = p.get("api_key").map(String::as_str).or(header_key);
-    match given {
-        Some(k) if app.allows(k, Role::Read) => Ok(app),
-        Some(_) => Err(ApiError::Unauthorized("Invalid api_key".into())),
-        None if app.public_read && p.contains_key("app_key") => Ok(app),
-        None => Err(ApiError::Unauthorized(
-            "Missing parameter \"api_key\"".into(),
+    let Some(key) = given else {
+        return match app {
+            Some(app) if app.public_read && p.contains_key("app_key") => Ok(app),
+            _ => Err(ApiError::bad(
+                "Missing parameter \"api_key\" or \"auth_token\"",
+            )),
+        };
+    };
+    if let Some(app) = app.as_ref().filter(|a| a.allows(key, Role::Read)) {
+        return Ok(app.clone());
+    }
+    // Whose key it is decides the answer, as Countly's user lookup comes first.
+    match tally_model::apps::by_other_key(&shared.pool, key).await? {
+        Some(owner) if owner.allows(key, Role::Read) => Err(ApiError::Unauthorized(
+            if app.is_none() {
+                "App does not exist"
+            } else {
+                "User does not have right"
+            }
+            .into(),
         )),
+        _ => Err(ApiError::Unauthorized("User does not exist".into())),
     }
 }
 
@@ -181,6 +203,7 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
                 pool,
                 &q,
                 &selected,
+                p.contains_key("events"),
                 p.get("segmentation").map(String::as_str),
             )
             .await?

@@ -9,6 +9,17 @@
 use std::fmt::Write as _;
 
 /// Countly's output escaping of keys and strings (unless `noescape=1`).
+/// A value of a meta list as Countly answers it: its `"` first become `&quot;` (Countly
+/// does that to meta arrays whatever `noescape` says), then the answer's own escaping
+/// applies, which makes them `&amp;quot;`.
+pub fn escape_meta(s: &str, on: bool) -> String {
+    if s.contains('"') {
+        escape(&s.replace('"', "&quot;"), on)
+    } else {
+        escape(s, on)
+    }
+}
+
 pub fn escape(s: &str, on: bool) -> String {
     if !on || !s.contains(['"', '&', '\'', '<', '>']) {
         return s.to_string();

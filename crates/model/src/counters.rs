@@ -36,6 +36,12 @@ impl Reads {
         self.push()
     }
 
+    /// All elements of a list.
+    pub fn list(&mut self, key: &str) -> Slot {
+        self.pipe.cmd("LRANGE").arg(key).arg(0).arg(-1);
+        self.push()
+    }
+
     /// The estimated cardinality of a HyperLogLog.
     pub fn pfcount(&mut self, key: &str) -> Slot {
         self.pipe.cmd("PFCOUNT").arg(key);
@@ -124,6 +130,15 @@ impl Answers {
     /// An integer answer (0 when absent).
     pub fn int(&self, slot: Slot) -> i64 {
         self.0.int(slot.0).unwrap_or(0)
+    }
+
+    /// The elements of a list read, in order.
+    pub fn list(&self, slot: Slot) -> Vec<String> {
+        self.0
+            .strings(slot.0)
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 
     /// The members of a set read, sorted.

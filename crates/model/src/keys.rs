@@ -222,6 +222,15 @@ pub fn meta(app: &AppId, list: &str) -> String {
     k
 }
 
+/// The meta list whose members' first-seen order is kept too: the event keys.
+pub const ORDERED_META: &str = "events";
+
+/// The list of a meta set's members in the order they were first seen (beside the set,
+/// on the same node: the same hash tag).
+pub fn meta_order(meta_key: &str) -> String {
+    format!("{meta_key}:order")
+}
+
 /// [`meta`] written into `out` (cleared first), for the hot path to reuse one buffer.
 pub fn meta_into(out: &mut String, app: &AppId, list: &str) {
     out.clear();

@@ -123,6 +123,9 @@ pub(super) struct SetSlot {
     pub(super) card: usize,
     pub(super) present: TextSet<String>,
     pub(super) added: Vec<String>,
+    /// The meta list keeps the order its members were first seen in (a list beside the
+    /// set, [`crate::keys::meta_order`]): Countly answers the event keys in that order.
+    pub(super) ordered: bool,
 }
 
 pub(super) struct DeviceSlot {
@@ -270,6 +273,9 @@ impl Batch {
         let i = self
             .set_index
             .of_meta(app, list, &mut self.sets, SetSlot::default);
+        if list == crate::keys::ORDERED_META {
+            self.sets[i].1.ordered = true;
+        }
         self.admit_at(i, member, cap)
     }
 

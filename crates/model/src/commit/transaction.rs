@@ -279,6 +279,16 @@ async fn write_phase(
             for m in &slot.added {
                 p.arg(m);
             }
+            // New members, exactly once: the set is watched, so a member two batches
+            // both found missing is added by one of them only.
+            if slot.ordered {
+                p.cmd(2 + slot.added.len())
+                    .arg("RPUSH")
+                    .arg(crate::keys::meta_order(key));
+                for m in &slot.added {
+                    p.arg(m);
+                }
+            }
         }
     }
     let (mut field, mut float) = (String::new(), String::new());
