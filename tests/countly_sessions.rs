@@ -359,6 +359,9 @@ fn heartbeats_end_session_and_cooldown() {
     );
     let s = t.o(&k, "sessions", &[]);
     assert_eq!(at(&s, &["2024", "t"]), &json!(1));
+    // The continuing begin adds nothing to `e` either (Countly's usage.js counts no part
+    // of an extension): begin, heartbeat, end, end.
+    assert_eq!(at(&s, &["2024", "e"]), &json!(4));
     assert_eq!(at(&s, &["2024", "d"]), &json!(70));
     assert_eq!(at(&s, &["2024", "ds"]), &json!({"3": 1})); // 70 s: 61-180
     assert_eq!(at(&s, &["2024", "w43", "ds"]), &json!({"3": 1}));
@@ -369,6 +372,20 @@ fn heartbeats_end_session_and_cooldown() {
     );
     let s = t.o(&k, "sessions", &[]);
     assert_eq!(at(&s, &["2024", "t"]), &json!(2));
+    // The cooldown is strict: a begin 14 s after an end continues, one 15 s after is new.
+    let end_at = |ts: i64| t.ok(&k, &[dev(), p("end_session", 1), p("timestamp", ts)]);
+    end_at(NOW + 210);
+    t.ok(
+        &k,
+        &[dev(), p("begin_session", 1), p("timestamp", NOW + 224)],
+    );
+    assert_eq!(at(&t.o(&k, "sessions", &[]), &["2024", "t"]), &json!(2));
+    end_at(NOW + 230);
+    t.ok(
+        &k,
+        &[dev(), p("begin_session", 1), p("timestamp", NOW + 245)],
+    );
+    assert_eq!(at(&t.o(&k, "sessions", &[]), &["2024", "t"]), &json!(3));
     // Durations are capped (86400 by default) and non-positive ones ignored.
     t.ok(
         &k,
@@ -435,6 +452,32 @@ fn metric_uniques_and_changed_values() {
     assert_eq!(
         t.o(&k, "app_versions", &[])["meta"]["app_versions"],
         json!(["1:0", "1:1"])
+    );
+    // ...but they update the device's values, as Countly keeps them from every request
+    // that carries metrics: after 1.2 arrives between sessions, a begin with 1.2 is no
+    // change, so the device, unique today already, is not unique under 1.2 again.
+    t.ok(
+        &k,
+        &[
+            p("device_id", "u1"),
+            p("metrics", m("1.2")),
+            p("timestamp", NOW + 300),
+        ],
+    );
+    t.ok(
+        &k,
+        &[
+            p("device_id", "u1"),
+            p("begin_session", 1),
+            p("metrics", m("1.2")),
+            p("timestamp", NOW + 400),
+        ],
+    );
+    let v = t.o(&k, "app_versions", &[]);
+    assert_eq!(
+        at(&v, &["2024", "10", "22", "1:2"]),
+        &json!({"t": 1}),
+        "{v}"
     );
     // Country from country_code, uppercased.
     t.ok(

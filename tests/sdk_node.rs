@@ -108,8 +108,9 @@ fn node_sdk_sessions_and_events_are_counted_exactly() {
         ),
         (&json!(2), &json!(8))
     );
+    // In the order the SDK first sent them.
     assert_eq!(
         t.o(&k, "get_events", &[])["list"],
-        json!(["level", "purchase"])
+        json!(["purchase", "level"])
     );
 }

@@ -522,11 +522,14 @@ fn plan_one(b: &mut Planning, it: &Item, limits: &Limits, keep: Retention) -> Ou
     }
 
     if req.begin_session {
+        // Strictly within the cooldown, as Countly's `(ts - lest) < session_cooldown`.
         let cooldown = !dev.session_open
             && dev.last_end != 0
             && t >= dev.last_end
-            && t - dev.last_end <= limits.session_cooldown_secs;
+            && t - dev.last_end < limits.session_cooldown_secs;
         if cooldown {
+            // Nothing of a begin is counted, not even the request (Countly's extension).
+            requests = 0;
             // The session that just ended goes on: take back the duration range its end
             // recorded; its end will be recorded again, with the whole length.
             let ended = Buckets::at(i64::from(dev.last_end), app.timezone);
@@ -561,6 +564,14 @@ fn plan_one(b: &mut Planning, it: &Item, limits: &Limits, keep: Retention) -> Ou
     }
 
     users.add(b, &[D, H], "e", requests);
+    // Countly keeps a device's metric values from every request that carries them, so a
+    // later begin_session compares with the newest (a value seen between sessions is no
+    // longer a change then).
+    if !began {
+        for (spec, v) in req.metrics.iter() {
+            dev.snapshots[spec.slot] = snapshot(v);
+        }
+    }
 
     let mut events = Vec::new();
     for e in &req.events {

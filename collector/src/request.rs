@@ -203,8 +203,9 @@ fn parse_event(
         Some(Value::Object(seg)) => {
             for (k, v) in seg {
                 let k = sanitize::segment_key(k);
-                // Arrays, objects and nulls are skipped with their key, as in Countly.
-                let Some(v) = sanitize::scalar_text(v) else {
+                // Arrays are skipped with their key, as in Countly; so are objects and
+                // nulls (Countly would spell them "[object Object]" and "null").
+                let Some(v) = sanitize::segment_text(v) else {
                     continue;
                 };
                 if k.is_empty() || v.is_empty() {
@@ -283,7 +284,10 @@ impl WriteRequest {
             }
         };
 
-        let metric_texts = crate::device_metrics::from_params(p, limits.max_json_depth)?;
+        let mut metric_texts = crate::device_metrics::from_params(p, limits.max_json_depth)?;
+        if let Some(texts) = metric_texts.as_mut() {
+            sanitize::derive_device(texts);
+        }
         let mut metrics = MetricValues::default();
         if let Some(texts) = &metric_texts {
             // An OS prefix or a `:0` adds a few bytes to a value.

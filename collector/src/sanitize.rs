@@ -144,42 +144,140 @@ pub fn segment_value(s: &str) -> String {
     }
 }
 
-/// Countly's one- or two-letter OS prefix for `_os_version` and `_density`, appended to
-/// `out` (nothing without an OS).
-fn push_os_prefix(out: &mut String, os: Option<&str>) {
-    const PREFIXES: [(&str, &str); 17] = [
-        ("android", "a"),
-        ("ios", "i"),
-        ("ipados", "ip"),
-        ("watchos", "wo"),
-        ("tvos", "t"),
-        ("macos", "o"),
-        ("mac os x", "o"),
-        ("mac os", "o"),
-        ("osx", "o"),
-        ("windows", "mw"),
-        ("windows phone", "w"),
-        ("linux", "l"),
-        ("blackberry", "b"),
-        ("chrome os", "c"),
-        ("chromeos", "c"),
-        ("roku", "r"),
-        ("web", "web"),
-    ];
+/// Countly's OS prefixes for `_os_version` and `_density` (`common.os_mapping` of its
+/// `api/utils/common.js`), by lower-cased `_os`.
+const OS_PREFIXES: [(&str, &str); 38] = [
+    ("webos", "webos"),
+    ("brew", "brew"),
+    ("unknown", "unk"),
+    ("undefined", "unk"),
+    ("tvos", "atv"),
+    ("apple tv", "atv"),
+    ("watchos", "wos"),
+    ("unity editor", "uty"),
+    ("qnx", "qnx"),
+    ("os/2", "os2"),
+    ("amazon fire tv", "aft"),
+    ("amazon", "amz"),
+    ("web", "web"),
+    ("windows", "mw"),
+    ("open bsd", "ob"),
+    ("searchbot", "sb"),
+    ("sun os", "so"),
+    ("solaris", "so"),
+    ("beos", "bo"),
+    ("mac osx", "o"),
+    ("macos", "o"),
+    ("mac", "o"),
+    ("osx", "o"),
+    ("linux", "l"),
+    ("unix", "u"),
+    ("ios", "i"),
+    ("android", "a"),
+    ("blackberry", "b"),
+    ("windows phone", "w"),
+    ("wp", "w"),
+    ("roku", "r"),
+    ("symbian", "s"),
+    ("chrome", "c"),
+    ("debian", "d"),
+    ("nokia", "n"),
+    ("firefox", "f"),
+    ("tizen", "t"),
+    ("arch", "l"),
+];
+
+/// Appends `version` with Countly's OS prefix (as its current ingestor does): the
+/// table's prefix for a known OS, unless the version already starts with it; otherwise
+/// the OS itself in brackets (`[HarmonyOS]4.2`). Without an OS, the version alone.
+fn push_os_prefixed(out: &mut String, os: Option<&str>, version: &str) {
     let os = os.unwrap_or_default().trim();
     if os.is_empty() {
+        push_value(out, version);
         return;
     }
-    match PREFIXES
+    match OS_PREFIXES
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(os))
     {
-        Some((_, prefix)) => out.push_str(prefix),
-        None => {
+        Some((_, prefix)) if !version.starts_with(prefix) => {
+            out.push_str(prefix);
+        }
+        _ => {
             out.push('[');
-            out.push_str(os);
+            push_value(out, &os.replace(['[', ']'], ""));
             out.push(']');
         }
+    }
+    push_value(out, version);
+}
+
+/// Fills in what Countly derives when the SDK did not send it (`getPredefinedMetrics` of
+/// its `usage.js`): an Apple OS's manufacturer is `Apple`; an iPhone or iPod is a
+/// `mobile`, an iPad a `tablet`, an Apple Watch `wearable`, an Apple TV `smarttv`, a Mac
+/// `desktop`. The OS must be spelled exactly so, as there.
+pub fn derive_device(texts: &mut crate::device_metrics::MetricTexts<'_>) {
+    let slot = |name: &str| METRICS.iter().position(|m| m.name == name);
+    let (Some(os), Some(device), Some(kind), Some(maker)) = (
+        slot("_os"),
+        slot("_device"),
+        slot("_device_type"),
+        slot("_manufacturer"),
+    ) else {
+        return;
+    };
+    let os_name = texts[os].as_deref().unwrap_or_default().to_string();
+    if texts[kind].is_none() {
+        if let Some(d) = texts[device].as_deref() {
+            let derived = match os_name.as_str() {
+                "iOS" if d.starts_with("iPhone") || d.starts_with("iPod") => Some("mobile"),
+                "iOS" if d.starts_with("iPad") => Some("tablet"),
+                "watchOS" if d.starts_with("Watch") => Some("wearable"),
+                "tvOS" if d.starts_with("AppleTV") => Some("smarttv"),
+                "macOS" if d.starts_with("Mac") || d.starts_with("iMac") => Some("desktop"),
+                _ => None,
+            };
+            texts[kind] = derived.map(std::borrow::Cow::Borrowed);
+        }
+    }
+    if texts[maker].is_none() && matches!(os_name.as_str(), "iOS" | "watchOS" | "tvOS" | "macOS") {
+        texts[maker] = Some(std::borrow::Cow::Borrowed("Apple"));
+    }
+}
+
+/// A number as JavaScript prints it (`String(n)`), which is how Countly spells a number
+/// it makes a segmentation value: `3.0` is `3`, `1e21` is `1e+21`, `1e-7` is `1e-7`.
+pub fn js_number(n: &serde_json::Number) -> String {
+    if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= 1 << 53) {
+        return i.to_string();
+    }
+    let Some(f) = n.as_f64() else {
+        return n.to_string();
+    };
+    if f == 0.0 {
+        return "0".into();
+    }
+    let abs = f.abs();
+    if (1e-6..1e21).contains(&abs) {
+        // Rust's shortest round-trip spelling, as JavaScript's, without an exponent.
+        return format!("{f}");
+    }
+    let e = format!("{f:e}");
+    match e.split_once('e') {
+        Some((m, exp)) if !exp.starts_with('-') => format!("{m}e+{exp}"),
+        _ => e,
+    }
+}
+
+/// A segmentation value as Countly reads it: text as it is, booleans spelled out,
+/// numbers as JavaScript prints them; `None` (skipped with its key) for arrays, objects
+/// and null.
+pub fn segment_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(js_number(n)),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -203,13 +301,11 @@ fn push_metric(out: &mut String, name: &str, raw: &str, os: Option<&str>) -> boo
     }
     let start = out.len();
     match name {
-        "_os_version" => {
-            push_os_prefix(out, os);
-            push_value(out, raw);
-        }
+        "_os_version" => push_os_prefixed(out, os, raw),
         "_app_version" => {
             push_value(out, raw);
-            if !out[start..].contains(':') {
+            // Only a number without a dot gets `:0` (`2` is `2:0`; `dev` stays `dev`).
+            if !raw.contains('.') && raw.parse::<f64>().is_ok_and(f64::is_finite) {
                 out.push_str(":0");
             }
         }
@@ -222,18 +318,11 @@ fn push_metric(out: &mut String, name: &str, raw: &str, os: Option<&str>) -> boo
             let Ok(d) = raw.parse::<f64>() else {
                 return false;
             };
-            push_os_prefix(out, os);
-            match two_decimals(raw) {
-                Some((int, frac)) => {
-                    out.push_str(int);
-                    out.push(':');
-                    out.push_str(frac);
-                    for _ in frac.len()..2 {
-                        out.push('0');
-                    }
-                }
-                None => push_value(out, &format!("{d:.2}")),
-            }
+            let spelled = match two_decimals(raw) {
+                Some((int, frac)) => format!("{int}.{frac:0<2}"),
+                None => format!("{d:.2}"),
+            };
+            push_os_prefixed(out, os, &spelled);
         }
         "_locale" => {
             // Countly's `langs` keeps the language, not the region. Lower-casing after
@@ -257,27 +346,55 @@ fn two_decimals(raw: &str) -> Option<(&str, &str)> {
     (plain_int && digits(int) && frac.len() <= 2 && digits(frac)).then_some((int, frac))
 }
 
-/// Carrier names in Title Case; Countly drops 16-character space-free values (identifiers,
-/// not names) and bare MCC+MNC codes.
+/// Carrier names as Countly stores them (`processCarrier` of its `api/utils/common.js`):
+/// a 16-character value without spaces is an identifier, not a name, and is dropped; an
+/// MCC+MNC code (5 or 6 digits) becomes its operator's name from the public mcc-mnc list
+/// (`collector/data/mcc_mnc.tsv`), or is dropped when the list has none; then Title Case.
 fn carrier(raw: &str) -> Option<String> {
     if raw.len() == 16 && !raw.contains(' ') {
         return None;
     }
-    if (5..=6).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut titled = String::with_capacity(raw.len());
-    for (i, w) in raw.split(' ').enumerate() {
-        if i > 0 {
-            titled.push(' ');
+    let name = if (5..=6).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit()) {
+        operator(raw)?
+    } else {
+        raw
+    };
+    Some(title_case(name))
+}
+
+/// The operator of an MCC+MNC code.
+fn operator(code: &str) -> Option<&'static str> {
+    static TABLE: std::sync::LazyLock<std::collections::HashMap<&'static str, &'static str>> =
+        std::sync::LazyLock::new(|| {
+            include_str!("../data/mcc_mnc.tsv")
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.split_once('\t'))
+                .collect()
+        });
+    TABLE.get(code).copied()
+}
+
+/// JavaScript's `/\w\S*/g` title case, as Countly applies it: each run that starts with
+/// an ASCII word character and goes on to the next white space gets its first character
+/// upper-cased and the rest lower-cased (`MTS` is `Mts`, `t-mobile` is `T-mobile`).
+fn title_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_run = false;
+    for c in s.chars() {
+        if c.is_whitespace() {
+            in_run = false;
+            out.push(c);
+        } else if in_run {
+            out.extend(c.to_lowercase());
+        } else if c.is_ascii_alphanumeric() || c == '_' {
+            in_run = true;
+            out.push(c.to_ascii_uppercase());
+        } else {
+            out.push(c);
         }
-        let mut c = w.chars();
-        if let Some(f) = c.next() {
-            titled.extend(f.to_uppercase());
-            titled.extend(c.flat_map(char::to_lowercase));
-        }
     }
-    Some(titled)
+    out
 }
 
 #[cfg(test)]
@@ -357,10 +474,24 @@ mod tests {
             metric_value("_os_version", "4.4", None).as_deref(),
             Some("4:4")
         );
-        assert_eq!(
-            metric_value("_os_version", "2.3", Some("Tizen")).as_deref(),
-            Some("[Tizen]2:3")
-        );
+        // Countly's table: tvOS, watchOS, Tizen and the rest; unknown OSes in brackets.
+        for (os, version, want) in [
+            ("Tizen", "2.3", "t2:3"),
+            ("tvOS", "17.0", "atv17:0"),
+            ("watchOS", "10.1", "wos10:1"),
+            ("Windows Phone", "8.1", "w8:1"),
+            ("Windows", "10", "mw10"),
+            ("macOS", "14.2", "o14:2"),
+            ("webOS", "6", "webos6"),
+            ("BlackBerry", "10.3", "b10:3"),
+            ("HarmonyOS", "4.2", "[HarmonyOS]4:2"),
+        ] {
+            assert_eq!(
+                metric_value("_os_version", version, Some(os)).as_deref(),
+                Some(want),
+                "{os}"
+            );
+        }
         assert_eq!(
             metric_value("_app_version", "1", None).as_deref(),
             Some("1:0")
@@ -370,10 +501,29 @@ mod tests {
             Some("1:2")
         );
         assert_eq!(
+            metric_value("_app_version", "dev", None).as_deref(),
+            Some("dev")
+        );
+        assert_eq!(
+            metric_value("_app_version", "2.0-beta", None).as_deref(),
+            Some("2:0-beta")
+        );
+        assert_eq!(
             metric_value("_carrier", "vodafone tr", None).as_deref(),
             Some("Vodafone Tr")
         );
-        assert_eq!(metric_value("_carrier", "28601", None), None);
+        // MCC+MNC codes name their operator (the public mcc-mnc list), Title Cased as
+        // Countly does it; an unknown code is dropped.
+        assert_eq!(
+            metric_value("_carrier", "28601", None).as_deref(),
+            Some("Turkcell")
+        );
+        assert_eq!(
+            metric_value("_carrier", "310410", None).as_deref(),
+            Some("At&t")
+        );
+        assert_eq!(metric_value("_carrier", "12345", None), None);
+        assert_eq!(title_case("MTS (çell) t-mobile"), "Mts (çEll) T-mobile");
         assert_eq!(metric_value("_carrier", "abcdefghijklmnop", None), None);
         assert_eq!(
             metric_value("_density", "2", Some("Android")).as_deref(),
@@ -388,6 +538,41 @@ mod tests {
             Some("Nexus 5:1")
         );
         assert_eq!(metric_value("_device", "  ", None), None);
+    }
+
+    #[test]
+    fn numbers_spell_as_javascript_prints_them() {
+        let n = |v: serde_json::Value| segment_text(&v);
+        assert_eq!(n(serde_json::json!(3.0)).as_deref(), Some("3"));
+        assert_eq!(n(serde_json::json!(1.5)).as_deref(), Some("1.5"));
+        assert_eq!(n(serde_json::json!(-2)).as_deref(), Some("-2"));
+        assert_eq!(n(serde_json::json!(1e21)).as_deref(), Some("1e+21"));
+        assert_eq!(n(serde_json::json!(1.5e-7)).as_deref(), Some("1.5e-7"));
+        assert_eq!(n(serde_json::json!(0.000001)).as_deref(), Some("0.000001"));
+        assert_eq!(n(serde_json::json!(true)).as_deref(), Some("true"));
+        assert_eq!(n(serde_json::json!([1])), None);
+        assert_eq!(
+            segment_value(&n(serde_json::json!(5.0)).unwrap_or_default()),
+            "[CLY]5"
+        );
+    }
+
+    #[test]
+    fn apple_devices_get_their_type_and_maker() {
+        use std::borrow::Cow;
+        let slot = |name: &str| METRICS.iter().position(|m| m.name == name).unwrap_or(0);
+        let mut t: crate::device_metrics::MetricTexts<'_> = Default::default();
+        t[slot("_os")] = Some(Cow::Borrowed("iOS"));
+        t[slot("_device")] = Some(Cow::Borrowed("iPad13,4"));
+        derive_device(&mut t);
+        assert_eq!(t[slot("_device_type")].as_deref(), Some("tablet"));
+        assert_eq!(t[slot("_manufacturer")].as_deref(), Some("Apple"));
+        let mut t: crate::device_metrics::MetricTexts<'_> = Default::default();
+        t[slot("_os")] = Some(Cow::Borrowed("Android"));
+        t[slot("_device")] = Some(Cow::Borrowed("iPhone"));
+        derive_device(&mut t);
+        assert_eq!(t[slot("_device_type")], None);
+        assert_eq!(t[slot("_manufacturer")], None);
     }
 
     #[test]
