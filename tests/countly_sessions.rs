@@ -537,28 +537,42 @@ fn periods_and_refresh() {
     let r = t.o(&k, "sessions", &[p("period", range)]);
     assert_eq!(at(&r, &["2024", "8", "23", "t"]), &json!(1));
     assert_eq!(at(&r, &["2024", "10", "22"]), &json!(null));
-    // refresh: today only, with the year and month uniques.
+    // refresh: today only, with the year's and month's u, f, ds and l and no country's u
+    // (Countly's fetch.js fetchTimeObj, refresh branch).
     let today = t.o(&k, "sessions", &[p("action", "refresh")]);
     assert_eq!(
         today,
         json!({
-            "2024": {"u": 1, "Unknown": {"u": 1}, "10": {"u": 1, "Unknown": {"u": 1}, "22": {
-                "t": 1, "u": 1, "e": 1, "f": {"2": 1}, "l": {"2": 1}, "Unknown": {"t": 1, "u": 1},
-                // the session of the 21st was still open: it is closed with 0 s
-                "ds": {"0": 1},
-                "10": {"t": 1, "u": 1, "e": 1}
-            }}},
+            "2024": {
+                "u": 1, "f": {"0": 1, "2": 1, "11": 1}, "ds": {"0": 2}, "l": {"0": 1},
+                "10": {
+                    "u": 1, "f": {"2": 1, "11": 1}, "ds": {"0": 2}, "l": {"1": 1},
+                    "22": {
+                        "t": 1, "u": 1, "e": 1, "f": {"2": 1}, "l": {"2": 1},
+                        "Unknown": {"t": 1, "u": 1},
+                        // the session of the 21st was still open: it is closed with 0 s
+                        "ds": {"0": 1},
+                        "10": {"t": 1, "u": 1, "e": 1}
+                    }
+                }
+            },
             "meta": {
                 "countries": ["Unknown"], "d-ranges": ["0"],
                 "f-ranges": ["0", "2", "11"], "l-ranges": ["0", "1", "2"]
             }
-        })
+        }),
+        "{today}"
     );
-    let bad = t.get(&format!(
-        "/o?app_key={}&api_key={}&method=sessions&period=fortnight",
-        k.write, k.read
-    ));
-    assert_eq!(bad.status, 400, "{}", bad.body);
+    // For a metric method, refresh is today's values and the meta lists only.
+    let devices = t.o(&k, "devices", &[p("action", "refresh")]);
+    assert!(
+        devices.get("2024").and_then(|y| y.get("u")).is_none(),
+        "{devices}"
+    );
+    // An unknown period reads as 30days, as Countly answers it (200).
+    let odd = t.o(&k, "sessions", &[p("period", "fortnight")]);
+    assert_eq!(odd, t.o(&k, "sessions", &[p("period", "30days")]));
+    assert_eq!(odd, t.o(&k, "sessions", &[]));
 }
 
 #[test]

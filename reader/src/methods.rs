@@ -1,6 +1,6 @@
 //! The `/o` methods: which hashes and lists each answer needs, and how it is assembled.
 
-use crate::period::Range;
+use crate::period::{Period as Span, Range};
 use crate::shape::{escape, escape_meta, sort_meta, Num, Tree};
 use chrono::{Datelike, NaiveDate};
 use serde_json::{json, Map, Value};
@@ -16,7 +16,10 @@ use tally_redis::Pool;
 /// What every method needs to know about the request.
 pub struct Query<'a> {
     pub app: &'a App,
+    /// The period's days.
     pub range: Range,
+    /// The period and the one before it, both loaded.
+    pub period: Span,
     /// `action=refresh`: only today, plus the year and month uniques.
     pub refresh: bool,
     pub today: NaiveDate,
@@ -71,21 +74,39 @@ pub fn metric_method(method: &str) -> Option<(&'static str, &'static [&'static s
 /// Meta lists of the `users` family (sessions, users, locations).
 pub const USERS_META: &[&str] = &["countries", "f-ranges", "d-ranges", "l-ranges"];
 
+/// What kind of family a time object is read for: `action=refresh` answers each
+/// differently, as Countly does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Sessions, users, locations: today, and the year's and month's `u`, `f`, `ds`, `l`.
+    Users,
+    /// Metric methods and events: today's values only.
+    Other,
+}
+
 struct TimeReads {
+    kind: Kind,
     years: Vec<(String, Slot)>,
     months: Vec<(String, String, Slot)>,
     hours: Vec<(String, String, String, Slot)>,
 }
 
 fn read_time(r: &mut Reads, q: &Query, family: &Family, hourly: bool) -> TimeReads {
-    let (years, months) = if q.refresh {
-        // Today and the year and month uniques: no totals, so this month's hash only.
-        (
-            vec![q.today.year()],
-            vec![(q.today.year(), q.today.month())],
-        )
+    let kind = if *family == Family::users() {
+        Kind::Users
     } else {
-        (q.range.years(), q.range.months())
+        Kind::Other
+    };
+    let (years, months) = match (q.refresh, kind) {
+        // Today, and the year's and month's uniques, frequencies and duration ranges: the
+        // last two are sums of days, so the year's months are read too.
+        (true, Kind::Users) => (
+            vec![q.today.year()],
+            (1..=q.today.month()).map(|m| (q.today.year(), m)).collect(),
+        ),
+        // Today's values only.
+        (true, Kind::Other) => (Vec::new(), vec![(q.today.year(), q.today.month())]),
+        (false, _) => (q.period.years(), q.period.months()),
     };
     let hour_days: Vec<NaiveDate> = match q.hour_window() {
         Some(w) if hourly => w.from.iter_days().take_while(|d| *d <= w.to).collect(),
@@ -93,6 +114,7 @@ fn read_time(r: &mut Reads, q: &Query, family: &Family, hourly: bool) -> TimeRea
     };
     let key = |p| keys::counters(&q.app.id, family, p);
     TimeReads {
+        kind,
         years: years
             .into_iter()
             .map(|y| (y.to_string(), r.hash(&key(Period::Year(y)))))
@@ -118,16 +140,48 @@ fn read_time(r: &mut Reads, q: &Query, family: &Family, hourly: bool) -> TimeRea
     }
 }
 
-/// Whether a year-hash field is a year or this month's unique count (`u`, `Android.u`,
-/// `11.u`, `11.Android.u`): the only year-hash fields `action=refresh` keeps.
+/// Whether a year-hash field is one `action=refresh` keeps for sessions: the year's or
+/// this month's unique users and loyalty (`u`, `l.2`, `11.u`, `11.l.2`), not a country's
+/// or a week's (Countly's refresh projects `u`, `f`, `ds` and `l` of the year and month).
 fn refresh_unique(field: &str, month: u32) -> bool {
-    let unique = field == "u" || field.ends_with(".u");
-    if !unique || week_field(field) {
+    let own = |f: &str| f == "u" || f.strip_prefix("l.").is_some_and(|r| !r.contains('.'));
+    if week_field(field) {
         return false;
     }
     match month_field(field) {
-        Some((m, _)) => m == month,
-        None => true,
+        Some((m, rest)) => m == month && own(rest),
+        None => own(field),
+    }
+}
+
+/// The year's and this month's frequency and duration ranges for `action=refresh`: sums
+/// of their days (`22.f.2`, `22.ds.0`).
+fn refresh_ranges<'a>(
+    tree: &mut Tree,
+    months: impl Iterator<Item = (&'a str, &'a str, Vec<(&'a str, &'a str)>)>,
+    this_month: &str,
+) {
+    let mut year: Totals<'a> = Totals::default();
+    let mut month: Totals<'a> = Totals::default();
+    let mut ys = "";
+    for (y, m, fields) in months {
+        ys = y;
+        for (f, v) in fields {
+            let Some((_, rest)) = day_field(f) else {
+                continue;
+            };
+            let Some(n) = Num::parse(v) else { continue };
+            if rest.starts_with("f.") || rest.starts_with("ds.") {
+                year.add(rest, n);
+                if m == this_month {
+                    month.add(rest, n);
+                }
+            }
+        }
+    }
+    if !ys.is_empty() {
+        year.into_tree(tree, &[ys]);
+        month.into_tree(tree, &[ys, this_month]);
     }
 }
 
@@ -189,6 +243,16 @@ fn add_month<'a>(
 /// Adds one family's counters to `tree` in Countly's nesting.
 fn fill_time(tree: &mut Tree, a: &Answers, t: &TimeReads, q: &Query) {
     let today_d = format!("{}.", q.today.day());
+    if q.refresh && t.kind == Kind::Users {
+        let this_month = q.today.month().to_string();
+        refresh_ranges(
+            tree,
+            t.months
+                .iter()
+                .map(|(ys, ms, slot)| (ys.as_str(), ms.as_str(), a.hash_pairs(*slot))),
+            &this_month,
+        );
+    }
     for (ys, slot) in &t.years {
         let fields = a.hash_pairs(*slot);
         if q.refresh {
@@ -201,7 +265,9 @@ fn fill_time(tree: &mut Tree, a: &Answers, t: &TimeReads, q: &Query) {
     for (ys, ms, slot) in &t.months {
         let fields = a.hash_pairs(*slot);
         if q.refresh {
-            tree.add_hash(&[ys, ms], &fields, |f| f.starts_with(&today_d));
+            if q.today.month().to_string() == *ms {
+                tree.add_hash(&[ys, ms], &fields, |f| f.starts_with(&today_d));
+            }
         } else {
             add_month(tree, [ys, ms], &fields, years.entry(ys).or_default());
         }
@@ -652,10 +718,21 @@ mod tests {
 
     #[test]
     fn refresh_keeps_year_and_this_months_uniques() {
-        for keep in ["u", "Android.u", "11.u", "11.Android.u"] {
+        for keep in ["u", "l.2", "11.u", "11.l.0"] {
             assert!(refresh_unique(keep, 11), "{keep}");
         }
-        for drop in ["t", "10.u", "w47.u", "11.t", "f.0", "10.Android.u"] {
+        // No country's or metric value's unique, no week, no other month.
+        for drop in [
+            "t",
+            "10.u",
+            "w47.u",
+            "11.t",
+            "f.0",
+            "Android.u",
+            "11.Android.u",
+            "TR.u",
+            "10.l.2",
+        ] {
             assert!(!refresh_unique(drop, 11), "{drop}");
         }
     }

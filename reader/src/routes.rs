@@ -133,9 +133,11 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
     let shared = &st.shared;
     let now = shared.clock.now_secs();
     let period_text = p.get("period").map(String::as_str);
+    let span = period::parse(period_text, now, app.timezone)?;
     let q = Query {
         app: &app,
-        range: period::parse(period_text, now, app.timezone)?,
+        range: span.range,
+        period: span,
         refresh: p.get("action").map(String::as_str) == Some("refresh"),
         today: local_date(now, app.timezone),
         escape: p.get("noescape").map(String::as_str) != Some("1"),
