@@ -1,6 +1,6 @@
 //! The read service: Countly's `/o` API.
 //!
-//! - [`period`]: which days an answer covers.
+//! - [`period`]: which days an answer covers; [`period_obj`]: Countly's period object.
 //! - [`methods`]: which hashes each method reads (pipelined) and how the answer is built.
 //! - [`shape`]: Countly's nested time object and output escaping.
 //! - `dashboard`: the `/dashboard` page and its embedded assets.
@@ -8,6 +8,7 @@
 mod dashboard;
 pub mod methods;
 pub mod period;
+pub mod period_obj;
 mod routes;
 pub mod shape;
 

@@ -106,6 +106,7 @@ pub struct Period {
     pub range: Range,
     pub previous: Range,
     pub kind: Kind,
+    cycle: Cycle,
 }
 
 impl Period {
@@ -117,7 +118,14 @@ impl Period {
                 to: cycle.back(range.to),
             },
             kind,
+            cycle,
         }
+    }
+
+    /// The day of the previous period that `d` of this one compares with (Countly's
+    /// `previousPeriodArr`: a month back clamps, so two days may share one).
+    pub fn before(&self, d: NaiveDate) -> NaiveDate {
+        self.cycle.back(d)
     }
 
     fn days(from: NaiveDate, to: NaiveDate) -> Period {

@@ -28,6 +28,7 @@ const METHODS: &[&str] = &[
     "top_events",
     "app",
     "live",
+    "get_period_obj",
 ];
 
 /// Longest accepted JSONP callback name.
@@ -172,6 +173,7 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
             })
             .to_string()
         }
+        "get_period_obj" => crate::period_obj::render(&span, now, app.timezone).to_string(),
         "get_events" => methods::get_events(pool, &app, &shared.limits, q.escape)
             .await?
             .to_string(),
