@@ -153,12 +153,114 @@ fn countly_event_vectors() {
         t.o(&k, "events", &[p("event", "quoted")])
     );
 
-    let top = t.o(&k, "top_events", &[]);
+    let top = t.o(&k, "top_events", &[p("period", "30days")]);
     assert_eq!(top["totalCount"], json!(3 + 9 + 2 + 1 + 1));
     assert_eq!(
         top["data"][0],
         json!({"name": "test1", "count": 9, "sum": 5.5, "duration": 0})
     );
+}
+
+/// Countly's top_events document (its api/jobs/topEvents.js and fetch.js
+/// fetchDataTopEvents): 15 fields, both periods' totals, zero-count events listed,
+/// `limit` and `filter` honoured, `false` for a period the job does not keep.
+#[test]
+fn top_events_as_countly_answers_them() {
+    let t = TestApp::spawn();
+    t.clock.set_ms((NOW + 60) * 1000);
+    let k = t.create_app("UTC");
+    let send = |device: &str, ts: i64, events: Value, begin: bool| {
+        let mut pairs = vec![p("device_id", device), p("timestamp", ts), ev(events)];
+        if begin {
+            pairs.push(p("begin_session", 1));
+        }
+        t.ok(&k, &pairs);
+    };
+    // This period (the last 30 days, today the 22nd): buy 3 (sum 30), view 5; the one
+    // before: buy 1 (sum 5), idle 2 (and none now).
+    send(
+        "a",
+        NOW,
+        json!([{"key": "buy", "count": 2, "sum": 20}, {"key": "view", "count": 5}]),
+        true,
+    );
+    send(
+        "b",
+        NOW - 3 * DAY,
+        json!([{"key": "buy", "count": 1, "sum": 10, "dur": 4}]),
+        true,
+    );
+    send(
+        "c",
+        NOW - 40 * DAY,
+        json!([{"key": "buy", "count": 1, "sum": 5}, {"key": "idle", "count": 2}]),
+        true,
+    );
+    let top = t.o(&k, "top_events", &[p("period", "30days")]);
+    let keys: Vec<&str> = top
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(keys.len(), 15, "{top}");
+    assert_eq!(
+        top["data"],
+        json!([
+            {"name": "view", "count": 5, "sum": 0, "duration": 0},
+            {"name": "buy", "count": 3, "sum": 30, "duration": 4},
+            {"name": "idle", "count": 0, "sum": 0, "duration": 0}
+        ])
+    );
+    assert_eq!(
+        (
+            &top["totalCount"],
+            &top["prevTotalCount"],
+            &top["totalSum"],
+            &top["prevTotalSum"]
+        ),
+        (&json!(8), &json!(3), &json!(30), &json!(5))
+    );
+    assert_eq!(
+        (&top["totalSessionCount"], &top["prevSessionCount"]),
+        (&json!(2), &json!(1))
+    );
+    assert_eq!(
+        (&top["totalUsersCount"], &top["prevUsersCount"]),
+        (&json!(2), &json!(1))
+    );
+    assert_eq!(top["ts"], json!(NOW + 60));
+    assert_eq!(top["period"], json!("30days"));
+    let top = t.o(&k, "top_events", &[p("period", "30days"), p("limit", 1)]);
+    assert_eq!(top["data"].as_array().map(Vec::len), Some(1));
+    let top = t.o(
+        &k,
+        "top_events",
+        &[p("period", "30days"), p("limit", "abc")],
+    );
+    assert_eq!(top["data"], json!([]));
+    let top = t.o(
+        &k,
+        "top_events",
+        &[p("period", "30days"), p("filter", "sum")],
+    );
+    assert_eq!(
+        top["data"][0],
+        json!({"name": "buy", "sum": 30, "trend": "u", "change": "500%"})
+    );
+    assert_eq!(top.as_object().map(|o| o.len()), Some(6), "{top}");
+    // today: today so far against yesterday.
+    let today = t.o(&k, "top_events", &[p("period", "today")]);
+    assert_eq!(
+        (&today["totalCount"], &today["prevTotalCount"]),
+        (&json!(7), &json!(0))
+    );
+    assert_eq!(today["totalUsersCount"], json!(1));
+    for other in ["month", "7days", ""] {
+        assert_eq!(
+            t.o(&k, "top_events", &[p("period", other)]),
+            json!(false),
+            "{other}"
+        );
+    }
 }
 
 #[test]

@@ -654,3 +654,77 @@ fn country_from_the_client_ip_with_a_geoip_database() {
         .unwrap_or_default()
         .contains("GeoIP"));
 }
+
+/// Countly's total_users (api/parts/data/fetch.js getTotalUsersObjWithOptions): devices
+/// whose last session is in the period, only for a period that contains today, in all or
+/// grouped by a metric's value; `[]` when none.
+#[test]
+fn total_users_count_devices_by_their_last_session() {
+    let t = TestApp::spawn_with(|c| c.limits.total_users_scan = 3);
+    t.clock.set_ms((NOW + 60) * 1000);
+    let k = t.create_app("UTC");
+    let begin = |device: &str, ts: i64, os: &str, version: &str| {
+        t.ok(
+            &k,
+            &[
+                p("device_id", device),
+                p("begin_session", 1),
+                p("timestamp", ts),
+                p(
+                    "metrics",
+                    json!({"_os": os, "_app_version": version}).to_string(),
+                ),
+                p("country_code", "tr"),
+            ],
+        )
+    };
+    begin("a", NOW, "Android", "2");
+    begin("b", NOW - 2 * DAY, "iOS", "2");
+    begin("c", NOW - 20 * DAY, "Android", "1.5");
+    let total = |extra: &[(&'static str, String)]| t.o(&k, "total_users", extra);
+    assert_eq!(
+        total(&[p("period", "7days")]),
+        json!([{"_id": "users", "u": 2}])
+    );
+    assert_eq!(
+        total(&[]),
+        json!([{"_id": "users", "u": 3}]),
+        "30days by default"
+    );
+    assert_eq!(
+        total(&[p("period", "hour")]),
+        json!([{"_id": "users", "u": 1}])
+    );
+    assert_eq!(
+        total(&[p("period", "yesterday")]),
+        json!([]),
+        "not containing today"
+    );
+    assert_eq!(
+        total(&[p("period", "30days"), p("metric", "os")]),
+        json!([{"_id": "Android", "u": 2}, {"_id": "iOS", "u": 1}])
+    );
+    assert_eq!(
+        total(&[p("period", "7days"), p("metric", "app_versions")]),
+        json!([{"_id": "2:0", "u": 2}])
+    );
+    assert_eq!(
+        total(&[p("metric", "countries")]),
+        json!([{"_id": "TR", "u": 3}])
+    );
+    // A device's later session moves it out of earlier periods' counts only if the
+    // period does not reach it: "c" comes back today.
+    begin("c", NOW + 30, "Android", "1.5");
+    assert_eq!(
+        total(&[p("period", "hour")]),
+        json!([{"_id": "users", "u": 2}])
+    );
+    // More devices than TALLY_TOTAL_USERS_SCAN: a 400 that says so.
+    begin("d", NOW, "Android", "2");
+    let r = t.get(&format!(
+        "/o?app_id={}&api_key={}&method=total_users",
+        k.id, k.read
+    ));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("TALLY_TOTAL_USERS_SCAN"), "{}", r.body);
+}

@@ -31,7 +31,7 @@ use tally_config::{Limits, Retention};
 use tally_model::apps::App;
 use tally_model::commit::{Batch, HashId, NameId, Outcome, PlacesId, Prefix, ReadSet, Work};
 use tally_model::device::{DeviceState, Uniques, SNAPSHOTS};
-use tally_model::keys::{self, hash64, Family, Period};
+use tally_model::keys::{self, Family, Period};
 use tally_model::time::Buckets;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -402,7 +402,7 @@ pub fn loyalty_range(session_number: u32) -> u32 {
 }
 
 fn snapshot(v: &str) -> u32 {
-    (hash64(v) as u32) | 1
+    tally_model::device::fingerprint(v)
 }
 
 /// One request ready for the committer.

@@ -3,10 +3,12 @@
 //! - [`period`]: which days an answer covers; [`period_obj`]: Countly's period object.
 //! - [`methods`]: which hashes each method reads (pipelined) and how the answer is built.
 //! - [`shape`]: Countly's nested time object and output escaping.
+//! - [`model`]: Countly's dashboard model (totals, unique estimates, changes).
 //! - `dashboard`: the `/dashboard` page and its embedded assets.
 
 mod dashboard;
 pub mod methods;
+pub mod model;
 pub mod period;
 pub mod period_obj;
 mod routes;

@@ -487,81 +487,209 @@ pub async fn get_events(
     Ok(Value::Object(out))
 }
 
-/// `method=top_events`: every event's count, sum and duration over the period's days,
-/// largest count first; `false` when the app has no events.
+/// `method=top_events`: Countly's top events document for `30days` (the last 30 days
+/// against the 30 before) and `today` (today so far against yesterday; Countly's daily
+/// job stores yesterday under that name), computed when asked: every event with its
+/// count, sum and duration (zero counts included), largest count first, cut to `limit`,
+/// and the totals of events, sessions and users of both periods. With `filter`
+/// (`count`, `sum`, `duration`) each event carries that figure's change instead, and the
+/// answer only the event total. Any other period answers `false`, as in Countly.
 pub async fn top_events(
     pool: &Pool,
     q: &Query<'_>,
-    period: &str,
-    now_ms: i64,
+    period: Option<&str>,
+    limit: Option<&str>,
+    filter: Option<&str>,
+    now: i64,
 ) -> Result<Value, StoreError> {
-    let list = event_keys(pool, q.app).await?;
-    if list.is_empty() {
-        return Ok(Value::Bool(false));
-    }
-    let mut r = Reads::new();
-    let months = q.range.months();
-    let slots: Vec<Vec<(i32, u32, Slot)>> = list
+    use crate::model::{change, days, num, uniques, Batch};
+    let named = match period {
+        Some("30days") => "30days",
+        Some("today") => "hour",
+        _ => return Ok(Value::Bool(false)),
+    };
+    let span = match crate::period::parse(Some(named), now, q.app.timezone) {
+        Ok(s) => s,
+        Err(_) => return Ok(Value::Bool(false)),
+    };
+    let obj = crate::period_obj::render(&span, now, q.app.timezone);
+    let list = event_keys_in_order(pool, q.app).await?;
+    let months = span.months();
+    let mut batch = Batch::new();
+    let users = batch.family(&q.app.id, &Family::users(), &months);
+    let events: Vec<usize> = list
         .iter()
-        .map(|e| {
-            months
-                .iter()
-                .map(|&(y, m)| {
-                    let k = keys::counters(&q.app.id, &Family::event(e), Period::Month(y, m));
-                    (y, m, r.hash(&k))
-                })
-                .collect()
+        .map(|e| batch.family(&q.app.id, &Family::event(e), &months))
+        .collect();
+    let loaded = batch.run(pool, &q.app.id).await?;
+    let d = days(&span);
+    let mut rows = Vec::new();
+    let (mut tc, mut pc, mut ts, mut ps, mut td, mut pd) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (e, i) in list.iter().zip(events) {
+        let l = &loaded[i];
+        let fig = |f: &str| (l.sum(&d.current, f), l.sum(&d.previous, f));
+        let (c, s, dur) = (fig("c"), fig("s"), fig("dur"));
+        tc += c.0;
+        pc += c.1;
+        ts += s.0;
+        ps += s.1;
+        td += dur.0;
+        pd += dur.1;
+        rows.push((escape(e, q.escape), c, s, dur));
+    }
+    let by = |r: &(String, (f64, f64), (f64, f64), (f64, f64))| match filter {
+        Some("sum") => r.2 .0,
+        Some("duration") => r.3 .0,
+        _ => r.1 .0,
+    };
+    rows.sort_by(|a, b| by(b).total_cmp(&by(a)));
+    // JavaScript's slice(0, limit): no limit keeps all, a text that is no number keeps
+    // none, a negative one drops that many from the end.
+    let keep = match limit.map(str::trim) {
+        None => rows.len(),
+        Some(l) => match l.parse::<f64>() {
+            Ok(n) if n.is_finite() && n >= 0.0 => (n as usize).min(rows.len()),
+            Ok(n) if n.is_finite() => rows.len().saturating_sub((-n) as usize),
+            _ => 0,
+        },
+    };
+    rows.truncate(keep);
+    let head = |data: Vec<Value>| {
+        json!({
+            "_id": format!("{}_{}", q.app.id, period.unwrap_or_default()),
+            "app_id": q.app.id.as_str(),
+            "ts": now,
+            "period": period.unwrap_or_default(),
+            "data": data,
+            "totalCount": num(tc),
+        })
+    };
+    if let Some(f) = filter.filter(|f| !f.is_empty()) {
+        let name = match f {
+            "sum" => "sum",
+            "duration" => "duration",
+            _ => "count",
+        };
+        let data = rows
+            .iter()
+            .map(|(n, c, s, dur)| {
+                let (cur, prev) = match name {
+                    "sum" => *s,
+                    "duration" => *dur,
+                    _ => *c,
+                };
+                let (ch, trend) = change(prev, cur);
+                json!({"name": n, name: num(cur), "trend": trend, "change": ch})
+            })
+            .collect();
+        return Ok(head(data));
+    }
+    let data = rows
+        .iter()
+        .map(|(n, c, s, dur)| json!({"name": n, "count": num(c.0), "sum": num(s.0), "duration": num(dur.0)}))
+        .collect();
+    let u = &loaded[users];
+    let (users_now, users_before, _) = uniques(u, &span, &obj, "");
+    let mut out = head(data);
+    out["prevTotalCount"] = num(pc);
+    out["totalSum"] = num(ts);
+    out["prevTotalSum"] = num(ps);
+    out["totalDuration"] = num(td);
+    out["prevTotalDuration"] = num(pd);
+    out["prevSessionCount"] = num(u.sum(&d.previous, "t"));
+    out["totalSessionCount"] = num(u.sum(&d.current, "t"));
+    out["prevUsersCount"] = num(users_before);
+    out["totalUsersCount"] = num(users_now);
+    Ok(out)
+}
+
+/// `method=total_users` (Countly's `fetchTotalUsersObj`): devices whose last session
+/// began in the period, `[{"_id":"users","u":N}]`, or by a metric's value with
+/// `metric` (`devices`, `device_type`, `app_versions`, `os`/`platforms`,
+/// `os_versions`/`platform_versions`, `resolutions`, `carriers`, `countries`):
+/// `[{"_id": value, "u": N}]`, largest first, `null` for devices without one. As in
+/// Countly, only a period that contains today is counted (`[]` otherwise), and nothing
+/// counted is `[]`. The count is exact: a scan of the app's device states, bounded by
+/// `TALLY_TOTAL_USERS_SCAN` (`Ok(Err(max))` past it).
+pub async fn total_users(
+    pool: &Pool,
+    q: &Query<'_>,
+    metric: Option<&str>,
+    max_scan: usize,
+) -> Result<Result<Value, usize>, StoreError> {
+    use tally_model::device::{COUNTRY_SLOT, METRICS};
+    if !q.range.contains(q.today) {
+        return Ok(Ok(json!([])));
+    }
+    let by = |name: &str| {
+        METRICS
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| (m.slot, m.meta))
+    };
+    let group = match metric {
+        Some("devices") => by("_device"),
+        Some("device_type") => by("_device_type"),
+        Some("app_versions") => by("_app_version"),
+        Some("os" | "platforms") => by("_os"),
+        Some("os_versions" | "platform_versions") => by("_os_version"),
+        Some("resolutions") => by("_resolution"),
+        Some("carriers") => by("_carrier"),
+        Some("countries") => Some((COUNTRY_SLOT, "countries")),
+        _ => None,
+    };
+    let midnight = |d: NaiveDate| {
+        let t = d.and_hms_opt(0, 0, 0).unwrap_or_default();
+        chrono::TimeZone::from_local_datetime(&q.app.timezone, &t)
+            .earliest()
+            .map(|t| t.timestamp())
+            .unwrap_or_else(|| t.and_utc().timestamp())
+    };
+    let from = midnight(q.range.from);
+    let to = midnight(q.range.to + chrono::Duration::days(1));
+    let counted = match tally_model::census::last_sessions(
+        pool,
+        &q.app.id,
+        from,
+        to,
+        group.map(|(slot, _)| slot),
+        max_scan,
+    )
+    .await?
+    {
+        Ok(c) => c,
+        Err(max) => return Ok(Err(max)),
+    };
+    let Some((_, list)) = group else {
+        return Ok(Ok(if counted.total == 0 {
+            json!([])
+        } else {
+            json!([{"_id": "users", "u": counted.total}])
+        }));
+    };
+    let mut r = Reads::new();
+    let slot = r.set(&keys::meta(&q.app.id, list));
+    let values = r.run(pool, keys::route(&q.app.id)).await?.set(slot);
+    let names = tally_model::census::names(&values);
+    let mut rows: Vec<(Value, u64)> = counted
+        .by_value
+        .into_iter()
+        .map(|(fp, n)| {
+            let name = names
+                .get(&fp)
+                .map_or(Value::Null, |v| Value::from(escape_meta(v, q.escape)));
+            (name, n)
         })
         .collect();
-    let a = r.run(pool, keys::route(&q.app.id)).await?;
-    let mut data = Vec::new();
-    let mut total = 0i64;
-    for (e, ms) in list.iter().zip(slots) {
-        let (mut c, mut s, mut dur) = (0i64, 0f64, 0f64);
-        for (y, m, slot) in ms {
-            for (f, v) in a.hash_pairs(slot) {
-                // Day totals only: `D.c`, not `D.H.c`.
-                let mut parts = f.split('.');
-                let (Some(day), Some(name), None) = (parts.next(), parts.next(), parts.next())
-                else {
-                    continue;
-                };
-                let in_range = day
-                    .parse::<u32>()
-                    .ok()
-                    .and_then(|d| NaiveDate::from_ymd_opt(y, m, d))
-                    .is_some_and(|d| q.range.contains(d));
-                if !in_range {
-                    continue;
-                }
-                let x = v.parse::<f64>().unwrap_or(0.0);
-                match name {
-                    "c" => c += x as i64,
-                    "s" => s += x,
-                    "dur" => dur += x,
-                    _ => {}
-                }
-            }
-        }
-        if c > 0 {
-            total += c;
-            data.push(json!({
-                "name": escape(e, q.escape),
-                "count": c,
-                "sum": Num::parse(&s.to_string()).map_or(json!(0), Num::to_json),
-                "duration": Num::parse(&dur.to_string()).map_or(json!(0), Num::to_json),
-            }));
-        }
-    }
-    data.sort_by(|a, b| b["count"].as_i64().cmp(&a["count"].as_i64()));
-    Ok(json!({
-        "_id": q.app.id.as_str(),
-        "app_id": q.app.id.as_str(),
-        "ts": now_ms,
-        "period": period,
-        "data": data,
-        "totalCount": total,
-    }))
+    rows.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| a.0.to_string().cmp(&b.0.to_string()))
+    });
+    Ok(Ok(Value::Array(
+        rows.into_iter()
+            .map(|(id, u)| json!({"_id": id, "u": u}))
+            .collect(),
+    )))
 }
 
 /// Minutes `method=live` covers.

@@ -29,6 +29,7 @@ const METHODS: &[&str] = &[
     "app",
     "live",
     "get_period_obj",
+    "total_users",
 ];
 
 /// Longest accepted JSONP callback name.
@@ -173,6 +174,17 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
             })
             .to_string()
         }
+        "total_users" => {
+            let max = shared.limits.total_users_scan;
+            methods::total_users(pool, &q, p.get("metric").map(String::as_str), max)
+                .await?
+                .map_err(|max| {
+                    ApiError::bad(format!(
+                        "total_users reads at most {max} devices (TALLY_TOTAL_USERS_SCAN)"
+                    ))
+                })?
+                .to_string()
+        }
         "get_period_obj" => crate::period_obj::render(&span, now, app.timezone).to_string(),
         "get_events" => methods::get_events(pool, &app, &shared.limits, q.escape)
             .await?
@@ -180,8 +192,10 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
         "top_events" => methods::top_events(
             pool,
             &q,
-            period_text.unwrap_or("month"),
-            shared.clock.now_ms(),
+            period_text,
+            p.get("limit").map(String::as_str),
+            p.get("filter").map(String::as_str),
+            now,
         )
         .await?
         .to_string(),

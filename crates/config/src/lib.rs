@@ -45,6 +45,8 @@ pub struct Limits {
     pub user_search_scan: usize,
     /// Live key sets one project may have (Rakam's `/project/create-api-keys`).
     pub key_sets: usize,
+    /// Device states one `/o?method=total_users` may read before it answers 400.
+    pub total_users_scan: usize,
     pub max_bulk_requests: usize,
     /// Distinct event keys per app (Countly `event_limit`).
     pub event_keys: usize,
@@ -90,6 +92,7 @@ impl Default for Limits {
             user_profile_bytes: 64 * 1024,
             user_search_scan: 100_000,
             key_sets: 20,
+            total_users_scan: 1_000_000,
             max_bulk_requests: 1000,
             event_keys: 500,
             segments_per_event: 100,
@@ -329,6 +332,7 @@ impl Limits {
             user_profile_bytes: parse("TALLY_USER_PROFILE_BYTES", d.user_profile_bytes)?,
             user_search_scan: parse("TALLY_USER_SEARCH_SCAN", d.user_search_scan)?,
             key_sets: parse("TALLY_KEY_SETS", d.key_sets)?,
+            total_users_scan: parse("TALLY_TOTAL_USERS_SCAN", d.total_users_scan)?,
             event_keys: parse("TALLY_EVENT_LIMIT", d.event_keys)?,
             segments_per_event: parse("TALLY_SEGMENTATION_LIMIT", d.segments_per_event)?,
             values_per_segment: parse("TALLY_SEGMENTATION_VALUE_LIMIT", d.values_per_segment)?,

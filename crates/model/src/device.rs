@@ -433,3 +433,95 @@ mod tests {
         assert!(!s.is_duplicate(0, 1100, 600));
     }
 }
+
+/// Metrics Tally aggregates (the collector counts them; the reader groups devices by
+/// them): the SDK name, the counter family, the meta list and the slot
+/// of the device's snapshot used to detect a changed value.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MetricSpec {
+    pub name: &'static str,
+    pub family: &'static str,
+    pub meta: &'static str,
+    pub slot: usize,
+}
+
+pub const METRICS: &[MetricSpec] = &[
+    MetricSpec {
+        name: "_os",
+        family: "device_details",
+        meta: "os",
+        slot: 0,
+    },
+    MetricSpec {
+        name: "_os_version",
+        family: "device_details",
+        meta: "os_versions",
+        slot: 1,
+    },
+    MetricSpec {
+        name: "_resolution",
+        family: "device_details",
+        meta: "resolutions",
+        slot: 2,
+    },
+    MetricSpec {
+        name: "_app_version",
+        family: "device_details",
+        meta: "app_versions",
+        slot: 3,
+    },
+    MetricSpec {
+        name: "_device_type",
+        family: "device_details",
+        meta: "device_type",
+        slot: 4,
+    },
+    MetricSpec {
+        name: "_device",
+        family: "devices",
+        meta: "devices",
+        slot: 5,
+    },
+    MetricSpec {
+        name: "_manufacturer",
+        family: "devices",
+        meta: "manufacturers",
+        slot: 6,
+    },
+    MetricSpec {
+        name: "_carrier",
+        family: "carriers",
+        meta: "carriers",
+        slot: 7,
+    },
+    MetricSpec {
+        name: "_density",
+        family: "density",
+        meta: "density",
+        slot: 8,
+    },
+    MetricSpec {
+        name: "_locale",
+        family: "langs",
+        meta: "langs",
+        slot: 9,
+    },
+];
+
+/// The snapshot slot of the device's country.
+pub const COUNTRY_SLOT: usize = 10;
+
+// Every slot must exist in the device state.
+const _: () = {
+    assert!(COUNTRY_SLOT < SNAPSHOTS);
+    let mut i = 0;
+    while i < METRICS.len() {
+        assert!(METRICS[i].slot < COUNTRY_SLOT);
+        i += 1;
+    }
+};
+
+/// The 32-bit fingerprint of a metric value a device state keeps (0 is "none").
+pub fn fingerprint(value: &str) -> u32 {
+    (crate::keys::hash64(value) as u32) | 1
+}

@@ -360,6 +360,11 @@ pub fn app_pattern(app: &AppId) -> String {
     format!("{{{app}}}:*")
 }
 
+/// Every device state key of an app, for SCAN ([`device`]).
+pub fn device_pattern(app: &AppId) -> String {
+    format!("{{{app}}}:dev:*")
+}
+
 /// Every app id. The registry keys share the `{tally}` hash tag so that creating or
 /// deleting an app is one transaction on a cluster too; they are read once per app per
 /// process (then cached), so their one slot is no hot spot.

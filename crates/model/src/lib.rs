@@ -8,7 +8,8 @@
 //! - [`profiles`]: users' profiles, one store for Rakam's users API and Countly's user
 //!   details.
 //! - [`schema`]: collections' typed fields (Rakam's types), inferred, enforced, stored.
-//! - [`apps`]: the app registry and its bounded cache.
+//! - [`apps`]: the app registry (key sets) and its bounded cache.
+//! - [`census`]: counting an app's devices by their state (Countly's `total_users`).
 //! - [`texthash`]: hash maps keyed by text that clients choose.
 //! - [`error`]: the model's error, wrapping the transport's.
 //!
@@ -16,6 +17,7 @@
 //! here knows HTTP.
 
 pub mod apps;
+pub mod census;
 pub mod commit;
 pub mod counters;
 pub mod device;
