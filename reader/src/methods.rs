@@ -487,6 +487,10 @@ pub async fn get_events(
     Ok(Value::Object(out))
 }
 
+/// An event of `top_events`: its name, and (this period, the one before) of its count,
+/// sum and duration.
+type Row = (String, (f64, f64), (f64, f64), (f64, f64));
+
 /// `method=top_events`: Countly's top events document for `30days` (the last 30 days
 /// against the 30 before) and `today` (today so far against yesterday; Countly's daily
 /// job stores yesterday under that name), computed when asked: every event with its
@@ -537,7 +541,7 @@ pub async fn top_events(
         pd += dur.1;
         rows.push((escape(e, q.escape), c, s, dur));
     }
-    let by = |r: &(String, (f64, f64), (f64, f64), (f64, f64))| match filter {
+    let by = |r: &Row| match filter {
         Some("sum") => r.2 .0,
         Some("duration") => r.3 .0,
         _ => r.1 .0,

@@ -21,18 +21,19 @@ pub struct Loaded {
     years: HashMap<i32, HashMap<String, f64>>,
 }
 
+/// One family's reads: its month hashes and its year hashes.
+type Wanted = (Vec<(i32, u32, Slot)>, Vec<(i32, Slot)>);
+
 /// Reads for several families in one round trip.
+#[derive(Default)]
 pub struct Batch {
     reads: Reads,
-    wanted: Vec<(Vec<(i32, u32, Slot)>, Vec<(i32, Slot)>)>,
+    wanted: Vec<Wanted>,
 }
 
 impl Batch {
     pub fn new() -> Batch {
-        Batch {
-            reads: Reads::new(),
-            wanted: Vec::new(),
-        }
+        Batch::default()
     }
 
     /// Adds `family` over `months` (and the year hashes of their years); returns its index
