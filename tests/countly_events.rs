@@ -564,3 +564,126 @@ fn limits_keep_cardinality_bounded() {
     assert!(metric_value(&t.addr, "tally_commit_batch_requests_count") >= 1.0);
     assert!(metric_value(&t.addr, "tally_commit_flush_seconds_count") >= 1.0);
 }
+
+/// Countly's event groups (api/parts/mgmt/event_groups.js, fetch.js
+/// fetchMergedEventGroups): created, ordered, switched and deleted under the master
+/// key; listed and read; read as events, the sum of their source events.
+#[test]
+fn event_groups_read_as_the_sum_of_their_events() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    t.ok(
+        &k,
+        &[
+            p("device_id", "g"),
+            ev(json!([
+                {"key": "login", "count": 1, "segmentation": {"via": "mail"}},
+                {"key": "signup", "count": 2}
+            ])),
+        ],
+    );
+    let write = |path: &str, key: &str, extra: &[(&'static str, String)]| {
+        let mut pairs = vec![p("api_key", key.to_string())];
+        pairs.extend_from_slice(extra);
+        t.get(&format!("/i/event_groups/{path}?{}", qs(&pairs)))
+    };
+    let group = |name: &str| {
+        json!({"app_id": k.id, "name": name, "source_events": ["login", "signup"],
+               "display_map": {}, "status": true, "description": "entry"})
+        .to_string()
+    };
+    for name in ["Entry", "Second"] {
+        let r = write("create", &k.master, &[p("args", group(name))]);
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, r#"{"result":"Success"}"#)
+        );
+    }
+    // The read key may not write; a group needs its fields, typed.
+    let r = write("create", &k.read, &[p("args", group("x"))]);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = write(
+        "create",
+        &k.master,
+        &[p(
+            "args",
+            json!({"name": "x", "source_events": "login", "display_map": {}, "status": true})
+                .to_string(),
+        )],
+    );
+    assert_eq!(
+        (r.status, r.json()["result"].clone()),
+        (400, json!("Error: Invalid type for source_events"))
+    );
+    let groups = t.o(&k, "get_event_groups", &[]);
+    let ids: Vec<String> = groups
+        .as_array()
+        .map(|g| {
+            g.iter()
+                .filter_map(|x| x["_id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids.len(), 2, "{groups}");
+    assert!(
+        ids.iter().all(|id| id.starts_with("[CLY]_group_")),
+        "{groups}"
+    );
+    // Ordered as asked.
+    let order = json!([ids[1], ids[0]]).to_string();
+    assert_eq!(
+        write("update", &k.master, &[p("event_order", order)]).status,
+        200
+    );
+    let groups = t.o(&k, "get_event_groups", &[]);
+    assert_eq!(groups[0]["_id"], json!(ids[1]));
+    assert_eq!(groups[0]["order"], json!(0));
+    let one = t.o(&k, "get_event_group", &[p("_id", &ids[0])]);
+    assert_eq!(
+        (one["name"].clone(), one["status"].clone()),
+        (json!("Entry"), json!(true))
+    );
+    // Read as an event: login + signup, with both events' meta.
+    let merged = t.o(&k, "events", &[p("event", &ids[0])]);
+    assert_eq!(at(&merged, &["2024", "c"]), &json!(3), "{merged}");
+    assert_eq!(merged["meta"]["via"], json!(["mail"]));
+    // Switched off, renamed, deleted.
+    let status = json!([ids[0]]).to_string();
+    let r = write(
+        "update",
+        &k.master,
+        &[p("update_status", status), p("status", "false")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = write(
+        "update",
+        &k.master,
+        &[p(
+            "args",
+            json!({"_id": ids[0], "name": "Renamed"}).to_string(),
+        )],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let one = t.o(&k, "get_event_group", &[p("_id", &ids[0])]);
+    assert_eq!(
+        (one["name"].clone(), one["status"].clone()),
+        (json!("Renamed"), json!(false))
+    );
+    let r = write(
+        "delete",
+        &k.master,
+        &[p("args", json!([ids[0]]).to_string())],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        t.o(&k, "get_event_groups", &[]).as_array().map(Vec::len),
+        Some(1)
+    );
+    let r = t.get(&format!(
+        "/o?app_id={}&api_key={}&method=get_event_group&_id={}",
+        k.id,
+        k.read,
+        enc(&ids[0])
+    ));
+    assert_eq!(r.status, 404, "{}", r.body);
+}

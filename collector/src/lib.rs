@@ -6,6 +6,7 @@
 //! nothing is acknowledged that is not in Redis.
 
 pub mod device_metrics;
+mod event_groups;
 pub mod geo;
 pub mod params;
 pub mod plan;
@@ -65,6 +66,30 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Collector>) {
         .route("/i", web::post().to(routes::ingest))
         .route("/i/bulk", web::get().to(routes::bulk))
         .route("/i/bulk", web::post().to(routes::bulk))
+        .route(
+            "/i/event_groups/create",
+            web::get().to(event_groups::create),
+        )
+        .route(
+            "/i/event_groups/create",
+            web::post().to(event_groups::create),
+        )
+        .route(
+            "/i/event_groups/update",
+            web::get().to(event_groups::update),
+        )
+        .route(
+            "/i/event_groups/update",
+            web::post().to(event_groups::update),
+        )
+        .route(
+            "/i/event_groups/delete",
+            web::get().to(event_groups::delete),
+        )
+        .route(
+            "/i/event_groups/delete",
+            web::post().to(event_groups::delete),
+        )
         .route("/event/collect", web::post().to(rakam::collect))
         .route("/event/batch", web::post().to(rakam::batch))
         .route("/event/bulk", web::post().to(rakam::bulk))

@@ -30,6 +30,8 @@ const METHODS: &[&str] = &[
     "live",
     "get_period_obj",
     "total_users",
+    "get_event_groups",
+    "get_event_group",
 ];
 
 /// Longest accepted JSONP callback name.
@@ -185,6 +187,20 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
                 })?
                 .to_string()
         }
+        "get_event_groups" => {
+            let groups = tally_model::event_groups::list(pool, &app.id).await?;
+            shape_json(serde_json::Value::from(groups), q.escape)
+        }
+        "get_event_group" => {
+            let id = p
+                .get("_id")
+                .or_else(|| p.get("group_id"))
+                .ok_or_else(|| ApiError::bad("Missing parameter \"_id\""))?;
+            let group = tally_model::event_groups::get(pool, &app.id, id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound("Event group does not exist".into()))?;
+            shape_json(serde_json::Value::Object(group), q.escape)
+        }
         "get_period_obj" => crate::period_obj::render(&span, now, app.timezone).to_string(),
         "get_events" => methods::get_events(pool, &app, &shared.limits, q.escape)
             .await?
@@ -208,6 +224,19 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
                 }
                 v
             } else if let Some(e) = p.get("event") {
+                if e.starts_with(tally_model::event_groups::PREFIX) {
+                    // A group reads as the sum of its source events (Countly's
+                    // fetchMergedEventGroups), always with a meta, never by segment.
+                    let group = tally_model::event_groups::get(pool, &app.id, e)
+                        .await?
+                        .ok_or_else(|| ApiError::NotFound("Event group does not exist".into()))?;
+                    let sources: Vec<String> = group
+                        .get("source_events")
+                        .and_then(|s| serde_json::from_value(s.clone()).ok())
+                        .unwrap_or_default();
+                    let v = methods::events(pool, &q, &sources, true, None).await?;
+                    return Ok(respond(v, callback));
+                }
                 vec![e.clone()]
             } else {
                 // Countly picks the first key of the sorted list, skipping internal events.
@@ -232,6 +261,25 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
         },
     };
     Ok(respond(v, callback))
+}
+
+/// A JSON value with its strings and keys escaped as Countly's output is (unless
+/// `noescape`).
+fn shape_json(v: serde_json::Value, esc: bool) -> String {
+    fn walk(v: serde_json::Value, esc: bool) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => Value::String(shape::escape(&s, esc)),
+            Value::Array(a) => Value::Array(a.into_iter().map(|x| walk(x, esc)).collect()),
+            Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .map(|(k, x)| (shape::escape(&k, esc), walk(x, esc)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+    walk(v, esc).to_string()
 }
 
 /// `/o/sdk`: the web SDK asks for server-side configuration; Tally has none to give.

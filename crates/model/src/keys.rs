@@ -360,6 +360,13 @@ pub fn app_pattern(app: &AppId) -> String {
     format!("{{{app}}}:*")
 }
 
+/// The app's event groups: group id -> its JSON document.
+pub fn event_groups(app: &AppId) -> String {
+    let mut k = tagged(app, 14);
+    k.push_str(":event_groups");
+    k
+}
+
 /// Every device state key of an app, for SCAN ([`device`]).
 pub fn device_pattern(app: &AppId) -> String {
     format!("{{{app}}}:dev:*")

@@ -9,6 +9,7 @@
 //!   details.
 //! - [`schema`]: collections' typed fields (Rakam's types), inferred, enforced, stored.
 //! - [`apps`]: the app registry (key sets) and its bounded cache.
+//! - [`event_groups`]: Countly's event groups.
 //! - [`census`]: counting an app's devices by their state (Countly's `total_users`).
 //! - [`texthash`]: hash maps keyed by text that clients choose.
 //! - [`error`]: the model's error, wrapping the transport's.
@@ -22,6 +23,7 @@ pub mod commit;
 pub mod counters;
 pub mod device;
 pub mod error;
+pub mod event_groups;
 pub mod keys;
 pub mod profiles;
 pub mod schema;
