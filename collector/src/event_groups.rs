@@ -62,10 +62,13 @@ async fn master_app(
     Ok(Arc::new(app))
 }
 
+/// A field's name, its type check, and whether a new group must have it.
+type Rule = (&'static str, fn(&Value) -> bool, bool);
+
 /// The fields Countly checks on a group, by type (`name`, `source_events`,
 /// `display_map`, `status` required; `description` optional), and Tally's bounds.
 fn check(doc: &Map<String, Value>, whole: bool, max_key: usize) -> Result<(), ApiError> {
-    let rules: [(&str, fn(&Value) -> bool, bool); 5] = [
+    let rules: [Rule; 5] = [
         ("name", Value::is_string, true),
         ("source_events", Value::is_array, true),
         ("display_map", Value::is_object, true),
