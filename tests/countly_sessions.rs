@@ -728,3 +728,58 @@ fn total_users_count_devices_by_their_last_session() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("TALLY_TOTAL_USERS_SCAN"), "{}", r.body);
 }
+
+/// Countly's `cities` (its usage.js records a user's city at a session start): from the
+/// `city` parameter, or from a GeoIP City database; read back by `method=cities` and
+/// `total_users&metric=cities`. `countries` answers as `locations` (Countly's own
+/// `countries` collection is no longer written).
+#[test]
+fn cities_from_the_city_parameter_and_a_city_database() {
+    let dir = temp_dir("geo-city");
+    std::fs::create_dir_all(&dir).ok();
+    let db = dir.join("city.mmdb");
+    let net = "78.160.0.0"
+        .parse()
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+    common::mmdb::write_places(&db, &[(net, 11, "TR", Some("Istanbul"))]);
+    let t = TestApp::spawn_with(|c| c.geoip_db = Some(db.clone()));
+    let k = t.create_app("UTC");
+    let begin = |device: &str, extra: &[(&'static str, String)]| {
+        let mut pairs = vec![p("device_id", device), p("begin_session", 1)];
+        pairs.extend_from_slice(extra);
+        t.ok(&k, &pairs);
+    };
+    begin("a", &[p("city", "Ankara"), p("country_code", "TR")]);
+    begin("b", &[p("ip_address", "78.161.2.3")]);
+    begin("c", &[p("ip_address", "10.0.0.1")]);
+    begin("d", &[p("city", "St. Petersburg")]);
+    let cities = t.o(&k, "cities", &[]);
+    assert_eq!(
+        at(&cities, &["2024", "10", "22", "Ankara"]),
+        &json!({"t": 1, "n": 1, "u": 1})
+    );
+    assert_eq!(
+        at(&cities, &["2024", "10", "22", "Istanbul"]),
+        &json!({"t": 1, "n": 1, "u": 1})
+    );
+    assert_eq!(
+        cities["meta"]["cities"],
+        json!(["Ankara", "Istanbul", "St: Petersburg"])
+    );
+    let locations = t.o(&k, "locations", &[]);
+    assert_eq!(at(&locations, &["2024", "TR", "u"]), &json!(2));
+    assert_eq!(t.o(&k, "countries", &[]), locations);
+    assert_eq!(
+        t.o(&k, "total_users", &[p("metric", "cities")]),
+        json!([{"_id": "Ankara", "u": 1}, {"_id": "Istanbul", "u": 1}, {"_id": "St: Petersburg", "u": 1}, {"_id": null, "u": 1}])
+    );
+    let r = t.i(
+        &k,
+        &[
+            p("device_id", "e"),
+            p("begin_session", 1),
+            p("city", "x".repeat(5000)),
+        ],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+}

@@ -1,5 +1,6 @@
-//! Country of a request from its IP, when an IP-to-country database (MaxMind format:
-//! GeoLite2-Country, GeoIP2-Country or City) is configured with `TALLY_GEOIP_DB`.
+//! Country (and, with a city database, city) of a request from its IP, when an
+//! IP-to-location database (MaxMind format: GeoLite2-Country, GeoIP2-Country, or the
+//! City editions) is configured with `TALLY_GEOIP_DB`.
 
 use maxminddb::{geoip2, Reader};
 use std::net::IpAddr;
@@ -14,15 +15,31 @@ impl Geo {
             .map_err(|e| format!("cannot open the GeoIP database {}: {e}", path.display()))
     }
 
-    /// The ISO country code of `ip`, if the database knows it.
-    pub fn country(&self, ip: IpAddr) -> Option<String> {
-        let found = self.0.lookup(ip).ok()?;
-        let c: geoip2::Country = found.decode().ok()??;
-        c.country
-            .iso_code
-            .filter(|cc| cc.len() == 2)
-            .map(str::to_ascii_uppercase)
+    /// The ISO country code and the (English) city name of `ip`, as far as the database
+    /// knows them (a country database knows no cities).
+    pub fn place(&self, ip: IpAddr) -> Place {
+        let Some(found) = self.0.lookup(ip).ok() else {
+            return Place::default();
+        };
+        let Some(c) = found.decode::<geoip2::City>().ok().flatten() else {
+            return Place::default();
+        };
+        Place {
+            country: c
+                .country
+                .iso_code
+                .filter(|cc| cc.len() == 2)
+                .map(str::to_ascii_uppercase),
+            city: c.city.names.english.map(str::to_string),
+        }
     }
+}
+
+/// Where a request comes from, as far as it is known.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Place {
+    pub country: Option<String>,
+    pub city: Option<String>,
 }
 
 /// The client's address as Countly takes it: the `ip_address` parameter, else the left-most

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use tally_config::{Limits, Retention};
 use tally_model::apps::App;
 use tally_model::commit::{Batch, HashId, NameId, Outcome, PlacesId, Prefix, ReadSet, Work};
+use tally_model::device::CITY_SLOT;
 use tally_model::device::{DeviceState, Uniques, SNAPSHOTS};
 use tally_model::keys::{self, Family, Period};
 use tally_model::time::Buckets;
@@ -653,6 +654,14 @@ fn begin_session(
     let cap = limits.values_per_metric;
     if let Some(value) = admit_value(b, app, "countries", COUNTRY_SLOT, cc, cap) {
         count_value(b, users, dev, COUNTRY_SLOT, value, is_new, &uniq);
+    }
+
+    // City: a metric family of its own (Countly's `cities`), counted when known.
+    if let Some(city) = req.city.as_deref() {
+        if let Some(value) = admit_value(b, app, "cities", CITY_SLOT, city, cap) {
+            let target = Target::new(b, app, &Family::metric("cities"), users.at);
+            count_value(b, &target, dev, CITY_SLOT, value, is_new, &uniq);
+        }
     }
 
     for (spec, v) in req.metrics.iter() {

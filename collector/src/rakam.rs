@@ -431,6 +431,7 @@ async fn write(st: &Collector, app: &Arc<App>, events: Vec<RakamEvent>) -> Resul
                 session_duration: 0,
                 metrics: MetricValues::default(),
                 country: None,
+                city: None,
                 events,
                 // Rakam events carry no request identity to deduplicate retries by.
                 fingerprint: None,

@@ -86,6 +86,9 @@ pub struct WriteRequest {
     pub metrics: MetricValues,
     /// ISO country code; `None` is `Unknown`.
     pub country: Option<String>,
+    /// The city (`city`, else from a GeoIP city database), as a counter value; `None`
+    /// when unknown (then no city is counted).
+    pub city: Option<String>,
     pub events: Vec<Event>,
     /// Identity of the request for duplicate detection; only requests with a `timestamp`
     /// have one (without it a retry cannot be told from a new request).
@@ -245,12 +248,13 @@ fn parse_event(
 
 impl WriteRequest {
     /// Validates a request's parameters. `device_id` is known to be present. `now` is the
-    /// server time (UNIX seconds); `client_country` comes from IP geolocation, if any.
+    /// server time (UNIX seconds); `client` is where IP geolocation puts the client, if
+    /// anywhere.
     pub fn from_params(
         p: &Params,
         limits: &Limits,
         now: i64,
-        client_country: Option<String>,
+        client: crate::geo::Place,
     ) -> Result<WriteRequest, ApiError> {
         let device_id = p.text("device_id").unwrap_or_default();
         if longer_than(&device_id, limits.max_device_id_length) {
@@ -345,7 +349,18 @@ impl WriteRequest {
             }
             // `location=""` on a session start is the user opting out of location.
             None if p.has("location") && p.text("location").unwrap_or_default().is_empty() => None,
-            None => client_country,
+            None => client.country,
+        };
+        let city = match p.nonempty("city") {
+            Some(c) if longer_than(&c, limits.max_value_length) => {
+                return Err(ApiError::bad(format!(
+                    "Invalid parameter \"city\": longer than {} characters",
+                    limits.max_value_length
+                )))
+            }
+            Some(c) => Some(sanitize::value(c.trim())).filter(|c| !c.is_empty()),
+            None if p.has("location") && p.text("location").unwrap_or_default().is_empty() => None,
+            None => client.city.map(|c| sanitize::value(&c)),
         };
 
         let fingerprint = timestamp
@@ -366,6 +381,7 @@ impl WriteRequest {
             session_duration,
             metrics,
             country,
+            city,
             events,
             fingerprint,
             counted,
@@ -381,7 +397,7 @@ mod tests {
 
     fn req(q: &str) -> Result<WriteRequest, ApiError> {
         let p = Params::from_request(q, "", b"", 16)?;
-        WriteRequest::from_params(&p, &Limits::default(), NOW, None)
+        WriteRequest::from_params(&p, &Limits::default(), NOW, Default::default())
     }
 
     #[test]

@@ -86,12 +86,14 @@ fn verify_checksum(inc: &Incoming, salt: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The country of the request's client, when a GeoIP database is configured and the
-/// request does not name its country.
-fn client_country(req: &HttpRequest, p: &Params<'_>, st: &Collector) -> Option<String> {
-    let geo = st.geo.as_ref()?;
-    if p.has("country_code") {
-        return None;
+/// The country and city of the request's client, when a GeoIP database is configured
+/// and the request does not name them.
+fn client_place(req: &HttpRequest, p: &Params<'_>, st: &Collector) -> crate::geo::Place {
+    let Some(geo) = st.geo.as_ref() else {
+        return crate::geo::Place::default();
+    };
+    if p.has("country_code") && p.has("city") {
+        return crate::geo::Place::default();
     }
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let ip = crate::geo::client_ip(
@@ -99,8 +101,8 @@ fn client_country(req: &HttpRequest, p: &Params<'_>, st: &Collector) -> Option<S
         header("x-forwarded-for"),
         header("x-real-ip"),
         req.peer_addr().map(|a| a.ip()),
-    )?;
-    geo.country(ip)
+    );
+    ip.map(|ip| geo.place(ip)).unwrap_or_default()
 }
 
 /// The app's rate limit: 429 with `Retry-After` when it is exceeded.
@@ -141,7 +143,7 @@ pub async fn ingest(
     }
     limit(&st, &app, 1)?;
     let now_ms = st.shared.clock.now_ms();
-    let country = client_country(&req, &inc.params, &st);
+    let country = client_place(&req, &inc.params, &st);
     let wr = WriteRequest::from_params(
         &inc.params,
         &st.shared.limits,
@@ -242,7 +244,7 @@ pub async fn bulk(
                 Err(e) => return Err(e),
             },
         };
-        let country = client_country(&req, &p, &st);
+        let country = client_place(&req, &p, &st);
         let checked = match WriteRequest::from_params(&p, &limits, now, country) {
             Ok(wr) => match user_details::parse(&p, &limits) {
                 Ok(None) => Ok((wr, None)),

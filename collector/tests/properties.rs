@@ -90,7 +90,7 @@ fn events() -> impl Strategy<Value = Value> {
 
 fn check_plan(p: &Params) {
     let limits = Limits::default();
-    let Ok(req) = WriteRequest::from_params(p, &limits, NOW, None) else {
+    let Ok(req) = WriteRequest::from_params(p, &limits, NOW, Default::default()) else {
         return;
     };
     let app = app();
@@ -215,7 +215,8 @@ fn begin_item(app: &Arc<App>, device: usize, pick: [usize; 4], limits: &Limits) 
             "_device": DEVICES[pick[2] % 2], "_os_version": "14"},
     });
     let Value::Object(o) = body else { return None };
-    let req = WriteRequest::from_params(&Params::from_object(o), limits, NOW, None).ok()?;
+    let req =
+        WriteRequest::from_params(&Params::from_object(o), limits, NOW, Default::default()).ok()?;
     Some(Item::new(app.clone(), req, NOW * 1000))
 }
 

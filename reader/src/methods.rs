@@ -67,6 +67,7 @@ pub fn metric_method(method: &str) -> Option<(&'static str, &'static [&'static s
         ),
         "density" => ("density", &["density"]),
         "langs" => ("langs", &["langs"]),
+        "cities" => ("cities", &["cities"]),
         _ => return None,
     })
 }
@@ -621,7 +622,7 @@ pub async fn total_users(
     metric: Option<&str>,
     max_scan: usize,
 ) -> Result<Result<Value, usize>, StoreError> {
-    use tally_model::device::{COUNTRY_SLOT, METRICS};
+    use tally_model::device::{CITY_SLOT, COUNTRY_SLOT, METRICS};
     if !q.range.contains(q.today) {
         return Ok(Ok(json!([])));
     }
@@ -640,6 +641,7 @@ pub async fn total_users(
         Some("resolutions") => by("_resolution"),
         Some("carriers") => by("_carrier"),
         Some("countries") => Some((COUNTRY_SLOT, "countries")),
+        Some("cities") => Some((CITY_SLOT, "cities")),
         _ => None,
     };
     let midnight = |d: NaiveDate| {

@@ -32,6 +32,8 @@ const METHODS: &[&str] = &[
     "total_users",
     "get_event_groups",
     "get_event_group",
+    "countries",
+    "cities",
 ];
 
 /// Longest accepted JSONP callback name.
@@ -149,7 +151,9 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
     };
     let pool = &shared.pool;
     let v = match method {
-        "sessions" | "users" | "locations" => {
+        // Countly's `countries` reads a collection its current code no longer writes;
+        // countries live in the users family, as `locations` answers them.
+        "sessions" | "users" | "locations" | "countries" => {
             methods::family(pool, &q, Family::users(), USERS_META).await?
         }
         "live" => methods::live(pool, &app, now).await?,

@@ -33,15 +33,32 @@ fn uint(out: &mut Vec<u8>, kind: u8, bytes: &[u8]) {
 }
 
 pub fn write(path: &std::path::Path, networks: &[(Ipv4Addr, u8, &str)]) {
+    let places: Vec<(Ipv4Addr, u8, &str, Option<&str>)> = networks
+        .iter()
+        .map(|&(ip, prefix, cc)| (ip, prefix, cc, None))
+        .collect();
+    write_places(path, &places);
+}
+
+/// As [`write`], each network also with a city (English name), as a City database has.
+pub fn write_places(path: &std::path::Path, networks: &[(Ipv4Addr, u8, &str, Option<&str>)]) {
     let mut data = Vec::new();
     let mut nodes: Vec<[Rec; 2]> = vec![[Rec::Empty, Rec::Empty]];
-    for &(ip, prefix, cc) in networks {
+    for &(ip, prefix, cc, city) in networks {
         let offset = data.len();
-        ctrl(&mut data, 7, 1);
+        ctrl(&mut data, 7, if city.is_some() { 2 } else { 1 });
         string(&mut data, "country");
         ctrl(&mut data, 7, 1);
         string(&mut data, "iso_code");
         string(&mut data, cc);
+        if let Some(city) = city {
+            string(&mut data, "city");
+            ctrl(&mut data, 7, 1);
+            string(&mut data, "names");
+            ctrl(&mut data, 7, 1);
+            string(&mut data, "en");
+            string(&mut data, city);
+        }
         let bits = u32::from(ip);
         let mut node = 0;
         for depth in 0..prefix {

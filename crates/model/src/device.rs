@@ -104,7 +104,7 @@ pub struct Uniques {
 }
 
 /// How many metric snapshots a device keeps (see [`DeviceState::snapshots`]).
-pub const SNAPSHOTS: usize = 11;
+pub const SNAPSHOTS: usize = 12;
 /// How many recent request fingerprints a device keeps for duplicate detection.
 pub const DEDUP_SLOTS: usize = 2;
 
@@ -511,9 +511,12 @@ pub const METRICS: &[MetricSpec] = &[
 /// The snapshot slot of the device's country.
 pub const COUNTRY_SLOT: usize = 10;
 
+/// The snapshot slot of the device's city.
+pub const CITY_SLOT: usize = 11;
+
 // Every slot must exist in the device state.
 const _: () = {
-    assert!(COUNTRY_SLOT < SNAPSHOTS);
+    assert!(COUNTRY_SLOT < SNAPSHOTS && CITY_SLOT < SNAPSHOTS && CITY_SLOT != COUNTRY_SLOT);
     let mut i = 0;
     while i < METRICS.len() {
         assert!(METRICS[i].slot < COUNTRY_SLOT);
