@@ -19,10 +19,16 @@ use tally_redis::Pool;
 pub struct Loaded {
     days: HashMap<NaiveDate, HashMap<String, f64>>,
     years: HashMap<i32, HashMap<String, f64>>,
+    /// Hour fields of the days whose hours were read: (day, hour) -> field -> value.
+    hours: HashMap<(NaiveDate, u32), HashMap<String, f64>>,
 }
 
-/// One family's reads: its month hashes and its year hashes.
-type Wanted = (Vec<(i32, u32, Slot)>, Vec<(i32, Slot)>);
+/// One family's reads: its month hashes, its year hashes and the hour hashes of days.
+type Wanted = (
+    Vec<(i32, u32, Slot)>,
+    Vec<(i32, Slot)>,
+    Vec<(NaiveDate, Slot)>,
+);
 
 /// Reads for several families in one round trip.
 #[derive(Default)]
@@ -58,8 +64,22 @@ impl Batch {
                 )
             })
             .collect();
-        self.wanted.push((m, y));
+        self.wanted.push((m, y, Vec::new()));
         self.wanted.len() - 1
+    }
+
+    /// Adds the hour hashes of `days` to family `i` (from [`Batch::family`]).
+    pub fn hours(&mut self, app: &AppId, family: &Family, i: usize, days: &[NaiveDate]) {
+        let slots: Vec<(NaiveDate, Slot)> = days
+            .iter()
+            .map(|d| {
+                let k = keys::counters(app, family, Bucket::Hours(d.year(), d.month(), d.day()));
+                (*d, self.reads.hash(&k))
+            })
+            .collect();
+        if let Some(w) = self.wanted.get_mut(i) {
+            w.2.extend(slots);
+        }
     }
 
     pub async fn run(self, pool: &Pool, app: &AppId) -> Result<Vec<Loaded>, StoreError> {
@@ -67,8 +87,23 @@ impl Batch {
         Ok(self
             .wanted
             .into_iter()
-            .map(|(months, years)| {
+            .map(|(months, years, hours)| {
                 let mut l = Loaded::default();
+                for (d, slot) in hours {
+                    for (f, v) in a.hash_pairs(slot) {
+                        let Some((h, rest)) = f.split_once('.') else {
+                            continue;
+                        };
+                        let (Ok(h), Ok(v)) = (h.parse::<u32>(), v.parse::<f64>()) else {
+                            continue;
+                        };
+                        *l.hours
+                            .entry((d, h))
+                            .or_default()
+                            .entry(rest.to_string())
+                            .or_default() += v;
+                    }
+                }
                 for (y, m, slot) in months {
                     for (f, v) in a.hash_pairs(slot) {
                         let Some((d, rest)) = day_field(f) else {
@@ -109,6 +144,15 @@ impl Loaded {
             .unwrap_or(0.0)
     }
 
+    /// An hour's value of `field`.
+    pub fn hour(&self, d: NaiveDate, h: u32, field: &str) -> f64 {
+        self.hours
+            .get(&(d, h))
+            .and_then(|f| f.get(field))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
     /// The sum of `field` over days.
     pub fn sum(&self, days: &[NaiveDate], field: &str) -> f64 {
         days.iter().map(|d| self.day(*d, field)).sum()
@@ -134,17 +178,21 @@ impl Loaded {
     /// A stored unique count (`u`, or `<value>.u` with `prefix`) of one of Countly's
     /// buckets: a day `YYYY.M.D`, a week `YYYY.wN`, a month `YYYY.M`, a year `YYYY`.
     pub fn bucket(&self, key: &str, prefix: &str) -> f64 {
+        self.bucket_field(key, &format!("{prefix}u"))
+    }
+
+    /// A field of one of Countly's buckets (as [`Loaded::bucket`], any field: `l.2`).
+    pub fn bucket_field(&self, key: &str, field: &str) -> f64 {
         let parts: Vec<&str> = key.split('.').collect();
-        let field = format!("{prefix}u");
         match parts.as_slice() {
             [y, w] if w.starts_with('w') => self.year_field(y, &format!("{w}.{field}")),
             [y, m] => self.year_field(y, &format!("{m}.{field}")),
-            [y] => self.year_field(y, &field),
+            [y] => self.year_field(y, field),
             [y, m, d] => {
                 let date = (|| {
                     NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
                 })();
-                date.map_or(0.0, |d| self.day(d, &field))
+                date.map_or(0.0, |d| self.day(d, field))
             }
             _ => 0.0,
         }

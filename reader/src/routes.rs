@@ -34,6 +34,7 @@ const METHODS: &[&str] = &[
     "get_event_group",
     "countries",
     "cities",
+    "all_apps",
 ];
 
 /// Longest accepted JSONP callback name.
@@ -135,8 +136,13 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
     if callback.is_some_and(|c| !valid_callback(c)) {
         return Err(ApiError::invalid_param("callback"));
     }
-    let app = authenticate(&req, &p, &st).await?;
     let shared = &st.shared;
+    if method == "all_apps" {
+        if let Some(v) = all_apps_for_admin(&p, &st).await? {
+            return Ok(respond(v, callback));
+        }
+    }
+    let app = authenticate(&req, &p, &st).await?;
     let now = shared.clock.now_secs();
     let period_text = p.get("period").map(String::as_str);
     let span = period::parse(period_text, now, app.timezone)?;
@@ -179,6 +185,11 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
                 "now": shared.clock.now_ms(),
             })
             .to_string()
+        }
+        "all_apps" => {
+            crate::analytics::all_apps(pool, &q, std::slice::from_ref(&app), period_text, now)
+                .await?
+                .to_string()
         }
         "total_users" => {
             let max = shared.limits.total_users_scan;
@@ -265,6 +276,92 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
         },
     };
     Ok(respond(v, callback))
+}
+
+/// `method=all_apps` with the admin key (`TALLY_ADMIN_KEY`) as `api_key`: every app
+/// (Countly answers it to global admins); `None` for any other key, which reads its own
+/// app only.
+async fn all_apps_for_admin(
+    p: &HashMap<String, String>,
+    st: &Reader,
+) -> Result<Option<String>, ApiError> {
+    let shared = &st.shared;
+    let given = p.get("api_key").or_else(|| p.get("auth_token"));
+    let is_admin = match (&shared.admin_key, given) {
+        (Some(admin), Some(k)) => tally_model::apps::keys_equal(k, admin),
+        _ => false,
+    };
+    if !is_admin {
+        return Ok(None);
+    }
+    let now = shared.clock.now_secs();
+    let mut apps = Vec::new();
+    for id in tally_model::apps::list(&shared.pool).await? {
+        if let Some(app) = shared.apps.by_id(&shared.pool, &id).await? {
+            apps.push(app);
+        }
+    }
+    let Some(first) = apps.first().cloned() else {
+        return Ok(Some("[]".into()));
+    };
+    let span = period::parse(p.get("period").map(String::as_str), now, first.timezone)?;
+    let q = Query {
+        app: &first,
+        range: span.range,
+        period: span,
+        refresh: false,
+        today: local_date(now, first.timezone),
+        escape: p.get("noescape").map(String::as_str) != Some("1"),
+        hourly_days: shared.limits.hourly_days,
+    };
+    let v = crate::analytics::all_apps(
+        &shared.pool,
+        &q,
+        &apps,
+        p.get("period").map(String::as_str),
+        now,
+    )
+    .await?;
+    Ok(Some(v.to_string()))
+}
+
+/// `GET|POST /o/analytics/{action}`: Countly's dashboard figures
+/// ([`crate::analytics`]), authenticated as `/o` is.
+pub async fn analytics(
+    req: HttpRequest,
+    action: web::Path<String>,
+    st: web::Data<Reader>,
+) -> Result<HttpResponse, ApiError> {
+    let p = query_params(&req)?;
+    if !p.contains_key("app_id") && !p.contains_key("app_key") {
+        return Err(ApiError::bad("Missing parameter \"app_id\""));
+    }
+    let callback = p.get("callback");
+    if callback.is_some_and(|c| !valid_callback(c)) {
+        return Err(ApiError::invalid_param("callback"));
+    }
+    let app = authenticate(&req, &p, &st).await?;
+    let shared = &st.shared;
+    let now = shared.clock.now_secs();
+    let span = period::parse(p.get("period").map(String::as_str), now, app.timezone)?;
+    let q = Query {
+        app: &app,
+        range: span.range,
+        period: span,
+        refresh: false,
+        today: local_date(now, app.timezone),
+        escape: p.get("noescape").map(String::as_str) != Some("1"),
+        hourly_days: shared.limits.hourly_days,
+    };
+    let ask = crate::analytics::Ask {
+        q: &q,
+        now,
+        params: &p,
+    };
+    match crate::analytics::answer(&shared.pool, &ask, &action).await? {
+        Ok(v) => Ok(respond(v.to_string(), callback)),
+        Err(crate::analytics::Refused(msg)) => Err(ApiError::bad(msg)),
+    }
 }
 
 /// A JSON value with its strings and keys escaped as Countly's output is (unless
