@@ -783,3 +783,98 @@ fn cities_from_the_city_parameter_and_a_city_database() {
     );
     assert_eq!(r.status, 400, "{}", r.body);
 }
+
+/// Countly's `old_device_id` (its app_users merge): the new id inherits the old one's
+/// first session, activity and session, so it is no new user and is not unique again
+/// where the old id was; the old id is forgotten; a retried or repeated merge changes
+/// nothing more; in a bulk too. Without `old_device_id` a new id is a new device.
+#[test]
+fn device_id_change_with_merge_counts_one_user() {
+    let t = TestApp::spawn();
+    t.clock.set_ms((NOW + DAY) * 1000);
+    let k = t.create_app("UTC");
+    let i = |pairs: &[(&'static str, String)]| t.ok(&k, pairs);
+    i(&[
+        p("device_id", "anon"),
+        p("begin_session", 1),
+        p("timestamp", NOW - DAY),
+    ]);
+    i(&[
+        p("device_id", "anon"),
+        p("end_session", 1),
+        p("session_duration", 30),
+        p("timestamp", NOW - DAY + 30),
+    ]);
+    // The SDK's merge request: old_device_id, the new id, nothing else.
+    let merge = [
+        p("device_id", "user-1"),
+        p("old_device_id", "anon"),
+        p("timestamp", NOW),
+    ];
+    i(&merge);
+    // A retry of it is recognised; a new merge from the gone id changes nothing.
+    let r = t.i(&k, &merge);
+    assert_eq!(
+        r.json()["info"],
+        json!("Request ignored: Duplicate request"),
+        "{}",
+        r.body
+    );
+    i(&[
+        p("device_id", "user-1"),
+        p("old_device_id", "anon"),
+        p("timestamp", NOW + 1),
+    ]);
+    // The known user's sessions: the 22nd is a new day (unique), October is not.
+    i(&[
+        p("device_id", "user-1"),
+        p("begin_session", 1),
+        p("timestamp", NOW + 60),
+    ]);
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(at(&s, &["2024", "n"]), &json!(1), "one new user: {s}");
+    assert_eq!(at(&s, &["2024", "t"]), &json!(2), "{s}");
+    assert_eq!(
+        at(&s, &["2024", "10", "u"]),
+        &json!(1),
+        "unique once in the month: {s}"
+    );
+    assert_eq!(at(&s, &["2024", "10", "22", "u"]), &json!(1), "{s}");
+    assert_eq!(at(&s, &["2024", "10", "21", "u"]), &json!(1), "{s}");
+    // Frequency: the known user's second session, a day after the first (24-48 h).
+    assert_eq!(at(&s, &["2024", "10", "22", "f"]), &json!({"2": 1}), "{s}");
+    // The old id is gone: it comes back as a new device.
+    i(&[
+        p("device_id", "anon"),
+        p("begin_session", 1),
+        p("timestamp", NOW + 120),
+    ]);
+    assert_eq!(at(&t.o(&k, "sessions", &[]), &["2024", "n"]), &json!(2));
+    // Without merge, a changed id is a new device.
+    i(&[
+        p("device_id", "user-2"),
+        p("begin_session", 1),
+        p("timestamp", NOW + 180),
+    ]);
+    assert_eq!(at(&t.o(&k, "sessions", &[]), &["2024", "n"]), &json!(3));
+    // In a bulk: a merge and the merged device's session, counted once.
+    let bulk = json!([
+        {"device_id": "b-old", "begin_session": 1, "timestamp": NOW - DAY},
+        {"device_id": "b-new", "old_device_id": "b-old", "timestamp": NOW},
+        {"device_id": "b-new", "old_device_id": "b-old", "timestamp": NOW + 1},
+        {"device_id": "b-new", "begin_session": 1, "timestamp": NOW + 60}
+    ]);
+    let r = t.post(
+        "/i/bulk",
+        "application/x-www-form-urlencoded",
+        &format!("app_key={}&requests={}", k.write, enc(&bulk.to_string())),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let s = t.o(&k, "sessions", &[]);
+    assert_eq!(at(&s, &["2024", "n"]), &json!(4), "{s}");
+    assert_eq!(at(&s, &["2024", "10", "u"]), &json!(4), "{s}");
+    assert_eq!(
+        t.o(&k, "total_users", &[p("period", "30days")]),
+        json!([{"_id": "users", "u": 4}])
+    );
+}

@@ -114,3 +114,74 @@ fn node_sdk_sessions_and_events_are_counted_exactly() {
         json!(["purchase", "level"])
     );
 }
+
+/// The real SDK's `change_id(id, true)`: the known user takes over the anonymous device's
+/// history (Countly's app_users merge): one user, not two; its profile with the details
+/// sent before the change; the anonymous id forgotten.
+#[test]
+fn node_sdk_change_id_with_merge_keeps_one_user_and_its_profile() {
+    if let Err(why) = node_ready() {
+        eprintln!("SKIPPED node_sdk test: {why}");
+        return;
+    }
+    let t = TestApp::spawn();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    t.clock.set_ms(now_ms);
+    let k = t.create_app("UTC");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/node_change_id.js");
+    let storage = temp_dir("sdk-change");
+    std::fs::create_dir_all(&storage).ok();
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{}", t.addr))
+        .arg(&k.write)
+        .arg("anon-7f3a")
+        .arg("user-42")
+        .arg(&storage)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "node scenario failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let today = tally_model::time::local_date(now_ms / 1000, chrono_tz::UTC);
+    let (y, m, d) = (
+        chrono::Datelike::year(&today).to_string(),
+        chrono::Datelike::month(&today).to_string(),
+        chrono::Datelike::day(&today).to_string(),
+    );
+    let s = t.o(&k, "sessions", &[p("period", "hour")]);
+    // One user, new once, unique once. The known user's begin comes within 15 s of the
+    // anonymous session's end, which it took over: the session goes on (Countly's cooldown
+    // on the merged user), 5 + 7 seconds long.
+    assert_eq!(at(&s, &[&y, &m, &d, "t"]), &json!(1), "{s}");
+    assert_eq!(at(&s, &[&y, &m, &d, "d"]), &json!(12), "{s}");
+    assert_eq!(at(&s, &[&y, &m, &d, "n"]), &json!(1), "{s}");
+    assert_eq!(at(&s, &[&y, &m, &d, "u"]), &json!(1), "{s}");
+    assert_eq!(
+        t.o(&k, "total_users", &[p("period", "hour")]),
+        json!([{"_id": "users", "u": 1}])
+    );
+    let get = |user: &str| {
+        http(
+            &t.addr,
+            "POST",
+            "/user/get",
+            &[("read_key", &k.read), ("Content-Type", "application/json")],
+            json!({"user": user}).to_string().as_bytes(),
+        )
+    };
+    let r = get("user-42");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let props = &r.json()["properties"];
+    assert_eq!(props["name"], json!("Ada Lovelace"), "{props}");
+    assert_eq!(props["byear"], json!(1815), "{props}");
+    assert_eq!(props["plan"], json!("pro"), "{props}");
+    assert_eq!(props["logins"], json!(2), "{props}");
+    assert_eq!(props["tags"], json!(["early"]), "{props}");
+    assert_eq!(get("anon-7f3a").status, 404);
+}

@@ -415,17 +415,24 @@ pub struct Item {
     /// The same in milliseconds, for the raw stream.
     pub received_ms: i64,
     pub device_key: String,
+    /// The state key of `old_device_id`, when the request merges an old id into this one.
+    pub old_device_key: Option<String>,
 }
 
 impl Item {
     pub fn new(app: Arc<App>, req: WriteRequest, received_ms: i64) -> Item {
         let device_key = keys::device(&app.id, &req.device_id);
+        let old_device_key = req
+            .old_device_id
+            .as_deref()
+            .map(|old| keys::device(&app.id, old));
         Item {
             app,
             req,
             received: received_ms.div_euclid(1000),
             received_ms,
             device_key,
+            old_device_key,
         }
     }
 }
@@ -454,6 +461,9 @@ impl Work for Ingest {
         for it in &self.items {
             let app = &it.app.id;
             r.device(it.device_key.clone());
+            if let Some(old) = &it.old_device_key {
+                r.device(old.clone());
+            }
             if it.req.begin_session {
                 let cc = it.req.country.as_deref().unwrap_or("Unknown");
                 r.meta_member(app, "countries", cc);
@@ -498,6 +508,17 @@ fn plan_one(b: &mut Planning, it: &Item, limits: &Limits, keep: Retention) -> Ou
     let (app, req) = (&*it.app, &it.req);
     let received = it.received.max(0) as u32;
     let device = b.device_id(&it.device_key);
+    // A device id changed with merge: the new id takes over the old one's history first,
+    // and the old one is forgotten (Countly's app_users merge). Done once: a retry finds
+    // the old id gone (and is recognised as a duplicate below).
+    if let Some(old_key) = &it.old_device_key {
+        let old = b.device_id(old_key);
+        let old_state = b.device(old).clone();
+        if !old_state.is_blank() {
+            b.device(device).absorb(&old_state);
+            b.forget_device(old);
+        }
+    }
     let mut dev: DeviceState = b.device(device).clone();
     if let Some(fp) = req.fingerprint {
         if dev.is_duplicate(fp, received, limits.dedup_window_secs) {

@@ -436,6 +436,7 @@ async fn write(st: &Collector, app: &Arc<App>, events: Vec<RakamEvent>) -> Resul
                 // Rakam events carry no request identity to deduplicate retries by.
                 fingerprint: None,
                 counted: true,
+                old_device_id: None,
             };
             Item::new(app.clone(), req, now_ms)
         })

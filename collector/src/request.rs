@@ -95,6 +95,9 @@ pub struct WriteRequest {
     pub fingerprint: Option<u64>,
     /// False for an SDK health check, which is answered but not counted.
     pub counted: bool,
+    /// Countly's `old_device_id`: the device's id before it changed with merge; the new
+    /// id takes over its history first.
+    pub old_device_id: Option<String>,
 }
 
 /// Whether `s` has more than `max` characters. Limits count characters, as Countly does;
@@ -367,6 +370,17 @@ impl WriteRequest {
             .is_some()
             .then(|| hash64(&p.canonical(&["rr", "checksum", "checksum256"])));
 
+        let old_device_id = match p.nonempty("old_device_id") {
+            Some(old) if longer_than(&old, limits.max_device_id_length) => {
+                return Err(ApiError::bad(format!(
+                    "Invalid parameter \"old_device_id\": longer than {} characters",
+                    limits.max_device_id_length
+                )))
+            }
+            Some(old) if old != device_id => Some(old.into_owned()),
+            _ => None,
+        };
+
         let counted = !(p.has("hc")
             && !begin_session
             && !end_session
@@ -385,6 +399,7 @@ impl WriteRequest {
             events,
             fingerprint,
             counted,
+            old_device_id,
         })
     }
 }

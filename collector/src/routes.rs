@@ -154,14 +154,19 @@ pub async fn ingest(
         Some(ops) => Some(user_details::check(&st.shared, &app, &device_id, ops).await?),
         None => None,
     };
+    let merged_from = wr.old_device_id.clone();
     let work = Ingest {
         items: vec![Item::new(app.clone(), wr, now_ms)],
         limits: st.shared.limits.clone(),
         keep: st.keep,
     };
     let outcomes = st.committer.submit(work, 1).await?;
-    if let Some(ops) = profile {
-        if outcomes.first() != Some(&Outcome::Duplicate) {
+    if outcomes.first() != Some(&Outcome::Duplicate) {
+        // The old id's profile follows its history, before this request's details apply.
+        if let Some(old) = &merged_from {
+            tally_model::profiles::merge(&st.shared.pool, &app.id, old, &device_id).await?;
+        }
+        if let Some(ops) = profile {
             user_details::apply(&st.shared, &app, &device_id, ops).await?;
         }
     }
@@ -301,12 +306,16 @@ pub async fn bulk(
             }
         }
     }
-    let devices: Vec<(Arc<App>, String)> = units
+    let devices: Vec<(Arc<App>, String, Option<String>)> = units
         .iter()
         .flat_map(|u| {
-            u.items
-                .iter()
-                .map(|it| (it.app.clone(), it.req.device_id.clone()))
+            u.items.iter().map(|it| {
+                (
+                    it.app.clone(),
+                    it.req.device_id.clone(),
+                    it.req.old_device_id.clone(),
+                )
+            })
         })
         .collect();
     let units = units
@@ -317,12 +326,19 @@ pub async fn bulk(
         })
         .collect();
     let outcomes = st.committer.submit_all(units).await?;
-    for (((app, device), profile), outcome) in devices
+    for (((app, device, old), profile), outcome) in devices
         .iter()
         .zip(profiles.into_iter().flatten())
         .zip(&outcomes)
     {
-        if let (Some(ops), false) = (profile, *outcome == Outcome::Duplicate) {
+        if *outcome == Outcome::Duplicate {
+            continue;
+        }
+        // The old id's profile follows its history, before this item's details apply.
+        if let Some(old) = old {
+            tally_model::profiles::merge(&st.shared.pool, &app.id, old, device).await?;
+        }
+        if let Some(ops) = profile {
             user_details::apply(&st.shared, app, device, ops).await?;
         }
     }

@@ -93,6 +93,23 @@ impl<const BYTES: usize> Window<BYTES> {
     }
 }
 
+impl<const BYTES: usize> Window<BYTES> {
+    /// Marks every index `other` has marked (those still inside this window): the union of
+    /// two devices' activity, when one device becomes another.
+    pub fn absorb(&mut self, other: &Window<BYTES>) {
+        if other.anchor == 0 {
+            return;
+        }
+        let oldest = other.anchor.saturating_sub(Self::BITS - 1).max(1);
+        // Newest first: marking the newest moves the anchor once, then older ones fill in.
+        for i in (oldest..=other.anchor).rev() {
+            if other.get(i) == Some(true) {
+                self.mark(i);
+            }
+        }
+    }
+}
+
 /// Which buckets a session is the device's first in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Uniques {
@@ -280,6 +297,64 @@ impl DeviceState {
         self.recent[0] = (fingerprint, now);
     }
 
+    /// Whether this is the state of a device never seen.
+    pub fn is_blank(&self) -> bool {
+        *self == DeviceState::default()
+    }
+
+    /// Takes over `old`'s history when the device's id changes with merge (Countly's
+    /// `old_device_id`): the first time it was seen, its sessions, its activity windows
+    /// (so no bucket either id was active in counts it as unique again), its metric
+    /// values where this device has none, its open session if it was seen last, and its
+    /// recent requests (a retry sent under the old id is still recognised).
+    pub fn absorb(&mut self, old: &DeviceState) {
+        if old.is_blank() {
+            return;
+        }
+        if self.is_blank() {
+            *self = old.clone();
+            return;
+        }
+        let old_is_latest = old.last_session > self.last_session;
+        let nonzero_min = |a: u32, b: u32| match (a, b) {
+            (0, x) | (x, 0) => x,
+            (a, b) => a.min(b),
+        };
+        self.first_seen = nonzero_min(self.first_seen, old.first_seen);
+        self.last_session = self.last_session.max(old.last_session);
+        self.last_end = self.last_end.max(old.last_end);
+        self.session_count = self.session_count.saturating_add(old.session_count);
+        self.total_secs = self.total_secs.saturating_add(old.total_secs);
+        self.pending_requests = self.pending_requests.saturating_add(old.pending_requests);
+        if old_is_latest {
+            self.session_open = old.session_open;
+            self.session_secs = old.session_secs;
+        }
+        self.hours.absorb(&old.hours);
+        self.days.absorb(&old.days);
+        self.weeks.absorb(&old.weeks);
+        self.months.absorb(&old.months);
+        self.years.absorb(&old.years);
+        for (mine, theirs) in self.snapshots.iter_mut().zip(old.snapshots) {
+            if *mine == 0 {
+                *mine = theirs;
+            }
+        }
+        let mut recent: Vec<(u64, u32)> = self
+            .recent
+            .iter()
+            .chain(old.recent.iter())
+            .copied()
+            .filter(|(_, at)| *at != 0)
+            .collect();
+        recent.sort_by(|a, b| b.1.cmp(&a.1));
+        recent.dedup_by_key(|r| r.0);
+        self.recent = [(0, 0); DEDUP_SLOTS];
+        for (slot, r) in self.recent.iter_mut().zip(recent) {
+            *slot = r;
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer(Vec::with_capacity(MAX_ENCODED_LEN));
         w.u8(VERSION);
@@ -364,6 +439,33 @@ impl DeviceState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_merged_device_keeps_both_histories() {
+        let mut old = DeviceState::default();
+        let b = |ts: i64| crate::time::Buckets::at(ts, chrono_tz::UTC);
+        old.mark_session(&b(1_729_500_000));
+        old.first_seen = 1_729_500_000;
+        old.last_session = 1_729_500_000;
+        old.session_count = 3;
+        old.snapshots[2] = 7;
+        let mut new = DeviceState::default();
+        new.mark_session(&b(1_729_600_000));
+        new.first_seen = 1_729_600_000;
+        new.last_session = 1_729_600_000;
+        new.session_count = 1;
+        new.snapshots[2] = 9;
+        new.absorb(&old);
+        assert_eq!(new.first_seen, 1_729_500_000);
+        assert_eq!(new.last_session, 1_729_600_000);
+        assert_eq!(new.session_count, 4);
+        assert_eq!(new.snapshots[2], 9, "the new device's value wins");
+        // The old device's day is not unique again.
+        assert!(!new.clone().mark_session(&b(1_729_500_100)).day);
+        let mut blank = DeviceState::default();
+        blank.absorb(&old);
+        assert_eq!(blank, old);
+    }
 
     #[test]
     fn window_marks_each_index_once_in_any_order() {

@@ -318,6 +318,36 @@ pub async fn count(pool: &Pool, app: &AppId) -> Result<u64, StoreError> {
     Ok(n)
 }
 
+const MERGE_SCRIPT: &str = r#"
+local old = redis.call('HGETALL', KEYS[1])
+if #old == 0 then return 0 end
+for i = 1, #old, 2 do
+  if old[i] ~= '$id' then redis.call('HSETNX', KEYS[2], old[i], old[i + 1]) end
+end
+redis.call('HSET', KEYS[2], '$id', ARGV[2])
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
+"#;
+
+/// Moves a user's profile to a new id when a Countly device id changed with merge: the
+/// properties the new profile lacks are copied (Countly's `mergeUserProperties` keeps the
+/// new user's values), the old profile goes. Returns whether there was one to move.
+pub async fn merge(pool: &Pool, app: &AppId, old: &str, new: &str) -> Result<bool, StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("EVAL")
+        .arg(MERGE_SCRIPT)
+        .arg(3)
+        .arg(keys::profile(app, old))
+        .arg(keys::profile(app, new))
+        .arg(keys::profiles(app))
+        .arg(old)
+        .arg(new);
+    let (n,): (u64,) = pool.run(keys::route(app), &pipe).await?;
+    Ok(n > 0)
+}
+
 /// Removes a user's profile. Returns whether there was one.
 pub async fn forget(pool: &Pool, app: &AppId, user: &str) -> Result<bool, StoreError> {
     let mut pipe = redis::pipe();

@@ -131,6 +131,8 @@ pub(super) struct SetSlot {
 pub(super) struct DeviceSlot {
     pub(super) original: Option<Vec<u8>>,
     pub(super) state: DeviceState,
+    /// The device is gone (its id changed with merge): its key is deleted.
+    pub(super) forgotten: bool,
 }
 
 /// A device key's place in the batch ([`Batch::device_id`]): a request looks its device
@@ -242,6 +244,14 @@ impl Batch {
         &mut self.devices[id.0].state
     }
 
+    /// Deletes a device's state with the batch (it became another device). A later item of
+    /// the batch that names it again starts it afresh.
+    pub fn forget_device(&mut self, id: SlotIndex) {
+        let slot = &mut self.devices[id.0];
+        slot.state = DeviceState::default();
+        slot.forgotten = true;
+    }
+
     pub(super) fn add_device(
         &mut self,
         key: String,
@@ -249,7 +259,11 @@ impl Batch {
         state: DeviceState,
     ) -> SlotIndex {
         let i = self.devices.len();
-        self.devices.push(DeviceSlot { original, state });
+        self.devices.push(DeviceSlot {
+            original,
+            state,
+            forgotten: false,
+        });
         self.device_index.insert(key, i);
         SlotIndex(i)
     }

@@ -263,10 +263,29 @@ async fn write_phase(
         .iter()
         .filter_map(|(key, &i)| {
             let slot = &batch.devices[i];
+            if slot.forgotten && slot.state.is_blank() {
+                return None;
+            }
             let encoded = slot.state.encode();
             (slot.original.as_deref() != Some(&encoded[..])).then_some((key, encoded))
         })
         .collect();
+    // Devices that became others (and were not named again since): their states go.
+    let gone: Vec<&String> = batch
+        .device_index
+        .iter()
+        .filter(|(_, &i)| {
+            let slot = &batch.devices[i];
+            slot.forgotten && slot.state.is_blank() && slot.original.is_some()
+        })
+        .map(|(key, _)| key)
+        .collect();
+    if !gone.is_empty() {
+        p.cmd(1 + gone.len()).arg("DEL");
+        for key in &gone {
+            p.arg(key);
+        }
+    }
     if !changed.is_empty() {
         p.cmd(1 + 2 * changed.len()).arg("MSET");
         for (key, encoded) in &changed {
