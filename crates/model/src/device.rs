@@ -316,11 +316,11 @@ impl DeviceState {
             return;
         }
         let old_is_latest = old.last_session > self.last_session;
-        let nonzero_min = |a: u32, b: u32| match (a, b) {
+        // The earlier first session, 0 being "none".
+        self.first_seen = match (self.first_seen, old.first_seen) {
             (0, x) | (x, 0) => x,
             (a, b) => a.min(b),
         };
-        self.first_seen = nonzero_min(self.first_seen, old.first_seen);
         self.last_session = self.last_session.max(old.last_session);
         self.last_end = self.last_end.max(old.last_end);
         self.session_count = self.session_count.saturating_add(old.session_count);
@@ -347,7 +347,7 @@ impl DeviceState {
             .copied()
             .filter(|(_, at)| *at != 0)
             .collect();
-        recent.sort_by(|a, b| b.1.cmp(&a.1));
+        recent.sort_by_key(|r| std::cmp::Reverse(r.1));
         recent.dedup_by_key(|r| r.0);
         self.recent = [(0, 0); DEDUP_SLOTS];
         for (slot, r) in self.recent.iter_mut().zip(recent) {
