@@ -878,3 +878,64 @@ fn device_id_change_with_merge_counts_one_user() {
         json!([{"_id": "users", "u": 4}])
     );
 }
+
+/// Countly's `consent` (its compliance hub): each device's consent per feature is kept,
+/// changes are counted by day (given `i`, taken back `o`, per feature too), the same
+/// consent sent again counts nothing; read with `method=consents` and
+/// `/o/consent/current`; bad consents are a 400 that writes nothing.
+#[test]
+fn consents_are_recorded_per_device_and_counted() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let send = |device: &str, consent: serde_json::Value| {
+        t.ok(
+            &k,
+            &[p("device_id", device), p("consent", consent.to_string())],
+        )
+    };
+    send(
+        "a",
+        json!({"sessions": true, "events": true, "users": false}),
+    );
+    send(
+        "a",
+        json!({"sessions": true, "events": true, "users": false}),
+    );
+    send("a", json!({"events": false}));
+    send("b", json!({"sessions": true}));
+    let c = t.o(&k, "consents", &[]);
+    let day = at(&c, &["2024", "10", "22"]).clone();
+    assert_eq!(
+        day,
+        json!({"i": 2, "o": 2, "sessions": {"i": 2}, "events": {"i": 1, "o": 1}, "users": {"o": 1}}),
+        "{c}"
+    );
+    assert_eq!(c["meta"]["feature"], json!(["events", "sessions", "users"]));
+    let current = |device: &str| {
+        t.get(&format!(
+            "/o/consent/current?app_id={}&api_key={}&device_id={device}",
+            k.id, k.read
+        ))
+        .json()
+    };
+    assert_eq!(
+        current("a"),
+        json!({"sessions": true, "events": false, "users": false})
+    );
+    assert_eq!(current("nobody"), json!({}));
+    for bad in [json!(["sessions"]), json!({"sessions": "maybe"})] {
+        let r = t.i(&k, &[p("device_id", "c"), p("consent", bad.to_string())]);
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    assert_eq!(current("c"), json!({}));
+    // Forgetting the device forgets its consents.
+    let r = http(
+        &t.addr,
+        "DELETE",
+        &format!("/project/device?project={}&device_id=a", k.id),
+        &[("master_key", &k.master)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(current("a"), json!({}));
+}

@@ -437,6 +437,7 @@ async fn write(st: &Collector, app: &Arc<App>, events: Vec<RakamEvent>) -> Resul
                 fingerprint: None,
                 counted: true,
                 old_device_id: None,
+                consent: None,
             };
             Item::new(app.clone(), req, now_ms)
         })

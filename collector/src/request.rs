@@ -98,6 +98,46 @@ pub struct WriteRequest {
     /// Countly's `old_device_id`: the device's id before it changed with merge; the new
     /// id takes over its history first.
     pub old_device_id: Option<String>,
+    /// Countly's `consent`: feature -> given, recorded after the request's counters.
+    pub consent: Option<serde_json::Map<String, Value>>,
+}
+
+/// Features one `consent` may name.
+const MAX_CONSENT_FEATURES: usize = 64;
+
+/// Countly's `consent` parameter: a JSON object of feature -> `true`/`false` (the web SDK
+/// may send them as text). A feature name loses `.` and leading `$`, as segment keys do.
+fn parse_consent(
+    p: &Params,
+    limits: &Limits,
+) -> Result<Option<serde_json::Map<String, Value>>, ApiError> {
+    const BAD: &str = "Invalid parameter \"consent\"";
+    let Some(v) = p.json("consent", BAD, limits.max_json_depth)? else {
+        return Ok(None);
+    };
+    let Value::Object(sent) = v else {
+        return Err(ApiError::bad(format!("{BAD}: not a JSON object")));
+    };
+    if sent.len() > MAX_CONSENT_FEATURES {
+        return Err(ApiError::bad(format!(
+            "{BAD}: more than {MAX_CONSENT_FEATURES} features"
+        )));
+    }
+    let mut out = serde_json::Map::new();
+    for (k, v) in sent {
+        let given = match v {
+            Value::Bool(b) => b,
+            Value::String(s) if s == "true" => true,
+            Value::String(s) if s == "false" => false,
+            _ => return Err(ApiError::bad(format!("{BAD}: {k:?} is not true or false"))),
+        };
+        let name = sanitize::segment_key(&k);
+        if name.is_empty() || longer_than(&name, limits.max_key_length) {
+            return Err(ApiError::bad(format!("{BAD}: feature {k:?}")));
+        }
+        out.insert(name, Value::Bool(given));
+    }
+    Ok((!out.is_empty()).then_some(out))
 }
 
 /// Whether `s` has more than `max` characters. Limits count characters, as Countly does;
@@ -381,6 +421,8 @@ impl WriteRequest {
             _ => None,
         };
 
+        let consent = parse_consent(p, limits)?;
+
         let counted = !(p.has("hc")
             && !begin_session
             && !end_session
@@ -400,6 +442,7 @@ impl WriteRequest {
             fingerprint,
             counted,
             old_device_id,
+            consent,
         })
     }
 }

@@ -155,6 +155,7 @@ pub async fn ingest(
         None => None,
     };
     let merged_from = wr.old_device_id.clone();
+    let consent = wr.consent.clone().map(|c| (c, wr.time));
     let work = Ingest {
         items: vec![Item::new(app.clone(), wr, now_ms)],
         limits: st.shared.limits.clone(),
@@ -169,6 +170,9 @@ pub async fn ingest(
         if let Some(ops) = profile {
             user_details::apply(&st.shared, &app, &device_id, ops).await?;
         }
+        if let Some((sent, at)) = consent {
+            record_consent(&st, &app, &device_id, &sent, at).await?;
+        }
     }
     Ok(match outcomes.first() {
         Some(Outcome::Duplicate) => {
@@ -176,6 +180,34 @@ pub async fn ingest(
         }
         _ => result("Success"),
     })
+}
+
+/// What is left to do for a committed item of a bulk: its profile moves and consents.
+struct Done {
+    app: Arc<App>,
+    device: String,
+    old: Option<String>,
+    consent: Option<(serde_json::Map<String, Value>, i64)>,
+}
+
+/// Records a device's consents on the request's local day.
+async fn record_consent(
+    st: &Collector,
+    app: &App,
+    device: &str,
+    sent: &serde_json::Map<String, Value>,
+    at: i64,
+) -> Result<(), ApiError> {
+    let b = tally_model::time::Buckets::at(at, app.timezone);
+    tally_model::consent::record(
+        &st.shared.pool,
+        &app.id,
+        device,
+        (b.year, b.month, b.day),
+        sent,
+    )
+    .await?;
+    Ok(())
 }
 
 /// `GET|POST /i/bulk`: `requests` is a JSON array of `/i` parameter objects. Each item is
@@ -306,15 +338,14 @@ pub async fn bulk(
             }
         }
     }
-    let devices: Vec<(Arc<App>, String, Option<String>)> = units
+    let devices: Vec<Done> = units
         .iter()
         .flat_map(|u| {
-            u.items.iter().map(|it| {
-                (
-                    it.app.clone(),
-                    it.req.device_id.clone(),
-                    it.req.old_device_id.clone(),
-                )
+            u.items.iter().map(|it| Done {
+                app: it.app.clone(),
+                device: it.req.device_id.clone(),
+                old: it.req.old_device_id.clone(),
+                consent: it.req.consent.clone().map(|c| (c, it.req.time)),
             })
         })
         .collect();
@@ -326,7 +357,7 @@ pub async fn bulk(
         })
         .collect();
     let outcomes = st.committer.submit_all(units).await?;
-    for (((app, device, old), profile), outcome) in devices
+    for ((done, profile), outcome) in devices
         .iter()
         .zip(profiles.into_iter().flatten())
         .zip(&outcomes)
@@ -334,12 +365,16 @@ pub async fn bulk(
         if *outcome == Outcome::Duplicate {
             continue;
         }
+        let (app, device) = (&done.app, &done.device);
         // The old id's profile follows its history, before this item's details apply.
-        if let Some(old) = old {
+        if let Some(old) = &done.old {
             tally_model::profiles::merge(&st.shared.pool, &app.id, old, device).await?;
         }
         if let Some(ops) = profile {
             user_details::apply(&st.shared, app, device, ops).await?;
+        }
+        if let Some((sent, at)) = &done.consent {
+            record_consent(&st, app, device, sent, *at).await?;
         }
     }
     let duplicates = outcomes

@@ -32,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Reader>) {
         .route("/o", web::post().to(routes::read))
         .route("/o/analytics/{action}", web::get().to(routes::analytics))
         .route("/o/analytics/{action}", web::post().to(routes::analytics))
+        .route("/o/consent/current", web::get().to(routes::consent_current))
         .route("/o/sdk", web::get().to(routes::sdk_config))
         .route("/o/sdk", web::post().to(routes::sdk_config))
         .configure(dashboard::configure);

@@ -35,6 +35,9 @@ const METHODS: &[&str] = &[
     "countries",
     "cities",
     "all_apps",
+    "consents",
+    "notes",
+    "geodata",
 ];
 
 /// Longest accepted JSONP callback name.
@@ -186,6 +189,31 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
             })
             .to_string()
         }
+        // Consent changes by day (given `i`, taken back `o`), as Countly's compliance hub
+        // counts them; meta `feature`.
+        "consents" => {
+            methods::family(
+                pool,
+                &q,
+                tally_model::consent::family(),
+                &[tally_model::consent::FEATURES],
+            )
+            .await?
+        }
+        // Countly's dashboard annotations: Tally keeps none, so the list is empty (in
+        // Countly's DataTables shape).
+        "notes" => serde_json::json!({
+            "aaData": [],
+            "iTotalDisplayRecords": 0,
+            "iTotalRecords": 0,
+            "sEcho": p.get("sEcho").map(String::as_str).unwrap_or("0"),
+        })
+        .to_string(),
+        "geodata" => {
+            return Err(ApiError::bad(
+                "geodata is not served: Tally has no database of city coordinates (cities are counted by name: method=cities)",
+            ))
+        }
         "all_apps" => {
             crate::analytics::all_apps(pool, &q, std::slice::from_ref(&app), period_text, now)
                 .await?
@@ -323,6 +351,27 @@ async fn all_apps_for_admin(
     )
     .await?;
     Ok(Some(v.to_string()))
+}
+
+/// `GET /o/consent/current?device_id=`: a device's current consents (Countly's
+/// `/o/consent/current`), authenticated as `/o` is.
+pub async fn consent_current(
+    req: HttpRequest,
+    st: web::Data<Reader>,
+) -> Result<HttpResponse, ApiError> {
+    let p = query_params(&req)?;
+    if !p.contains_key("app_id") && !p.contains_key("app_key") {
+        return Err(ApiError::bad("Missing parameter \"app_id\""));
+    }
+    let app = authenticate(&req, &p, &st).await?;
+    let device = p
+        .get("device_id")
+        .ok_or_else(|| ApiError::bad("Missing parameter \"device_id\""))?;
+    let current = tally_model::consent::current(&st.shared.pool, &app.id, device).await?;
+    Ok(respond(
+        serde_json::Value::Object(current).to_string(),
+        p.get("callback").filter(|c| valid_callback(c)),
+    ))
 }
 
 /// `GET|POST /o/analytics/{action}`: Countly's dashboard figures

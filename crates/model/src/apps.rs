@@ -659,8 +659,9 @@ pub async fn forget_device(
     let mut pipe = redis::pipe();
     pipe.cmd("UNLINK").arg(keys::device(app, device_id));
     let (n,): (u64,) = pool.run(keys::route(app), &pipe).await?;
-    // The device's user profile goes with it.
+    // The device's user profile and consents go with it.
     crate::profiles::forget(pool, app, device_id).await?;
+    crate::consent::forget(pool, app, device_id).await?;
     let stream = keys::stream(app);
     let mut start = "-".to_string();
     let mut removed = 0u64;

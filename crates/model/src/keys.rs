@@ -360,6 +360,13 @@ pub fn app_pattern(app: &AppId) -> String {
     format!("{{{app}}}:*")
 }
 
+/// The app's devices' current consents: device id -> JSON object.
+pub fn consents(app: &AppId) -> String {
+    let mut k = tagged(app, 10);
+    k.push_str(":consents");
+    k
+}
+
 /// The app's event groups: group id -> its JSON document.
 pub fn event_groups(app: &AppId) -> String {
     let mut k = tagged(app, 14);

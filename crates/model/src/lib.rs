@@ -10,6 +10,7 @@
 //! - [`schema`]: collections' typed fields (Rakam's types), inferred, enforced, stored.
 //! - [`apps`]: the app registry (key sets) and its bounded cache.
 //! - [`event_groups`]: Countly's event groups.
+//! - [`consent`]: devices' consents and the counters of their changes.
 //! - [`census`]: counting an app's devices by their state (Countly's `total_users`).
 //! - [`texthash`]: hash maps keyed by text that clients choose.
 //! - [`error`]: the model's error, wrapping the transport's.
@@ -20,6 +21,7 @@
 pub mod apps;
 pub mod census;
 pub mod commit;
+pub mod consent;
 pub mod counters;
 pub mod device;
 pub mod error;
