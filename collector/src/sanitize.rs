@@ -133,19 +133,18 @@ fn push_os_prefixed(out: &mut String, os: Option<&str>, version: &str) {
 /// `mobile`, an iPad a `tablet`, an Apple Watch `wearable`, an Apple TV `smarttv`, a Mac
 /// `desktop`. The OS must be spelled exactly so, as there.
 pub fn derive_device(texts: &mut crate::device_metrics::MetricTexts<'_>) {
-    let slot = |name: &str| METRICS.iter().position(|m| m.name == name);
-    let (Some(os), Some(device), Some(kind), Some(maker)) = (
-        slot("_os"),
-        slot("_device"),
-        slot("_device_type"),
-        slot("_manufacturer"),
-    ) else {
-        return;
+    // Slots found at compile time: this runs on every request with metrics.
+    const OS: usize = slot("_os");
+    const DEVICE: usize = slot("_device");
+    const KIND: usize = slot("_device_type");
+    const MAKER: usize = slot("_manufacturer");
+    let apple = match texts[OS].as_deref() {
+        Some(os @ ("iOS" | "watchOS" | "tvOS" | "macOS")) => os,
+        _ => return,
     };
-    let os_name = texts[os].as_deref().unwrap_or_default().to_string();
-    if texts[kind].is_none() {
-        if let Some(d) = texts[device].as_deref() {
-            let derived = match os_name.as_str() {
+    if texts[KIND].is_none() {
+        if let Some(d) = texts[DEVICE].as_deref() {
+            let derived = match apple {
                 "iOS" if d.starts_with("iPhone") || d.starts_with("iPod") => Some("mobile"),
                 "iOS" if d.starts_with("iPad") => Some("tablet"),
                 "watchOS" if d.starts_with("Watch") => Some("wearable"),
@@ -153,12 +152,38 @@ pub fn derive_device(texts: &mut crate::device_metrics::MetricTexts<'_>) {
                 "macOS" if d.starts_with("Mac") || d.starts_with("iMac") => Some("desktop"),
                 _ => None,
             };
-            texts[kind] = derived.map(std::borrow::Cow::Borrowed);
+            texts[KIND] = derived.map(std::borrow::Cow::Borrowed);
         }
     }
-    if texts[maker].is_none() && matches!(os_name.as_str(), "iOS" | "watchOS" | "tvOS" | "macOS") {
-        texts[maker] = Some(std::borrow::Cow::Borrowed("Apple"));
+    if texts[MAKER].is_none() {
+        texts[MAKER] = Some(std::borrow::Cow::Borrowed("Apple"));
     }
+}
+
+/// The position of metric `name` in [`METRICS`] (a compile-time error when it has none).
+const fn slot(name: &str) -> usize {
+    let mut i = 0;
+    while i < METRICS.len() {
+        if eq(METRICS[i].name.as_bytes(), name.as_bytes()) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("no such metric")
+}
+
+const fn eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// A number as JavaScript prints it (`String(n)`), which is how Countly spells a number
