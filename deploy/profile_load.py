@@ -1,6 +1,9 @@
 """Load for deploy/profile: begin_sessions with the bench's 8 metrics from new devices,
-one keep-alive connection per thread. Usage: profile_load.py PORT WRITE_KEY COUNT TAG"""
+one keep-alive connection per thread; with LOAD_EVENTS=N in the environment, requests of N
+events (key, count, sum, one segmentation value each) from 10,000 devices instead, as the
+bench's events rows send them. Usage: profile_load.py PORT WRITE_KEY COUNT TAG"""
 import json
+import os
 import socket
 import sys
 import threading
@@ -12,14 +15,24 @@ metrics = urllib.parse.quote(json.dumps({
     "_os": "Android", "_os_version": "14", "_device": "Pixel 8", "_resolution": "1080x2400",
     "_carrier": "Vodafone", "_app_version": "3.2.1", "_density": "2.75", "_locale": "en_US",
 }, separators=(",", ":")), safe="")
+events_per_request = int(os.environ.get("LOAD_EVENTS", "0"))
+events = urllib.parse.quote(json.dumps([
+    {"key": f"event{i % 5}", "count": 1, "sum": 1.5,
+     "segmentation": {"plan": "free" if i % 2 == 0 else "pro"}}
+    for i in range(events_per_request)
+], separators=(",", ":")), safe="")
 failures = []
 
 
 def run(t):
     with socket.create_connection(("127.0.0.1", port)) as s, s.makefile("rb") as f:
         for i in range(count // THREADS):
-            path = (f"/i?app_key={write_key}&device_id={tag}{t}-{i}&begin_session=1"
-                    f"&sdk_version=24.10&metrics={metrics}")
+            if events_per_request:
+                path = (f"/i?app_key={write_key}&device_id=v{(t * 7919 + i) % 10000}"
+                        f"&events={events}")
+            else:
+                path = (f"/i?app_key={write_key}&device_id={tag}{t}-{i}&begin_session=1"
+                        f"&sdk_version=24.10&metrics={metrics}")
             s.sendall(f"GET {path} HTTP/1.1\r\nHost: profile\r\n\r\n".encode())
             status = f.readline()
             length = 0

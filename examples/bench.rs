@@ -279,6 +279,71 @@ struct Row {
     cmds_per_req: Option<f64>,
     trips_per_req: Option<f64>,
     redis_us_per_req: Option<f64>,
+    /// CPU the row's requests cost, by part (seconds over the row).
+    cpu: Option<Cpu>,
+}
+
+/// CPU seconds (user + system) of Tally's threads by part and of Redis.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    http: f64,
+    commit: f64,
+    consumer: f64,
+    other: f64,
+    redis: f64,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, o: Cpu) -> Cpu {
+        Cpu {
+            http: self.http - o.http,
+            commit: self.commit - o.commit,
+            consumer: self.consumer - o.consumer,
+            other: self.other - o.other,
+            redis: self.redis - o.redis,
+        }
+    }
+}
+
+/// CPU seconds from a /proc stat line: utime + stime (fields 14 and 15, clock ticks of
+/// 100 a second on Linux), after the command name (which may hold spaces).
+fn stat_secs(stat: &str) -> f64 {
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// Tally's CPU by thread name (the HTTP workers are actix's `actix-rt|system:0|arbiter:N`,
+/// the group commit runs on the main thread `tally`, the stream consumer on
+/// `tally-aggregator`), and Redis's.
+fn cpu_now(tally: u32, redis: Option<u32>) -> Cpu {
+    let mut c = Cpu::default();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{tally}/task")) {
+        for t in tasks.flatten() {
+            let p = t.path();
+            let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+            let secs = stat_secs(&std::fs::read_to_string(p.join("stat")).unwrap_or_default());
+            let comm = comm.trim();
+            if comm.starts_with("actix") {
+                c.http += secs;
+            } else if comm == "tally" {
+                c.commit += secs;
+            } else if comm.starts_with("tally-aggregato") {
+                c.consumer += secs;
+            } else {
+                c.other += secs;
+            }
+        }
+    }
+    if let Some(pid) = redis {
+        c.redis =
+            stat_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default());
+    }
+    c
 }
 
 impl Row {
@@ -291,6 +356,7 @@ impl Row {
             cmds_per_req: None,
             trips_per_req: None,
             redis_us_per_req: None,
+            cpu: None,
         }
     }
 }
@@ -328,6 +394,33 @@ fn print_rows(rows: &[Row]) {
             f(r.trips_per_req, 3),
             f(r.redis_us_per_req, 0),
             r.load.errors
+        );
+    }
+    // CPU by part: what each request cost this machine, whatever its speed at the time
+    // (a request's share of each part's CPU over the row).
+    let with_cpu: Vec<&Row> = rows.iter().filter(|r| r.cpu.is_some()).collect();
+    if with_cpu.is_empty() {
+        return;
+    }
+    println!("\nCPU per request (µs), by part:\n");
+    println!("| scenario | HTTP workers | group commit | stream consumer | other Tally | Tally | Redis | Tally + Redis |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in with_cpu {
+        let (Some(c), n) = (r.cpu, r.load.requests.max(1) as f64) else {
+            continue;
+        };
+        let us = |x: f64| x * 1e6 / n;
+        let tally = c.http + c.commit + c.consumer + c.other;
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            r.name,
+            us(c.http),
+            us(c.commit),
+            us(c.consumer),
+            us(c.other),
+            us(tally),
+            us(c.redis),
+            us(tally + c.redis)
         );
     }
 }
@@ -502,6 +595,8 @@ fn main() -> Res<()> {
             .stdout(Stdio::null())
             .spawn()?,
     );
+    let tally_pid = tally.0.id();
+    let redis_pid = redis.pid();
     let (_base, base_addr) = start_baseline(&release)?;
     wait_ping(tally_addr)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -540,6 +635,14 @@ fn main() -> Res<()> {
             let (wk, e) = (wk.clone(), events.clone());
             Arc::new(move |c, s| format!("/i?app_key={wk}&device_id=e{}&events={e}", (c as u64 * 7919 + s) % 10_000))
         };
+        // N events with a key, count, sum and one segmentation value each: what the SDKs
+        // batch (3 a request is typical, 20 a full batch).
+        let n_events = |n: usize| -> MakeReq {
+            let e = enc(&Value::Array((0..n).map(|i| json!({"key": format!("event{}", i % 5), "count": 1, "sum": 1.5,
+                "segmentation": {"plan": if i % 2 == 0 { "free" } else { "pro" }}})).collect()).to_string());
+            let wk = wk.clone();
+            Arc::new(move |c, s| format!("/i?app_key={wk}&device_id=v{}&events={e}", (c as u64 * 7919 + s) % 10_000))
+        };
         let heartbeat: MakeReq = {
             let wk = wk.clone();
             Arc::new(move |c, s| format!("/i?app_key={wk}&device_id=h{}&session_duration=30", (c as u64 * 7919 + s) % 10_000))
@@ -560,10 +663,12 @@ fn main() -> Res<()> {
             let mut rows = Vec::new();
             let base = load(&[base_addr], begin.clone(), conns, secs, None).await?;
             let base_rps = base.rps();
-            rows.push(Row { name: "baseline: fixed Success, no Redis".into(), load: base, ratio: Some(1.0), cmds_per_req: None, trips_per_req: None, redis_us_per_req: None });
+            rows.push(Row { name: "baseline: fixed Success, no Redis".into(), load: base, ratio: Some(1.0), cmds_per_req: None, trips_per_req: None, redis_us_per_req: None, cpu: None });
             for (name, make) in [
                 ("/i begin_session + 8 metrics, new devices", begin_in(round)),
+                ("/i 3 events, one segmentation each", n_events(3)),
                 ("/i 10 events with segmentation", ev.clone()),
+                ("/i 20 events, one segmentation each", n_events(20)),
                 ("/i heartbeat (session_duration)", heartbeat.clone()),
             ] {
                 if only.as_deref().is_some_and(|o| !name.contains(o)) {
@@ -571,7 +676,9 @@ fn main() -> Res<()> {
                 }
                 let (c0, u0) = command_stats(&mut rc)?;
                 let t0 = metric(tally_addr, "tally_commit_round_trips_total").await?;
+                let cpu0 = cpu_now(tally_pid, redis_pid);
                 let l = load(&[tally_addr], make, conns, secs, None).await?;
+                let cpu1 = cpu_now(tally_pid, redis_pid);
                 let (c1, u1) = command_stats(&mut rc)?;
                 let t1 = metric(tally_addr, "tally_commit_round_trips_total").await?;
                 let n = l.requests.max(1) as f64;
@@ -581,6 +688,7 @@ fn main() -> Res<()> {
                     cmds_per_req: Some((c1 - c0) as f64 / n),
                     trips_per_req: Some((t1 - t0) as f64 / n),
                     redis_us_per_req: Some((u1 - u0) as f64 / n),
+                    cpu: Some(cpu1 - cpu0),
                     load: l,
                 });
             }
@@ -627,8 +735,8 @@ fn main() -> Res<()> {
             if let Some(size) = table_doubled(keys) {
                 during.push_str(&format!(", keyspace past {size} keys during it"));
             }
-            rows.push(Row { name: format!("/i begin_session at half max ({rate:.0}/s, open loop{during})"), ratio: None, cmds_per_req: None, trips_per_req: None, redis_us_per_req: None, load: l });
-            rows.push(Row { name: format!("baseline at the same rate ({rate:.0}/s, open loop)"), ratio: None, cmds_per_req: None, trips_per_req: None, redis_us_per_req: None, load: b });
+            rows.push(Row { name: format!("/i begin_session at half max ({rate:.0}/s, open loop{during})"), ratio: None, cmds_per_req: None, trips_per_req: None, redis_us_per_req: None, cpu: None, load: l });
+            rows.push(Row { name: format!("baseline at the same rate ({rate:.0}/s, open loop)"), ratio: None, cmds_per_req: None, trips_per_req: None, redis_us_per_req: None, cpu: None, load: b });
         }
         println!("\nAOF rewrites during the /i rows: {}", aof_rewrites(&mut rc)? - rewrites_before);
         let during = under_load.map_or(String::new(), |s| format!("; during the half-load row {s}"));
@@ -711,8 +819,10 @@ fn main() -> Res<()> {
                 return Err(format!("{method} answer looks wrong: {st} {} bytes", body.len()).into());
             }
             let (c0, u0) = command_stats(&mut rc)?;
+            let cpu0 = cpu_now(tally_pid, redis_pid);
             // One connection: the latency of one read, without queueing behind others.
             let l = load(&[tally_addr], make, 1, secs, None).await?;
+            let cpu1 = cpu_now(tally_pid, redis_pid);
             let (c1, u1) = command_stats(&mut rc)?;
             let n = l.requests.max(1) as f64;
             rows.push(Row {
@@ -721,6 +831,7 @@ fn main() -> Res<()> {
                 cmds_per_req: Some((c1 - c0) as f64 / n),
                 trips_per_req: Some(1.0),
                 redis_us_per_req: Some((u1 - u0) as f64 / n),
+                cpu: Some(cpu1 - cpu0),
                 load: l,
             });
         }

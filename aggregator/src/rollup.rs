@@ -12,6 +12,44 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use tally_model::keys::{self, AppId};
 
+/// An event as a request's stream entry holds it (`collector::plan::raw_event`).
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct RawEvent {
+    k: Option<String>,
+    c: Option<i64>,
+    s: Option<f64>,
+    u: Option<f64>,
+    g: Option<Map<String, Value>>,
+    ts: Option<i64>,
+}
+
+impl RawEvent {
+    /// A request's events: read straight into their fields (no `Value` tree to walk and
+    /// copy from); entries written otherwise (a field of another type) field by field,
+    /// leaving out what is not of its type.
+    fn all(text: &str) -> Vec<RawEvent> {
+        if let Ok(events) = serde_json::from_str(text) {
+            return events;
+        }
+        let values: Vec<Value> = serde_json::from_str(text).unwrap_or_default();
+        values
+            .into_iter()
+            .map(|mut e| RawEvent {
+                k: e.get("k").and_then(Value::as_str).map(String::from),
+                c: e.get("c").and_then(Value::as_i64),
+                s: e.get("s").and_then(Value::as_f64),
+                u: e.get("u").and_then(Value::as_f64),
+                g: match e.get_mut("g").map(Value::take) {
+                    Some(Value::Object(m)) => Some(m),
+                    _ => None,
+                },
+                ts: e.get("ts").and_then(Value::as_i64),
+            })
+            .collect()
+    }
+}
+
 /// One raw stream entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -60,27 +98,21 @@ impl Entry {
         if get("b") == Some("1") {
             out.push(session("b"));
         }
-        let events: Vec<Value> = get("ev")
-            .and_then(|e| serde_json::from_str(e).ok())
-            .unwrap_or_default();
+        let events = get("ev").map(RawEvent::all).unwrap_or_default();
         for e in events {
-            let Some(key) = e.get("k").and_then(Value::as_str) else {
+            let Some(key) = e.k else {
                 continue;
             };
             out.push(Entry {
                 id: id.to_string(),
                 kind: "e".into(),
                 device: device.clone(),
-                key: key.to_string(),
-                count: e.get("c").and_then(Value::as_i64).unwrap_or(1),
-                sum: e.get("s").and_then(Value::as_f64),
-                dur: e.get("u").and_then(Value::as_f64),
-                segmentation: e
-                    .get("g")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default(),
-                ts: e.get("ts").and_then(Value::as_i64).unwrap_or(ts),
+                key,
+                count: e.c.unwrap_or(1),
+                sum: e.s,
+                dur: e.u,
+                segmentation: e.g.unwrap_or_default(),
+                ts: e.ts.unwrap_or(ts),
                 received,
             });
         }
@@ -147,13 +179,19 @@ pub fn field(
     app_name: Option<&str>,
     server_name: Option<&str>,
 ) -> String {
-    let clean = |s: &str| s.replace('\u{1f}', "");
-    format!(
-        "{measure}\u{1f}{}\u{1f}{}\u{1f}{}",
-        clean(event),
-        clean(app_name.unwrap_or("")),
-        clean(server_name.unwrap_or(""))
-    )
+    // Built by hand: the consumer builds several per event.
+    let (a, s) = (app_name.unwrap_or(""), server_name.unwrap_or(""));
+    let mut out = String::with_capacity(measure.len() + event.len() + a.len() + s.len() + 3);
+    out.push_str(measure);
+    for part in [event, a, s] {
+        out.push('\u{1f}');
+        if part.contains('\u{1f}') {
+            out.extend(part.chars().filter(|c| *c != '\u{1f}'));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// How long rollups are kept.
@@ -177,8 +215,18 @@ pub struct Writes {
 /// the rollups of that size (they would expire at once).
 pub fn rollup(app: &AppId, tz: Tz, entries: &[Entry], keep: Retention, now_secs: i64) -> Writes {
     let mut w = Writes::default();
+    // The rollups of a minute are the same for every event in it (an hour is a whole
+    // number of minutes in every timezone): worked out once per minute of the batch.
+    let mut minutes: std::collections::HashMap<i64, keys::RollupsAt> =
+        std::collections::HashMap::new();
+    let app_names = keys::rollup_app_names(app);
+    let mut by_app: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for e in entries {
-        let at = keys::rollups_at(app, tz, e.ts.div_euclid(1000), keep, now_secs);
+        let secs = e.ts.div_euclid(1000);
+        let at = minutes
+            .entry(secs.div_euclid(60))
+            .or_insert_with(|| keys::rollups_at(app, tz, secs, keep, now_secs))
+            .clone();
         let mut targets = Vec::new();
         if let Some((k, hll, ttl)) = at.minute {
             w.expire_in.insert(k.clone(), ttl);
@@ -226,14 +274,25 @@ pub fn rollup(app: &AppId, tz: Tz, entries: &[Entry], keep: Retention, now_secs:
         }
         if e.kind == "e" {
             let a = e.seg("app_name").unwrap_or("");
-            w.members
-                .entry(keys::rollup_app_names(app))
-                .or_default()
-                .insert(a.to_string());
-            w.members
-                .entry(keys::rollup_keys_by_app(app, a))
-                .or_default()
-                .insert(e.key.clone());
+            if !w.members.get(&app_names).is_some_and(|m| m.contains(a)) {
+                w.members
+                    .entry(app_names.clone())
+                    .or_default()
+                    .insert(a.to_string());
+            }
+            let keys_key = by_app
+                .entry(a.to_string())
+                .or_insert_with(|| keys::rollup_keys_by_app(app, a));
+            if !w
+                .members
+                .get(keys_key.as_str())
+                .is_some_and(|m| m.contains(&e.key))
+            {
+                w.members
+                    .entry(keys_key.clone())
+                    .or_default()
+                    .insert(e.key.clone());
+            }
         }
     }
     w
@@ -259,6 +318,33 @@ mod tests {
             ts,
             received: ts,
         }
+    }
+
+    #[test]
+    fn request_entries_are_read_typed_or_field_by_field() {
+        let fields = |ev: &str| {
+            vec![
+                ("t".to_string(), "r".to_string()),
+                ("d".to_string(), "dev".to_string()),
+                ("ts".to_string(), "1000".to_string()),
+                ("ev".to_string(), ev.to_string()),
+            ]
+        };
+        let typed = Entry::parse_all(
+            "1-0",
+            &fields(r#"[{"k":"buy","c":2,"s":1.5,"g":{"plan":"pro"},"ts":2000}]"#),
+        );
+        assert_eq!(typed.len(), 1);
+        assert_eq!(
+            (typed[0].count, typed[0].sum, typed[0].ts),
+            (2, Some(1.5), 2000)
+        );
+        assert_eq!(typed[0].seg("plan"), Some("pro"));
+        // A field of another type is left out, the event kept (as before typed reading).
+        let odd = Entry::parse_all("1-0", &fields(r#"[{"k":"buy","c":"two","g":[1]}]"#));
+        assert_eq!(odd.len(), 1);
+        assert_eq!((odd[0].count, odd[0].ts), (1, 1000));
+        assert!(odd[0].segmentation.is_empty());
     }
 
     #[test]
