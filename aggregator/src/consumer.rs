@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_model::apps::{self, App};
 use tally_model::keys::{self, AppId};
+use tally_redis::resp::Node;
 use tally_redis::{Conn, Pool};
 use tally_service::Shared;
 
@@ -382,8 +383,20 @@ async fn step_on(
         read.arg(if recovering { "0" } else { ">" });
     }
     // The blocking read waits up to `block` for entries, on top of the exchange's own
-    // timeout.
-    let (reply,): (Value,) = pool.query(conn, &pipe, block.unwrap_or_default()).await?;
+    // timeout. Its reply is read in place: hundreds of entries are not copied into
+    // values before they are parsed.
+    let replies = pool
+        .exchange(
+            conn,
+            &pipe.get_packed_pipeline(),
+            tally_redis::conn::reply_count(&pipe),
+            block.unwrap_or_default(),
+        )
+        .await?;
+    tally_redis::conn::check(&replies)?;
+    let reply = replies
+        .node(0)
+        .map_err(|e| tally_redis::Error::Protocol(e.to_string()))?;
     let by_stream = parse_read(&reply);
     let total: usize = by_stream.values().map(|(ids, _)| ids.len()).sum();
     if total == 0 {
@@ -447,39 +460,34 @@ async fn step_on(
 }
 
 /// Stream key -> (every entry id, the entries this version understands).
-fn parse_read(reply: &Value) -> HashMap<String, (Vec<String>, Vec<Entry>)> {
+fn parse_read(reply: &Node<'_>) -> HashMap<String, (Vec<String>, Vec<Entry>)> {
     let mut out = HashMap::new();
-    // Borrowed: a read of hundreds of entries is not copied before it is parsed.
-    let streams: Vec<(&Value, &Value)> = match reply {
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|s| match s {
-                Value::Array(kv) if kv.len() == 2 => Some((&kv[0], &kv[1])),
-                _ => None,
-            })
-            .collect(),
-        Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
-        _ => Vec::new(),
+    let Node::Array(streams) = reply else {
+        return out;
     };
-    for (name, list) in streams {
-        let Some(name) = text(name) else { continue };
-        let (ids, entries): &mut (Vec<String>, Vec<Entry>) = out.entry(name).or_default();
-        let Value::Array(list) = list else { continue };
+    for s in streams {
+        let Node::Array(kv) = s else { continue };
+        let (Some(name), Some(Node::Array(list))) = (kv.first().and_then(Node::text), kv.get(1))
+        else {
+            continue;
+        };
+        let (ids, entries): &mut (Vec<String>, Vec<Entry>) =
+            out.entry(name.to_string()).or_default();
         for item in list {
-            let Value::Array(parts) = item else { continue };
-            let Some(id) = parts.first().and_then(text) else {
+            let Node::Array(parts) = item else { continue };
+            let Some(id) = parts.first().and_then(Node::text) else {
                 continue;
             };
-            let fields: Vec<(String, String)> = match parts.get(1) {
-                Some(Value::Array(f)) => f
+            let fields: Vec<(&str, &str)> = match parts.get(1) {
+                Some(Node::Array(f)) => f
                     .chunks_exact(2)
-                    .filter_map(|kv| Some((text(&kv[0])?, text(&kv[1])?)))
+                    .filter_map(|kv| Some((kv[0].text()?, kv[1].text()?)))
                     .collect(),
                 // A pending entry that was trimmed away meanwhile: acknowledge it.
                 _ => Vec::new(),
             };
-            entries.extend(Entry::parse_all(&id, &fields));
-            ids.push(id);
+            entries.extend(Entry::parse_all(id, &fields));
+            ids.push(id.to_string());
         }
     }
     out

@@ -72,10 +72,19 @@ impl Entry {
     /// Reads one stream entry: a request (`t` = `r`) becomes its session begin, its events
     /// and its session end. Anything this version does not know yields nothing (it is
     /// acknowledged and skipped rather than blocking the stream).
-    pub fn parse_all(id: &str, fields: &[(String, String)]) -> Vec<Entry> {
-        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+    pub fn parse_all<S: AsRef<str>>(id: &str, fields: &[(S, S)]) -> Vec<Entry> {
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(f, _)| f.as_ref() == k)
+                .map(|(_, v)| v.as_ref())
+        };
         if get("t") != Some("r") {
-            return Entry::parse(id, fields).into_iter().collect();
+            let owned: Vec<(String, String)> = fields
+                .iter()
+                .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
+                .collect();
+            return Entry::parse(id, &owned).into_iter().collect();
         }
         let device = get("d").unwrap_or_default().to_string();
         let received = get("rt").and_then(|r| r.parse().ok()).unwrap_or(0);

@@ -23,6 +23,26 @@ enum Tok {
     Nil,
 }
 
+/// A reply as a tree of spans of the reply buffer ([`Replies::node`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node<'a> {
+    Array(Vec<Node<'a>>),
+    /// A bulk or simple string.
+    Bytes(&'a [u8]),
+    Int(i64),
+    Nil,
+}
+
+impl<'a> Node<'a> {
+    /// The text of a string node.
+    pub fn text(&self) -> Option<&'a str> {
+        match self {
+            Node::Bytes(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+}
+
 /// The bytes broke the protocol (not a short read: more bytes cannot fix them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError(pub String);
@@ -167,6 +187,46 @@ impl Replies {
             .get(i)
             .ok_or_else(|| ProtocolError(format!("no reply {i}")))?;
         Ok(self.value_at(at)?.0)
+    }
+
+    /// Reply `i` as a tree of borrowed spans ([`Node`]): nested replies (a stream read's
+    /// entries) read without copying a byte. An error reply anywhere is an error.
+    pub fn node(&self, i: usize) -> Result<Node<'_>, ProtocolError> {
+        let at = *self
+            .tops
+            .get(i)
+            .ok_or_else(|| ProtocolError(format!("no reply {i}")))?;
+        Ok(self.node_at(at)?.0)
+    }
+
+    fn node_at(&self, j: usize) -> Result<(Node<'_>, usize), ProtocolError> {
+        let tok = self
+            .toks
+            .get(j)
+            .ok_or_else(|| ProtocolError("reply ends early".into()))?;
+        Ok(match *tok {
+            Tok::Array(n) => {
+                let mut items = Vec::with_capacity(n);
+                let mut k = j + 1;
+                for _ in 0..n {
+                    let (v, next) = self.node_at(k)?;
+                    items.push(v);
+                    k = next;
+                }
+                (Node::Array(items), k)
+            }
+            Tok::Bulk(s, e) | Tok::Simple(s, e) => {
+                (Node::Bytes(self.buf.get(s..e).unwrap_or_default()), j + 1)
+            }
+            Tok::Int(v) => (Node::Int(v), j + 1),
+            Tok::Nil => (Node::Nil, j + 1),
+            Tok::Error(s, e) => {
+                return Err(ProtocolError(format!(
+                    "unexpected error reply: {}",
+                    String::from_utf8_lossy(self.buf.get(s..e).unwrap_or_default())
+                )))
+            }
+        })
     }
 
     /// The value of the element at token `j`, and the token after it.
@@ -438,6 +498,34 @@ mod tests {
             assert_eq!(done, i == parts.len() - 1, "after part {i}");
         }
         r
+    }
+
+    #[test]
+    fn nested_replies_read_as_borrowed_nodes() {
+        // A stream read: [[stream, [[id, [field, value]]]]].
+        let r = feed(
+            &[b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nt\r\n$1\r\nr\r\n"],
+            1,
+        );
+        let n = r.node(0).expect("a node");
+        let Node::Array(streams) = &n else {
+            panic!("{n:?}")
+        };
+        let Node::Array(kv) = &streams[0] else {
+            panic!("{n:?}")
+        };
+        assert_eq!(kv[0].text(), Some("s"));
+        assert_eq!(
+            kv[1],
+            Node::Array(vec![Node::Array(vec![
+                Node::Bytes(b"1-0"),
+                Node::Array(vec![Node::Bytes(b"t"), Node::Bytes(b"r")])
+            ])])
+        );
+        let nil = feed(&[b"*-1\r\n"], 1);
+        assert_eq!(nil.node(0), Ok(Node::Nil));
+        let err = feed(&[b"-ERR no\r\n"], 1);
+        assert!(err.node(0).is_err());
     }
 
     #[test]
