@@ -760,25 +760,29 @@ fn count_value(
 }
 
 /// An event as the raw stream keeps it: key, count, sum, duration, segmentation as sent,
-/// time (ms).
-fn raw_event(e: &Event) -> serde_json::Value {
-    let mut o = serde_json::Map::new();
-    o.insert("k".into(), e.key.clone().into());
-    o.insert("c".into(), e.count.into());
-    if let Some(s) = e.sum {
-        o.insert("s".into(), s.into());
+/// time (ms). Serialized straight from the request's event, no JSON tree in between.
+#[derive(serde::Serialize)]
+struct RawEvent<'a> {
+    k: &'a str,
+    c: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    u: Option<f64>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    g: &'a serde_json::Map<String, serde_json::Value>,
+    ts: i64,
+}
+
+fn raw_event(e: &Event) -> RawEvent<'_> {
+    RawEvent {
+        k: &e.key,
+        c: e.count,
+        s: e.sum,
+        u: e.dur,
+        g: &e.raw_segments,
+        ts: e.time * 1000,
     }
-    if let Some(d) = e.dur {
-        o.insert("u".into(), d.into());
-    }
-    if !e.raw_segments.is_empty() {
-        o.insert(
-            "g".into(),
-            serde_json::Value::Object(e.raw_segments.clone()),
-        );
-    }
-    o.insert("ts".into(), (e.time * 1000).into());
-    serde_json::Value::Object(o)
 }
 
 /// Appends the request's events to the app's raw stream, in the same transaction as its
@@ -786,13 +790,16 @@ fn raw_event(e: &Event) -> serde_json::Value {
 /// request costs one XADD however many events it has. (Entries written before session
 /// begins and ends were rolled up by the collector carry them as `b` and `x`; the
 /// aggregator still counts those.)
-fn append(b: &mut Planning, it: &Item, events: Vec<serde_json::Value>) {
+fn append(b: &mut Planning, it: &Item, events: Vec<RawEvent<'_>>) {
     let f: Vec<(&'static str, String)> = vec![
         ("t", "r".to_string()),
         ("d", it.req.device_id.clone()),
         ("rt", it.received_ms.to_string()),
         ("ts", (it.req.time * 1000).to_string()),
-        ("ev", serde_json::Value::Array(events).to_string()),
+        (
+            "ev",
+            serde_json::to_string(&events).unwrap_or_else(|_| "[]".into()),
+        ),
     ];
     b.append(&keys::stream(&it.app.id), f);
 }

@@ -125,11 +125,20 @@ impl Family {
     }
     /// One event key's totals.
     pub fn event(event: &str) -> Family {
-        Family(format!("e:{:016x}", hash64(event)).into())
+        // Built by hand, not with format!: the write path builds one or more per event.
+        let mut f = String::with_capacity(18);
+        f.push_str("e:");
+        push_hex(&mut f, &hash64(event).to_be_bytes());
+        Family(f.into())
     }
     /// One segmentation key of one event.
     pub fn segment(event: &str, segment: &str) -> Family {
-        Family(format!("s:{:016x}:{:016x}", hash64(event), hash64(segment)).into())
+        let mut f = String::with_capacity(35);
+        f.push_str("s:");
+        push_hex(&mut f, &hash64(event).to_be_bytes());
+        f.push(':');
+        push_hex(&mut f, &hash64(segment).to_be_bytes());
+        Family(f.into())
     }
 }
 
