@@ -250,7 +250,16 @@ pub fn meta_into(out: &mut String, app: &AppId, list: &str) {
 
 /// The segmentation keys seen for an event.
 pub fn event_segments(app: &AppId, event: &str) -> String {
-    format!("{{{app}}}:m:segs:{:016x}", hash64(event))
+    // By hand: the write path builds one per event (and segment values one per segment).
+    let mut k = tagged(app, 24);
+    k.push_str(":m:segs:");
+    push_hash(&mut k, event);
+    k
+}
+
+/// The 16 hex digits of [`hash64`] of `s`, appended.
+fn push_hash(out: &mut String, s: &str) {
+    push_hex(out, &hash64(s).to_be_bytes());
 }
 
 /// The typed schema of a collection (an event key): field name -> Rakam type name
@@ -282,11 +291,12 @@ pub fn profile_schema(app: &AppId) -> String {
 
 /// The values seen for one segmentation key of an event.
 pub fn segment_values(app: &AppId, event: &str, segment: &str) -> String {
-    format!(
-        "{{{app}}}:m:segv:{:016x}:{:016x}",
-        hash64(event),
-        hash64(segment)
-    )
+    let mut k = tagged(app, 41);
+    k.push_str(":m:segv:");
+    push_hash(&mut k, event);
+    k.push(':');
+    push_hash(&mut k, segment);
+    k
 }
 
 /// The app's raw event stream.
@@ -474,6 +484,21 @@ mod tests {
             push_int(&mut s, n);
             assert_eq!(s, n.to_string());
         }
+        // Hashed names: as `format!("{:016x}")` spells them, which stored keys have.
+        let (e, g) = (hash64("buy"), hash64("plan"));
+        assert_eq!(
+            event_segments(&app, "buy"),
+            format!("{{0123456789abcdef01234567}}:m:segs:{e:016x}")
+        );
+        assert_eq!(
+            segment_values(&app, "buy", "plan"),
+            format!("{{0123456789abcdef01234567}}:m:segv:{e:016x}:{g:016x}")
+        );
+        assert_eq!(Family::event("buy").name(), format!("e:{e:016x}"));
+        assert_eq!(
+            Family::segment("buy", "plan").name(),
+            format!("s:{e:016x}:{g:016x}")
+        );
     }
 
     #[test]
