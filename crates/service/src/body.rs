@@ -59,5 +59,11 @@ pub fn json(body: String) -> HttpResponse {
 
 /// `{"result": "..."}` with 200.
 pub fn result(msg: &str) -> HttpResponse {
+    // Every acknowledged `/i` answers this one: no JSON tree built for it.
+    if msg == "Success" {
+        return HttpResponse::Ok()
+            .content_type("application/json; charset=utf-8")
+            .body(r#"{"result":"Success"}"#);
+    }
     json(serde_json::json!({ "result": msg }).to_string())
 }
