@@ -8,26 +8,6 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 
-fn browser_ready() -> Result<(), String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if Command::new("node").arg("--version").output().is_err() {
-        return Err("node is not installed".into());
-    }
-    if !root.join("tests/sdk/node_modules/playwright-core").exists() {
-        return Err(
-            "tests/sdk/node_modules is missing: run `npm ci --prefix tests/sdk` (deploy/test does)"
-                .into(),
-        );
-    }
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !Path::new(&chromium).exists() {
-        return Err(format!(
-            "{chromium} is missing: apt-get install chromium (deploy/test does)"
-        ));
-    }
-    Ok(())
-}
-
 /// Sum of `field` over the day nodes of `days` (Y, M, D) in `v`.
 fn day_sum(v: &Value, days: &[(i32, u32, u32)], field: &str) -> i64 {
     days.iter()
@@ -41,7 +21,7 @@ fn day_sum(v: &Value, days: &[(i32, u32, u32)], field: &str) -> i64 {
 
 #[test]
 fn dashboard_shows_what_the_api_answers() {
-    if let Err(why) = browser_ready() {
+    if let Err(why) = js_ready(&["playwright-core"], true) {
         eprintln!("SKIPPED dashboard test: {why}");
         return;
     }

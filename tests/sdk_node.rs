@@ -7,36 +7,14 @@ use serde_json::json;
 use std::path::Path;
 use std::process::Command;
 
-fn node_ready() -> Result<(), String> {
-    let sdk =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/node_modules/countly-sdk-nodejs");
-    match Command::new("node").arg("--version").output() {
-        Err(_) => return Err("node is not installed".into()),
-        Ok(o) if !o.status.success() => return Err("node does not run".into()),
-        Ok(_) => {}
-    }
-    if !sdk.exists() {
-        return Err(
-            "tests/sdk/node_modules is missing: run `npm ci --prefix tests/sdk` (deploy/test does)"
-                .into(),
-        );
-    }
-    Ok(())
-}
-
 #[test]
 fn node_sdk_sessions_and_events_are_counted_exactly() {
-    if let Err(why) = node_ready() {
+    if let Err(why) = js_ready(&["countly-sdk-nodejs"], false) {
         // CI installs node and the SDK (deploy/test); a bare `cargo test` may not have them.
         eprintln!("SKIPPED node_sdk test: {why}");
         return;
     }
-    let t = TestApp::spawn();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    t.clock.set_ms(now_ms);
+    let (t, now_ms) = spawn_on_wall_clock();
     let k = t.create_app("UTC");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/node_scenario.js");
     for device in ["sdk-device-a", "sdk-device-b"] {
@@ -120,16 +98,11 @@ fn node_sdk_sessions_and_events_are_counted_exactly() {
 /// sent before the change; the anonymous id forgotten.
 #[test]
 fn node_sdk_change_id_with_merge_keeps_one_user_and_its_profile() {
-    if let Err(why) = node_ready() {
+    if let Err(why) = js_ready(&["countly-sdk-nodejs"], false) {
         eprintln!("SKIPPED node_sdk test: {why}");
         return;
     }
-    let t = TestApp::spawn();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    t.clock.set_ms(now_ms);
+    let (t, now_ms) = spawn_on_wall_clock();
     let k = t.create_app("UTC");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/node_change_id.js");
     let storage = temp_dir("sdk-change");

@@ -7,38 +7,13 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 
-fn browser_ready() -> Result<(), String> {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/node_modules/countly-sdk-web");
-    if Command::new("node").arg("--version").output().is_err() {
-        return Err("node is not installed".into());
-    }
-    if !sdk.exists() {
-        return Err(
-            "tests/sdk/node_modules is missing: run `npm ci --prefix tests/sdk` (deploy/test does)"
-                .into(),
-        );
-    }
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !Path::new(&chromium).exists() {
-        return Err(format!(
-            "{chromium} is missing: apt-get install chromium (deploy/test does)"
-        ));
-    }
-    Ok(())
-}
-
 #[test]
 fn web_sdk_change_id_with_merge_and_user_details() {
-    if let Err(why) = browser_ready() {
+    if let Err(why) = js_ready(&["countly-sdk-web", "playwright-core"], true) {
         eprintln!("SKIPPED web sdk test: {why}");
         return;
     }
-    let t = TestApp::spawn();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    t.clock.set_ms(now_ms);
+    let (t, now_ms) = spawn_on_wall_clock();
     let k = t.create_app("UTC");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/web_change_id.js");
     let out = Command::new("node")

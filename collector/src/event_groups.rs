@@ -36,6 +36,12 @@ fn json_param(p: &HashMap<String, String>, name: &str) -> Result<Option<Value>, 
     }
 }
 
+/// A JSON array of group ids.
+fn group_ids(v: Value) -> Result<Vec<String>, ApiError> {
+    serde_json::from_value(v)
+        .map_err(|_| ApiError::bad("Error: expected a JSON array of group ids"))
+}
+
 /// The app the request's key (`api_key` or `auth_token`) is a master key of; `app_id`,
 /// when given, must be that app.
 async fn master_app(
@@ -151,10 +157,6 @@ pub async fn update(
     let p = params(&req, payload, &st).await?;
     let app = master_app(&st, &p, p.get("app_id").map(String::as_str)).await?;
     let pool = &st.shared.pool;
-    let ids = |v: Value| -> Result<Vec<String>, ApiError> {
-        serde_json::from_value::<Vec<String>>(v)
-            .map_err(|_| ApiError::bad("Error: expected a JSON array of group ids"))
-    };
     let load = |ids: Vec<String>| async {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -183,7 +185,7 @@ pub async fn update(
         }
         event_groups::put(pool, &app.id, &[group]).await?;
     } else if let Some(order) = json_param(&p, "event_order")? {
-        let mut groups = load(ids(order)?).await?;
+        let mut groups = load(group_ids(order)?).await?;
         for (i, g) in groups.iter_mut().enumerate() {
             g.insert("order".into(), i.into());
         }
@@ -192,7 +194,7 @@ pub async fn update(
         let status = json_param(&p, "status")?
             .and_then(|s| s.as_bool())
             .ok_or_else(|| ApiError::bad("Error: status must be true or false"))?;
-        let mut groups = load(ids(list)?).await?;
+        let mut groups = load(group_ids(list)?).await?;
         for g in &mut groups {
             g.insert("status".into(), status.into());
         }
@@ -211,9 +213,8 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let p = params(&req, payload, &st).await?;
     let app = master_app(&st, &p, p.get("app_id").map(String::as_str)).await?;
-    let ids: Vec<String> = match json_param(&p, "args")? {
-        Some(v) => serde_json::from_value(v)
-            .map_err(|_| ApiError::bad("Error: args must be a JSON array of group ids"))?,
+    let ids = match json_param(&p, "args")? {
+        Some(v) => group_ids(v)?,
         None => return Err(ApiError::bad("Error: args not found")),
     };
     event_groups::delete(&st.shared.pool, &app.id, &ids).await?;

@@ -5,7 +5,7 @@
 //! them, top-three bars, sub-period series.
 
 use crate::methods::Query;
-use crate::model::{days, fixed1, num, time_string, uniques, Batch, Loaded};
+use crate::model::{days, figure, fixed1, num, time_string, uniques, Batch, Loaded};
 use crate::period::{self, Kind, Period};
 use crate::period_obj;
 use crate::shape::escape;
@@ -154,11 +154,6 @@ async fn load(
         }
     }
     b.run(pool, &q.app.id).await
-}
-
-/// `{total, change, trend}` of this period against the one before.
-fn figure(cur: f64, prev: f64) -> Value {
-    crate::model::figure(cur, prev, false)
 }
 
 /// Countly's session figures of a block (`getSessionData`).
@@ -650,26 +645,19 @@ fn uniques_field(l: &Loaded, v: &View, field: &str) -> f64 {
 /// sub-period.
 pub async fn all_apps(
     pool: &Pool,
-    q: &Query<'_>,
     apps: &[std::sync::Arc<tally_model::apps::App>],
     period_text: Option<&str>,
     now: i64,
-) -> Result<Value, StoreError> {
+    (esc, hourly_days): (bool, i64),
+) -> Result<Value, tally_service::ApiError> {
     let mut out = Vec::with_capacity(apps.len());
     for app in apps {
         let tz = app.timezone;
-        let span = period::parse(period_text, now, tz).unwrap_or(q.period);
-        let aq = Query {
-            app,
-            range: span.range,
-            period: span,
-            refresh: false,
-            today: tally_model::time::local_date(now, tz),
-            escape: q.escape,
-            hourly_days: q.hourly_days,
-        };
+        // Each app's days in its own timezone.
+        let span = period::parse(period_text, now, tz)?;
+        let q = Query::new(app, span, now, esc, hourly_days);
         let v = View::new(span, now, tz);
-        let l = load(pool, &aq, &v, &[Family::users()], true).await?;
+        let l = load(pool, &q, &v, &[Family::users()], true).await?;
         let s = session_data(&v, &l[0]);
         let rows = series(&v, &l[0], &["t", "n", "u", "d", "e"], true);
         let points = |f: &dyn Fn(&Value) -> Value| -> Value {
@@ -694,7 +682,7 @@ pub async fn all_apps(
         };
         out.push(json!({
             "_id": app.id.as_str(),
-            "name": escape(&app.name, q.escape),
+            "name": escape(&app.name, esc),
             "sessions": s["total_sessions"],
             "users": s["total_users"],
             "newusers": s["new_users"],

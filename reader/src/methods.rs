@@ -16,9 +16,7 @@ use tally_redis::Pool;
 /// What every method needs to know about the request.
 pub struct Query<'a> {
     pub app: &'a App,
-    /// The period's days.
-    pub range: Range,
-    /// The period and the one before it, both loaded.
+    /// The period (its days: `period.range`) and the one before it, both loaded.
     pub period: Span,
     /// `action=refresh`: only today, plus the year and month uniques.
     pub refresh: bool,
@@ -29,7 +27,19 @@ pub struct Query<'a> {
     pub hourly_days: i64,
 }
 
-impl Query<'_> {
+impl<'a> Query<'a> {
+    /// A query of `app` over `period`, at `now` (UNIX seconds), not a refresh.
+    pub fn new(app: &'a App, period: Span, now: i64, escape: bool, hourly_days: i64) -> Query<'a> {
+        Query {
+            app,
+            period,
+            refresh: false,
+            today: tally_model::time::local_date(now, app.timezone),
+            escape,
+            hourly_days,
+        }
+    }
+
     /// The days whose hour buckets the answer includes.
     fn hour_window(&self) -> Option<Range> {
         if self.refresh {
@@ -41,11 +51,11 @@ impl Query<'_> {
         if self.hourly_days <= 0 {
             return None;
         }
-        let from =
-            (self.range.to - chrono::Duration::days(self.hourly_days - 1)).max(self.range.from);
+        let from = (self.period.range.to - chrono::Duration::days(self.hourly_days - 1))
+            .max(self.period.range.from);
         Some(Range {
             from,
-            to: self.range.to,
+            to: self.period.range.to,
         })
     }
 }
@@ -623,7 +633,7 @@ pub async fn total_users(
     max_scan: usize,
 ) -> Result<Result<Value, usize>, StoreError> {
     use tally_model::device::{CITY_SLOT, COUNTRY_SLOT, METRICS};
-    if !q.range.contains(q.today) {
+    if !q.period.range.contains(q.today) {
         return Ok(Ok(json!([])));
     }
     let by = |name: &str| {
@@ -651,8 +661,8 @@ pub async fn total_users(
             .map(|t| t.timestamp())
             .unwrap_or_else(|| t.and_utc().timestamp())
     };
-    let from = midnight(q.range.from);
-    let to = midnight(q.range.to + chrono::Duration::days(1));
+    let from = midnight(q.period.range.from);
+    let to = midnight(q.period.range.to + chrono::Duration::days(1));
     let counted = match tally_model::census::last_sessions(
         pool,
         &q.app.id,

@@ -309,14 +309,10 @@ fn short_number(x: f64) -> String {
     format!("{s}{unit}")
 }
 
-/// `{total, change, trend}` (and `prev-total` when asked), Countly's dashboard figure.
-pub fn figure(cur: f64, prev: f64, with_prev: bool) -> Value {
+/// `{total, change, trend}`, Countly's dashboard figure.
+pub fn figure(cur: f64, prev: f64) -> Value {
     let (c, t) = change(prev, cur);
-    let mut v = json!({"total": num(cur), "change": c, "trend": t});
-    if with_prev {
-        v["prev-total"] = num(prev);
-    }
-    v
+    json!({"total": num(cur), "change": c, "trend": t})
 }
 
 /// A number as JSON: whole numbers as integers.

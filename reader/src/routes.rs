@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tally_model::apps::{App, Role};
 use tally_model::keys::{AppId, Family};
-use tally_model::time::local_date;
 use tally_service::ApiError;
 use tally_service::{decode_pairs, json};
 
@@ -148,16 +147,9 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
     let app = authenticate(&req, &p, &st).await?;
     let now = shared.clock.now_secs();
     let period_text = p.get("period").map(String::as_str);
-    let span = period::parse(period_text, now, app.timezone)?;
-    let q = Query {
-        app: &app,
-        range: span.range,
-        period: span,
-        refresh: p.get("action").map(String::as_str) == Some("refresh"),
-        today: local_date(now, app.timezone),
-        escape: p.get("noescape").map(String::as_str) != Some("1"),
-        hourly_days: shared.limits.hourly_days,
-    };
+    let mut q = query(&app, &p, now, &st)?;
+    q.refresh = p.get("action").map(String::as_str) == Some("refresh");
+    let span = q.period;
     let pool = &shared.pool;
     let v = match method {
         // Countly's `countries` reads a collection its current code no longer writes;
@@ -215,7 +207,13 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
             ))
         }
         "all_apps" => {
-            crate::analytics::all_apps(pool, &q, std::slice::from_ref(&app), period_text, now)
+            crate::analytics::all_apps(
+                pool,
+                std::slice::from_ref(&app),
+                period_text,
+                now,
+                (q.escape, q.hourly_days),
+            )
                 .await?
                 .to_string()
         }
@@ -306,6 +304,28 @@ pub async fn read(req: HttpRequest, st: web::Data<Reader>) -> Result<HttpRespons
     Ok(respond(v, callback))
 }
 
+/// Whether the answer is HTML-escaped (Countly's default; off with `noescape=1`).
+fn escaped(p: &HashMap<String, String>) -> bool {
+    p.get("noescape").map(String::as_str) != Some("1")
+}
+
+/// The query of a read of `app`: its `period` and escaping.
+fn query<'a>(
+    app: &'a App,
+    p: &HashMap<String, String>,
+    now: i64,
+    st: &Reader,
+) -> Result<Query<'a>, ApiError> {
+    let span = period::parse(p.get("period").map(String::as_str), now, app.timezone)?;
+    Ok(Query::new(
+        app,
+        span,
+        now,
+        escaped(p),
+        st.shared.limits.hourly_days,
+    ))
+}
+
 /// `method=all_apps` with the admin key (`TALLY_ADMIN_KEY`) as `api_key`: every app
 /// (Countly answers it to global admins); `None` for any other key, which reads its own
 /// app only.
@@ -329,25 +349,12 @@ async fn all_apps_for_admin(
             apps.push(app);
         }
     }
-    let Some(first) = apps.first().cloned() else {
-        return Ok(Some("[]".into()));
-    };
-    let span = period::parse(p.get("period").map(String::as_str), now, first.timezone)?;
-    let q = Query {
-        app: &first,
-        range: span.range,
-        period: span,
-        refresh: false,
-        today: local_date(now, first.timezone),
-        escape: p.get("noescape").map(String::as_str) != Some("1"),
-        hourly_days: shared.limits.hourly_days,
-    };
     let v = crate::analytics::all_apps(
         &shared.pool,
-        &q,
         &apps,
         p.get("period").map(String::as_str),
         now,
+        (escaped(p), shared.limits.hourly_days),
     )
     .await?;
     Ok(Some(v.to_string()))
@@ -392,16 +399,7 @@ pub async fn analytics(
     let app = authenticate(&req, &p, &st).await?;
     let shared = &st.shared;
     let now = shared.clock.now_secs();
-    let span = period::parse(p.get("period").map(String::as_str), now, app.timezone)?;
-    let q = Query {
-        app: &app,
-        range: span.range,
-        period: span,
-        refresh: false,
-        today: local_date(now, app.timezone),
-        escape: p.get("noescape").map(String::as_str) != Some("1"),
-        hourly_days: shared.limits.hourly_days,
-    };
+    let q = query(&app, &p, now, &st)?;
     let ask = crate::analytics::Ask {
         q: &q,
         now,

@@ -645,3 +645,40 @@ pub fn groups(node: &EmbeddedRedis, stream: &str) -> Vec<(String, i64)> {
         })
         .collect()
 }
+
+/// Why the JavaScript side of a test cannot run, if it cannot: node, the npm test
+/// packages `packages` under tests/sdk/node_modules, and (with `browser`) Chromium.
+/// deploy/test installs them all; a bare `cargo test` may not have them.
+pub fn js_ready(packages: &[&str], browser: bool) -> Result<(), String> {
+    let modules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/node_modules");
+    match std::process::Command::new("node").arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        _ => return Err("node is not installed".into()),
+    }
+    if let Some(missing) = packages.iter().find(|p| !modules.join(p).exists()) {
+        return Err(format!(
+            "tests/sdk/node_modules/{missing} is missing: run `npm ci --prefix tests/sdk` (deploy/test does)"
+        ));
+    }
+    if browser {
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        if !std::path::Path::new(&chromium).exists() {
+            return Err(format!(
+                "{chromium} is missing: apt-get install chromium (deploy/test does)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Tally on the wall clock, for the real SDKs (they stamp their requests with it), and
+/// now in milliseconds.
+pub fn spawn_on_wall_clock() -> (TestApp, i64) {
+    let t = TestApp::spawn();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    t.clock.set_ms(now_ms);
+    (t, now_ms)
+}

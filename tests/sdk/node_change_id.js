@@ -4,7 +4,6 @@
 // the SDK's persisted queues are empty.
 // Usage: node node_change_id.js <url> <app_key> <old_device_id> <new_device_id> <storage_dir>
 const Countly = require("countly-sdk-nodejs");
-const CountlyStorage = require("countly-sdk-nodejs/lib/countly-storage.js");
 
 const [url, appKey, oldId, newId, storage] = process.argv.slice(2);
 Countly.init({
@@ -38,19 +37,4 @@ setTimeout(() => {
     setTimeout(() => Countly.end_session(7), 400);
 }, 600);
 
-const start = Date.now();
-const deadline = start + 20000;
-let emptyChecks = 0;
-const timer = setInterval(() => {
-    const queue = CountlyStorage.storeGet("cly_queue", []);
-    const events = CountlyStorage.storeGet("cly_event", []);
-    emptyChecks = queue.length === 0 && events.length === 0 ? emptyChecks + 1 : 0;
-    if (Date.now() > 1800 + start && emptyChecks >= 3) {
-        clearInterval(timer);
-        process.exit(0);
-    }
-    if (Date.now() > deadline) {
-        console.error(`requests still queued after 20 s: ${JSON.stringify(queue)}`);
-        process.exit(1);
-    }
-}, 100);
+require("./drain.js")(1800);

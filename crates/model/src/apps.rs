@@ -123,15 +123,6 @@ impl App {
         self.key_sets.iter().any(|s| s.allows(key, role))
     }
 
-    /// The live key set `key` belongs to.
-    pub fn key_set_of(&self, key: &str) -> Option<&KeySet> {
-        self.key_sets.iter().find(|s| {
-            keys_equal(key, &s.write_key)
-                || keys_equal(key, &s.read_key)
-                || keys_equal(key, &s.master_key)
-        })
-    }
-
     fn fields(&self) -> Vec<(&'static str, String)> {
         vec![
             ("name", self.name.clone()),

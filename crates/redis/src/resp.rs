@@ -27,8 +27,10 @@ enum Tok {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node<'a> {
     Array(Vec<Node<'a>>),
-    /// A bulk or simple string.
+    /// A bulk string.
     Bytes(&'a [u8]),
+    /// A simple string (a status such as `OK`).
+    Simple(&'a [u8]),
     Int(i64),
     Nil,
 }
@@ -37,8 +39,20 @@ impl<'a> Node<'a> {
     /// The text of a string node.
     pub fn text(&self) -> Option<&'a str> {
         match self {
-            Node::Bytes(b) => std::str::from_utf8(b).ok(),
+            Node::Bytes(b) | Node::Simple(b) => std::str::from_utf8(b).ok(),
             _ => None,
+        }
+    }
+
+    /// The general client's `Value` of the node (its bytes copied).
+    pub fn to_value(&self) -> redis::Value {
+        use redis::Value;
+        match self {
+            Node::Array(items) => Value::Array(items.iter().map(Node::to_value).collect()),
+            Node::Bytes(b) => Value::BulkString(b.to_vec()),
+            Node::Simple(b) => Value::SimpleString(String::from_utf8_lossy(b).into_owned()),
+            Node::Int(v) => Value::Int(*v),
+            Node::Nil => Value::Nil,
         }
     }
 }
@@ -182,11 +196,7 @@ impl Replies {
     /// rather than spans (everything off the hot paths). Error replies have no `Value`
     /// here: check for them first.
     pub fn value(&self, i: usize) -> Result<redis::Value, ProtocolError> {
-        let at = *self
-            .tops
-            .get(i)
-            .ok_or_else(|| ProtocolError(format!("no reply {i}")))?;
-        Ok(self.value_at(at)?.0)
+        Ok(self.node(i)?.to_value())
     }
 
     /// Reply `i` as a tree of borrowed spans ([`Node`]): nested replies (a stream read's
@@ -215,50 +225,14 @@ impl Replies {
                 }
                 (Node::Array(items), k)
             }
-            Tok::Bulk(s, e) | Tok::Simple(s, e) => {
-                (Node::Bytes(self.buf.get(s..e).unwrap_or_default()), j + 1)
-            }
+            Tok::Bulk(s, e) => (Node::Bytes(self.buf.get(s..e).unwrap_or_default()), j + 1),
+            Tok::Simple(s, e) => (Node::Simple(self.buf.get(s..e).unwrap_or_default()), j + 1),
             Tok::Int(v) => (Node::Int(v), j + 1),
             Tok::Nil => (Node::Nil, j + 1),
             Tok::Error(s, e) => {
                 return Err(ProtocolError(format!(
                     "unexpected error reply: {}",
                     String::from_utf8_lossy(self.buf.get(s..e).unwrap_or_default())
-                )))
-            }
-        })
-    }
-
-    /// The value of the element at token `j`, and the token after it.
-    fn value_at(&self, j: usize) -> Result<(redis::Value, usize), ProtocolError> {
-        use redis::Value;
-        let bytes = |s: usize, e: usize| self.buf.get(s..e).unwrap_or_default();
-        let tok = self
-            .toks
-            .get(j)
-            .ok_or_else(|| ProtocolError("reply ends early".into()))?;
-        Ok(match *tok {
-            Tok::Array(n) => {
-                let mut items = Vec::with_capacity(n);
-                let mut k = j + 1;
-                for _ in 0..n {
-                    let (v, next) = self.value_at(k)?;
-                    items.push(v);
-                    k = next;
-                }
-                (Value::Array(items), k)
-            }
-            Tok::Bulk(s, e) => (Value::BulkString(bytes(s, e).to_vec()), j + 1),
-            Tok::Simple(s, e) => (
-                Value::SimpleString(String::from_utf8_lossy(bytes(s, e)).into_owned()),
-                j + 1,
-            ),
-            Tok::Int(v) => (Value::Int(v), j + 1),
-            Tok::Nil => (Value::Nil, j + 1),
-            Tok::Error(s, e) => {
-                return Err(ProtocolError(format!(
-                    "unexpected error reply: {}",
-                    String::from_utf8_lossy(bytes(s, e))
                 )))
             }
         })
