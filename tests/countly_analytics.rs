@@ -215,3 +215,33 @@ fn all_apps_summarises_the_apps_a_key_reads() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json().as_array().map(Vec::len), Some(2));
 }
+
+/// `get_period_obj` through `/o` (Countly's api/lib/countly.common.js getPeriodObject),
+/// `notes` (Tally keeps none: Countly's empty DataTables answer) and `geodata` (not
+/// served: a clear 400).
+#[test]
+fn period_object_notes_and_geodata() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let o = t.o(&k, "get_period_obj", &[p("period", "7days")]);
+    // NOW is 2024-10-22 (UTC): the 16th to the 22nd, against the 9th to the 15th.
+    assert_eq!(o["currentPeriodArr"][0], json!("2024.10.16"));
+    assert_eq!(o["previousPeriodArr"][6], json!("2024.10.15"));
+    assert_eq!(o["daysInPeriod"], json!(7));
+    assert_eq!(o["reqMonthDbDateIds"], json!(["2024:10"]));
+    assert_eq!(o["periodContainsToday"], json!(true));
+    // An unreadable period is 30 days, with 200.
+    let odd = t.o(&k, "get_period_obj", &[p("period", "fortnight")]);
+    assert_eq!(odd, t.o(&k, "get_period_obj", &[]));
+    assert_eq!(odd["daysInPeriod"], json!(30));
+    assert_eq!(
+        t.o(&k, "notes", &[p("sEcho", "3")]),
+        json!({"aaData": [], "iTotalDisplayRecords": 0, "iTotalRecords": 0, "sEcho": "3"})
+    );
+    let r = t.get(&format!(
+        "/o?app_id={}&api_key={}&method=geodata",
+        k.id, k.read
+    ));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("geodata is not served"), "{}", r.body);
+}

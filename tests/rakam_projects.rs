@@ -652,3 +652,33 @@ fn countly_user_details_write_the_profile_rakam_reads() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(profile_of(&t, &k, "ada-phone").0, 404);
 }
+
+/// Rakam's generated client deletes a project with its master key alone (no `project`):
+/// the key names the app; its keys stop working at once.
+#[test]
+fn a_project_is_deleted_by_its_master_key_alone() {
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let keep = t.create_app("UTC");
+    t.ok(&k, &[p("device_id", "d"), p("begin_session", 1)]);
+    let r = http(
+        &t.addr,
+        "DELETE",
+        "/project/delete",
+        &[("master_key", &k.read)],
+        b"",
+    );
+    assert_eq!(r.status, 403, "a read key deletes nothing: {}", r.body);
+    let r = http(
+        &t.addr,
+        "DELETE",
+        "/project/delete",
+        &[("master_key", &k.master)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(t.i(&k, &[p("device_id", "d")]).status, 400);
+    let r = collect(&t.addr, &k.write, "clicks", json!({}));
+    assert_eq!(r.status, 403, "{}", r.body);
+    t.ok(&keep, &[p("device_id", "d"), p("begin_session", 1)]);
+}
