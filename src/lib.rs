@@ -23,6 +23,9 @@ pub enum StartError {
     /// The GeoIP database could not be opened.
     #[error("{0}")]
     Geo(String),
+    /// The archive's location cannot be used.
+    #[error(transparent)]
+    Archive(tally_archive::Error),
 }
 
 /// A started server.
@@ -59,9 +62,10 @@ pub fn start(cfg: &Config, redis_url: &str, clock: SharedClock) -> Result<Runnin
     let reader = web::Data::new(Reader {
         shared: shared.clone(),
     });
-    let aggregator = web::Data::new(Aggregator::new(shared.clone(), &cfg.aggregator));
+    let aggregator =
+        web::Data::new(Aggregator::new(shared.clone(), cfg).map_err(StartError::Archive)?);
     let consumer = tally_aggregator::spawn_consumer(cfg, aggregator.clone());
-    aggregator.stats.register(&mut registry);
+    aggregator.register(&mut registry);
     let (addr, server) = tally_service::server(cfg, shared, registry, move |c| {
         tally_collector::configure(c, collector.clone());
         tally_reader::configure(c, reader.clone());

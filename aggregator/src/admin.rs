@@ -63,10 +63,7 @@ pub async fn lock_key(payload: web::Payload, st: web::Data<Aggregator>) -> Res {
 }
 
 /// Rakam routes that answer 501, each with why.
-pub const NOT_SERVED: [(&str, &str); 22] = [
-    ("/query/execute", "SQL over the archive is not built yet"),
-    ("/query/explain", "SQL over the archive is not built yet"),
-    ("/query/metadata", "SQL over the archive is not built yet"),
+pub const NOT_SERVED: [(&str, &str); 19] = [
     (
         "/materialized-view/create",
         "materialized views are not built yet",

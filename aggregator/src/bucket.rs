@@ -134,7 +134,7 @@ pub async fn retrieve(
             if skipped < offset {
                 skipped += 1;
             } else {
-                out.push(e.to_json());
+                out.push(entry_json(&e));
             }
         }
         out.len() < limit
@@ -332,4 +332,21 @@ pub async fn delete_all(
     Ok(json_response(
         json!({"result": "Success", "deleted_keys": deleted}).to_string(),
     ))
+}
+
+/// As the bucket events API returns it.
+fn entry_json(e: &Entry) -> Value {
+    serde_json::json!({
+        "id": e.id,
+        "event_name": e.key,
+        "app_name": e.seg("app_name"),
+        "server_name": e.seg("server_name"),
+        "device_id": e.device,
+        "count": e.count,
+        "sum": e.sum,
+        "dur": e.dur,
+        "segmentation": e.segmentation,
+        "timestamp": e.ts,
+        "received": e.received,
+    })
 }

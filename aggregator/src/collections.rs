@@ -40,46 +40,13 @@ pub async fn list(req: HttpRequest, st: web::Data<Aggregator>) -> Res {
     ))
 }
 
-/// Every field of each collection: stored, built in, and `/i`'s segmentation keys.
+/// Every field of each collection ([`schema::collection_fields`]).
 async fn fields_of(
     st: &Aggregator,
     app: &App,
     names: &[String],
 ) -> Result<Vec<BTreeMap<String, FieldType>>, RakamError> {
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let stored = schema::load(&st.shared.pool, &app.id, &refs).await?;
-    let mut pipe = redis::pipe();
-    for name in names {
-        pipe.cmd("SMEMBERS")
-            .arg(keys::event_segments(&app.id, name));
-    }
-    let segments: Vec<Vec<String>> = st.shared.pool.run(keys::route(&app.id), &pipe).await?;
-    Ok(stored
-        .into_iter()
-        .zip(segments)
-        .map(|(s, segs)| {
-            let mut fields = builtin();
-            for seg in segs {
-                fields.insert(seg, FieldType::Scalar(Scalar::String));
-            }
-            fields.extend(s.fields);
-            fields
-        })
-        .collect())
-}
-
-/// The fields every event has.
-fn builtin() -> BTreeMap<String, FieldType> {
-    [
-        (schema::USER, Scalar::String),
-        (schema::TIME, Scalar::Timestamp),
-        ("count", Scalar::Long),
-        ("sum", Scalar::Double),
-        ("dur", Scalar::Double),
-    ]
-    .into_iter()
-    .map(|(n, t)| (n.to_string(), FieldType::Scalar(t)))
-    .collect()
+    Ok(schema::collection_fields(&st.shared.pool, &app.id, names).await?)
 }
 
 fn fields_json(fields: &BTreeMap<String, FieldType>) -> Value {

@@ -13,6 +13,8 @@
 //! - `users`: Rakam's users API (`/user/*`) on the one profile store.
 //! - `recipe`: Rakam's recipes, a project's schemas and realtime reports as JSON.
 //! - `admin`: Rakam's `/admin/*`, and a clear 501 for each Rakam route not served.
+//! - The Parquet archive and SQL (`/query/*`) are `tally-archive`'s: the aggregator runs
+//!   its archiver and mounts its routes.
 
 mod admin;
 mod bucket;
@@ -26,8 +28,12 @@ pub mod rollup;
 mod users;
 
 use actix_web::web;
+use prometheus_client::registry::Registry;
+use std::future::Future;
 use std::sync::Arc;
-use tally_config::AggregatorConfig;
+use tally_archive::routes::Sql;
+use tally_archive::{Archive, Archiver, ArchiverStats, Engine};
+use tally_config::Config;
 use tally_service::Shared;
 
 pub struct Aggregator {
@@ -36,32 +42,57 @@ pub struct Aggregator {
     pub retention: rollup::Retention,
     pub max_limit: usize,
     pub max_scan: usize,
+    /// The Parquet archive (`None`: `TALLY_ARCHIVE_URL=off`).
+    pub archive: Option<Archive>,
+    pub archiver_stats: Arc<ArchiverStats>,
+    pub sql: web::Data<Sql>,
 }
 
 impl Aggregator {
-    pub fn new(shared: Shared, cfg: &AggregatorConfig) -> Aggregator {
-        Aggregator {
+    /// Fails only when the archive's location cannot be used.
+    pub fn new(shared: Shared, cfg: &Config) -> Result<Aggregator, tally_archive::Error> {
+        let archive = Archive::from_config(cfg)?;
+        let sql = web::Data::new(Sql {
+            shared: shared.clone(),
+            engine: Engine::new(archive.clone(), cfg.sql.clone()),
+        });
+        Ok(Aggregator {
             shared,
             stats: Arc::default(),
-            retention: cfg.retention(),
-            max_limit: cfg.max_limit,
-            max_scan: cfg.max_scan,
-        }
+            retention: cfg.aggregator.retention(),
+            max_limit: cfg.aggregator.max_limit,
+            max_scan: cfg.aggregator.max_scan,
+            archive,
+            archiver_stats: Arc::default(),
+            sql,
+        })
+    }
+
+    /// Shows the consumer's and the archiver's counters on `/metrics`.
+    pub fn register(&self, reg: &mut Registry) {
+        self.stats.register(reg);
+        self.archiver_stats.register(reg);
     }
 }
 
-/// The running stream consumer. Dropping it (or [`ConsumerHandle::stop`]) stops it; a
-/// batch cut short stays pending and is read again.
+/// The stream consumer and the archiver, each on a thread of its own. Dropping it (or
+/// [`ConsumerHandle::stop`]) stops both; a batch cut short stays pending (the consumer's)
+/// or recorded as an intent (the archiver's), and is done again.
 pub struct ConsumerHandle {
-    task: tokio::task::JoinHandle<()>,
-    runtime: Option<tokio::runtime::Runtime>,
+    // Held for their Drop, which stops them.
+    _parts: Vec<Background>,
 }
 
 impl ConsumerHandle {
     pub fn stop(self) {}
 }
 
-impl Drop for ConsumerHandle {
+struct Background {
+    task: tokio::task::JoinHandle<()>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Background {
     fn drop(&mut self) {
         self.task.abort();
         if let Some(rt) = self.runtime.take() {
@@ -71,15 +102,36 @@ impl Drop for ConsumerHandle {
     }
 }
 
-/// Starts the stream consumer when the configuration asks for it, on a thread of its own:
-/// in the all-in-one process the group commit runs on the thread that starts the server,
-/// and the consumer's reads, parsing and rollups must not hold up its flushes (they cost
-/// begin_session a quarter of its throughput while they shared it). It uses the
-/// service's pool, connects lazily and retries while Redis is away.
-pub fn spawn_consumer(
-    cfg: &tally_config::Config,
-    agg: web::Data<Aggregator>,
-) -> Option<ConsumerHandle> {
+/// Runs `job` on a runtime of one thread named `name`, or on the caller's runtime if no
+/// thread can be had.
+fn on_own_thread(name: &str, job: impl Future<Output = ()> + Send + 'static) -> Background {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(rt) => Background {
+            task: rt.spawn(job),
+            runtime: Some(rt),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, thread = name, "no thread of its own; sharing the server's");
+            Background {
+                task: tokio::spawn(job),
+                runtime: None,
+            }
+        }
+    }
+}
+
+/// Starts the stream consumer and the archiver when the configuration asks for them,
+/// each on a thread of its own: in the all-in-one process the group commit runs on the
+/// thread that starts the server, and the consumer's reads, parsing and rollups must not
+/// hold up its flushes (they cost begin_session a quarter of its throughput while they
+/// shared it), nor the archiver's Parquet encoding the consumer. Both use the service's
+/// pool, connect lazily and retry while Redis is away.
+pub fn spawn_consumer(cfg: &Config, agg: web::Data<Aggregator>) -> Option<ConsumerHandle> {
     if !cfg.aggregator.enabled {
         return None;
     }
@@ -91,28 +143,24 @@ pub fn spawn_consumer(
         retention: acfg.retention(),
     };
     let job = consumer::run(agg.shared.clone(), ccfg, agg.stats.clone());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("tally-aggregator")
-        .enable_all()
-        .build();
-    Some(match runtime {
-        Ok(rt) => ConsumerHandle {
-            task: rt.spawn(job),
-            runtime: Some(rt),
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "aggregator: no thread of its own; sharing the server's");
-            ConsumerHandle {
-                task: tokio::spawn(job),
-                runtime: None,
-            }
-        }
+    let archiver = Archiver {
+        shared: agg.shared.clone(),
+        archive: agg.archive.clone(),
+        cfg: cfg.archive.clone(),
+        stream_max_age: cfg.commit.stream_max_age,
+        stats: agg.archiver_stats.clone(),
+    };
+    Some(ConsumerHandle {
+        _parts: vec![
+            on_own_thread("tally-aggregator", job),
+            on_own_thread("tally-archiver", archiver.run()),
+        ],
     })
 }
 
 /// Mounts the aggregator's routes.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Aggregator>) {
+    tally_archive::routes::configure(cfg, state.sql.clone());
     for (path, _) in admin::NOT_SERVED {
         cfg.route(path, web::route().to(admin::not_served));
     }

@@ -554,6 +554,8 @@ pub fn binary_command(
         .env("TALLY_BIND", bind)
         .env("TALLY_ADMIN_KEY", "test-admin-key")
         .env("RUST_LOG", "warn")
+        // Never an archive beside the working directory: a test that wants one names it.
+        .env("TALLY_ARCHIVE_URL", "off")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     for (k, v) in env {

@@ -127,9 +127,11 @@ pub struct CommitConfig {
     /// Committer tasks, each with its own connection: while one waits for Redis another
     /// plans. WATCH keeps concurrent batches exact (a conflicting batch is planned again).
     pub committers: usize,
-    /// Streams are capped at about this many entries (`XADD MAXLEN ~`).
+    /// Streams are capped at about this many entries (`XADD MAXLEN ~`): the hard bound on
+    /// a stream's memory, reached only when the archiver falls that far behind.
     pub stream_max_len: u64,
-    /// Entries older than this are trimmed (`XTRIM MINID ~`, once per stream per flush).
+    /// Entries older than this are trimmed (`XTRIM MINID ~`) by the archiver, and only
+    /// once archived.
     pub stream_max_age: Duration,
 }
 
@@ -196,6 +198,98 @@ impl AggregatorConfig {
     }
 }
 
+/// The Parquet archive: where it lives and how the archiver works.
+#[derive(Debug, Clone)]
+pub struct ArchiveConfig {
+    /// `TALLY_ARCHIVE_URL`: a local directory (a path or `file://`), `off` for no archive;
+    /// unset: `archive/` under the data directory.
+    pub url: Option<String>,
+    /// How often the archiver looks for new entries.
+    pub interval: Duration,
+    /// Most stream entries in one archived batch (one set of files).
+    pub batch: usize,
+    /// A day's folder of a collection with this many files is compacted into one.
+    pub compact_files: usize,
+    /// Archived days older than this many days are deleted (0: kept forever).
+    pub retention_days: u64,
+    /// How long an archiver's hold on an app lasts without renewal.
+    pub lease: Duration,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            url: None,
+            interval: Duration::from_millis(1000),
+            batch: 50_000,
+            compact_files: 16,
+            retention_days: 0,
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ArchiveConfig {
+    fn from_env() -> Result<ArchiveConfig, ConfigError> {
+        let d = ArchiveConfig::default();
+        Ok(ArchiveConfig {
+            url: var("TALLY_ARCHIVE_URL"),
+            interval: millis("TALLY_ARCHIVE_INTERVAL_MS", d.interval)?,
+            batch: parse("TALLY_ARCHIVE_BATCH", d.batch)?,
+            compact_files: parse("TALLY_ARCHIVE_COMPACT_FILES", d.compact_files)?,
+            retention_days: parse("TALLY_ARCHIVE_RETENTION_DAYS", d.retention_days)?,
+            lease: millis("TALLY_ARCHIVE_LEASE_MS", d.lease)?,
+        })
+    }
+}
+
+/// Limits of SQL queries (`/query/*`).
+#[derive(Debug, Clone)]
+pub struct SqlConfig {
+    /// A query running longer is cancelled.
+    pub timeout: Duration,
+    /// Memory one query may hold (DataFusion's memory pool; no spilling to disk).
+    pub memory_bytes: usize,
+    /// Most rows one answer carries (a larger `limit` is refused).
+    pub max_rows: usize,
+    /// Queries running at once for one app, and in the whole process.
+    pub per_app: usize,
+    pub per_process: usize,
+    /// Most not-yet-archived stream entries one query reads beside the archive.
+    pub tail_entries: usize,
+    /// Profiles the `_users` table may hold.
+    pub users: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 512 << 20,
+            max_rows: 100_000,
+            per_app: 4,
+            per_process: 16,
+            tail_entries: 500_000,
+            users: 1_000_000,
+        }
+    }
+}
+
+impl SqlConfig {
+    fn from_env() -> Result<SqlConfig, ConfigError> {
+        let d = SqlConfig::default();
+        Ok(SqlConfig {
+            timeout: millis("TALLY_SQL_TIMEOUT_MS", d.timeout)?,
+            memory_bytes: parse::<usize>("TALLY_SQL_MEMORY_MB", d.memory_bytes >> 20)? << 20,
+            max_rows: parse("TALLY_SQL_MAX_ROWS", d.max_rows)?,
+            per_app: parse("TALLY_SQL_CONCURRENT_PER_APP", d.per_app)?,
+            per_process: parse("TALLY_SQL_CONCURRENT", d.per_process)?,
+            tail_entries: parse("TALLY_SQL_TAIL_ENTRIES", d.tail_entries)?,
+            users: parse("TALLY_SQL_USERS", d.users)?,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: String,
@@ -225,6 +319,8 @@ pub struct Config {
     /// A MaxMind-format IP-to-country database, for requests without `country_code`.
     pub geoip_db: Option<PathBuf>,
     pub aggregator: AggregatorConfig,
+    pub archive: ArchiveConfig,
+    pub sql: SqlConfig,
 }
 
 impl Default for AggregatorConfig {
@@ -266,6 +362,8 @@ impl Default for Config {
             cors_origin: "*".into(),
             geoip_db: None,
             aggregator: AggregatorConfig::default(),
+            archive: ArchiveConfig::default(),
+            sql: SqlConfig::default(),
         }
     }
 }
@@ -415,6 +513,8 @@ impl Config {
             cors_origin: var("TALLY_CORS_ORIGIN").unwrap_or(d.cors_origin),
             geoip_db: var("TALLY_GEOIP_DB").map(PathBuf::from),
             aggregator: AggregatorConfig::from_env()?,
+            archive: ArchiveConfig::from_env()?,
+            sql: SqlConfig::from_env()?,
         })
     }
 
@@ -434,6 +534,11 @@ impl Config {
                 ..d.commit
             },
             workers: 2,
+            // Off unless a test wants it (it would write beside the working directory).
+            archive: ArchiveConfig {
+                url: Some("off".into()),
+                ..d.archive
+            },
             // Off unless a test wants it: the consumer creates stream keys on its own
             // schedule, which would blur tests that count keys.
             aggregator: AggregatorConfig {

@@ -641,7 +641,8 @@ const STREAM_PAGE: usize = 1000;
 /// Forgets one device: its state (first and last seen, session, activity windows, metric
 /// snapshots, recent request fingerprints) and its raw events in the app's stream.
 /// Pre-aggregated counters and rollups are sums over many devices and keep what the
-/// device contributed. Returns whether there was a state, and how many raw events went.
+/// device contributed; the archive loses the device's rows within an archiver pass
+/// (`tally-archive`). Returns whether there was a state, and how many raw events went.
 pub async fn forget_device(
     pool: &Pool,
     app: &AppId,
@@ -649,6 +650,11 @@ pub async fn forget_device(
 ) -> Result<(bool, u64), StoreError> {
     let mut pipe = redis::pipe();
     pipe.cmd("UNLINK").arg(keys::device(app, device_id));
+    // The archiver rewrites the archived files without the device's rows.
+    pipe.cmd("SADD")
+        .arg(keys::archive_forget(app))
+        .arg(device_id)
+        .ignore();
     let (n,): (u64,) = pool.run(keys::route(app), &pipe).await?;
     // The device's user profile and consents go with it.
     crate::profiles::forget(pool, app, device_id).await?;

@@ -14,6 +14,9 @@
 //! | `{id}:schema:{e}` | hash | a collection's typed fields (name -> Rakam type) |
 //! | `{id}:up:{h}` / `{id}:users` / `{id}:uschema` | hash, set, hash | a user's profile; the users with one; the profiles' typed fields |
 //! | `{id}:stream` | stream | the raw events and session begins/ends, for the aggregator |
+//! | `{id}:arc` | hash | the archive's progress: `done` (last archived entry id), `intent` (the batch being written) |
+//! | `{id}:arc:lease` | string | which archiver works the app now (expires) |
+//! | `{id}:arc:forget` | set | forgotten devices whose rows the archive still holds |
 //! | `{id}:r:m:{minute}` / `{id}:r:h:{hour}` | hash | minute (UTC) / hour (app-local) rollups |
 //! | `{id}:r:u:{minute}` | HyperLogLog | active devices of a minute |
 //! | `{id}:r:apps` / `{id}:r:keys:{app_name}` | set | `app_name` values / event keys per `app_name` |
@@ -302,6 +305,21 @@ pub fn segment_values(app: &AppId, event: &str, segment: &str) -> String {
 /// The app's raw event stream.
 pub fn stream(app: &AppId) -> String {
     format!("{{{app}}}:stream")
+}
+
+/// The archive's progress through the app's stream ([`stream`]).
+pub fn archive_state(app: &AppId) -> String {
+    format!("{{{app}}}:arc")
+}
+
+/// Devices forgotten since the archiver last rewrote the app's files without them.
+pub fn archive_forget(app: &AppId) -> String {
+    format!("{{{app}}}:arc:forget")
+}
+
+/// The lease of the archiver working the app.
+pub fn archive_lease(app: &AppId) -> String {
+    format!("{{{app}}}:arc:lease")
 }
 
 /// Minute rollup of an app: `minute` = UNIX minutes.

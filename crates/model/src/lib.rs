@@ -19,6 +19,7 @@
 //! here knows HTTP.
 
 pub mod apps;
+pub mod archive;
 pub mod census;
 pub mod commit;
 pub mod consent;
@@ -29,6 +30,7 @@ pub mod event_groups;
 pub mod keys;
 pub mod profiles;
 pub mod schema;
+pub mod stream;
 pub mod texthash;
 pub mod time;
 

@@ -153,7 +153,7 @@ fn is_base64(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'))
 }
 
-fn parse_time(s: &str) -> Option<chrono::NaiveTime> {
+pub fn parse_time(s: &str) -> Option<chrono::NaiveTime> {
     ["%H:%M", "%H:%M:%S", "%H:%M:%S%.f"]
         .iter()
         .find_map(|f| chrono::NaiveTime::parse_from_str(s, f).ok())
@@ -373,6 +373,52 @@ pub async fn load(
     let replies = pool.run_reads(keys::route(app), &pipe).await?;
     Ok((0..collections.len())
         .map(|i| Schema::from_pairs(replies.pairs(i)))
+        .collect())
+}
+
+/// The fields every event has, whatever API it came in by.
+pub fn builtin() -> BTreeMap<String, FieldType> {
+    [
+        (USER, Scalar::String),
+        (TIME, Scalar::Timestamp),
+        ("count", Scalar::Long),
+        ("sum", Scalar::Double),
+        ("dur", Scalar::Double),
+    ]
+    .into_iter()
+    .map(|(n, t)| (n.to_string(), FieldType::Scalar(t)))
+    .collect()
+}
+
+/// Every field of each of `names` (collections of an app): the built-in ones, `/i`'s
+/// segmentation keys (text), and the stored typed fields, which win over both.
+pub async fn collection_fields(
+    pool: &Pool,
+    app: &AppId,
+    names: &[String],
+) -> Result<Vec<BTreeMap<String, FieldType>>, StoreError> {
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let stored = load(pool, app, &refs).await?;
+    let mut pipe = redis::pipe();
+    for name in names {
+        pipe.cmd("SMEMBERS").arg(keys::event_segments(app, name));
+    }
+    let segments: Vec<Vec<String>> = if names.is_empty() {
+        Vec::new()
+    } else {
+        pool.run(keys::route(app), &pipe).await?
+    };
+    Ok(stored
+        .into_iter()
+        .zip(segments)
+        .map(|(s, segs)| {
+            let mut fields = builtin();
+            for seg in segs {
+                fields.insert(seg, FieldType::Scalar(Scalar::String));
+            }
+            fields.extend(s.fields);
+            fields
+        })
         .collect())
 }
 

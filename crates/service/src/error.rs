@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The body did not arrive in time: 408.
     #[error("{0}")]
     RequestTimeout(String),
+    /// Too much running at once (queries): 429, try again shortly.
+    #[error("{0}")]
+    Busy(String),
     /// Per-app rate limit: 429 with `Retry-After` in seconds.
     #[error("Rate limit exceeded")]
     RateLimited { retry_after_secs: u64 },
@@ -58,7 +61,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -9,7 +9,7 @@ use super::{Outcome, Work};
 use crate::device::DeviceState;
 use crate::error::StoreError;
 use crate::texthash::TextSet;
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 use tally_config::CommitConfig;
 use tally_redis::resp::{Packer, Replies};
 use tally_redis::{Conn, Pool, PooledConn, Route};
@@ -327,12 +327,8 @@ async fn write_phase(
             }
         };
     }
-    let mut trimmed: HashSet<&str> = HashSet::default();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let min_id = now_ms.saturating_sub(cfg.stream_max_age.as_millis() as u64);
+    // Age trimming is the archiver's (`tally-archive`): it trims only behind what it has
+    // archived. MAXLEN stays here as the hard bound on the stream's memory.
     let max_len = cfg.stream_max_len.min(i64::MAX as u64) as i64;
     for (stream, fields) in &batch.appends {
         p.cmd(6 + 2 * fields.len())
@@ -344,14 +340,6 @@ async fn write_phase(
             .arg("*");
         for (k, v) in fields {
             p.arg(k).arg(v);
-        }
-        if trimmed.insert(stream) {
-            p.cmd(5)
-                .arg("XTRIM")
-                .arg(stream)
-                .arg("MINID")
-                .arg("~")
-                .int(min_id.min(i64::MAX as u64) as i64);
         }
     }
     for (key, members) in &batch.hll {
