@@ -517,3 +517,122 @@ fn forgetting_a_device_removes_its_rows_from_the_archive() {
     assert!(parquet_files(&dir).is_empty(), "{:?}", parquet_files(&dir));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The archive state's `done` mark and whether a batch is in flight, and the stream's
+/// last id, read from Redis.
+fn archive_progress(t: &TestApp, app: &str) -> (String, bool, String) {
+    let id = tally_model::keys::AppId::parse(app).expect("app id");
+    let nodes = t.nodes();
+    let state = tally_model::keys::archive_state(&id);
+    let node = if nodes.len() > 1 {
+        nodes[node_of(&nodes, &state)]
+    } else {
+        nodes[0]
+    };
+    let (done, intent): (Option<String>, Option<String>) = redis_on(
+        node,
+        redis::cmd("HMGET").arg(&state).arg("done").arg("intent"),
+    );
+    let info: Vec<redis::Value> = redis_on(
+        node,
+        redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(tally_model::keys::stream(&id)),
+    );
+    let mut last = String::new();
+    for pair in info.chunks(2) {
+        if let [redis::Value::BulkString(k), redis::Value::BulkString(v)] = pair {
+            if k == b"last-generated-id" {
+                last = String::from_utf8_lossy(v).into_owned();
+            }
+        }
+    }
+    (done.unwrap_or_default(), intent.is_some(), last)
+}
+
+#[test]
+fn archiving_is_exactly_once_with_archivers_killed_mid_batch() {
+    let dir = temp_dir("archive-kill");
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let url = if t.cluster.is_empty() {
+        t.redis.url()
+    } else {
+        t.cluster[0].clone()
+    };
+    let dir_s = dir.display().to_string();
+    let mut env: Vec<(&str, String)> = vec![
+        ("TALLY_WORKERS", "1".into()),
+        ("TALLY_ARCHIVE_URL", dir_s.clone()),
+        // Small batches, short leases and frequent compaction: kills land mid-batch,
+        // mid-compaction, and while two archivers work the same app.
+        ("TALLY_ARCHIVE_BATCH", "7".into()),
+        ("TALLY_ARCHIVE_INTERVAL_MS", "5".into()),
+        ("TALLY_ARCHIVE_LEASE_MS", "20".into()),
+        ("TALLY_ARCHIVE_COMPACT_FILES", "3".into()),
+    ];
+    if !t.cluster.is_empty() {
+        env.push(("REDIS_CLUSTER_URLS", t.cluster.join(",")));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut archivers = [
+        spawn_binary("aggregator", &url, &env),
+        spawn_binary("aggregator", &url, &env),
+    ];
+    let (addr, write) = (t.addr.clone(), k.write.clone());
+    let writer = std::thread::spawn(move || {
+        let mut sent = 0u64;
+        for i in 0..300u64 {
+            let events: Vec<Value> = (0..(1 + i % 3))
+                .map(|j| {
+                    sent += 1;
+                    json!({"key": "tap", "count": 1, "segmentation": {"n": format!("{i}-{j}")}})
+                })
+                .collect();
+            let q = qs(&[
+                ("app_key", write.clone()),
+                ("device_id", format!("d{}", i % 17)),
+                ("timestamp", NOW.to_string()),
+                ("events", Value::from(events).to_string()),
+            ]);
+            let r = http(&addr, "GET", &format!("/i?{q}"), &[], b"");
+            assert_eq!(r.status, 200, "{}", r.body);
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        sent
+    });
+    // SIGKILL an archiver every few dozen milliseconds while events arrive, and start
+    // it again.
+    for round in 0..12usize {
+        std::thread::sleep(Duration::from_millis(40 + 17 * (round as u64 % 4)));
+        let i = round % 2;
+        let old = std::mem::replace(&mut archivers[i], spawn_binary("aggregator", &url, &env));
+        drop(old);
+    }
+    let sent = writer.join().expect("writer");
+    wait_until(
+        "the archive to catch up with the stream",
+        Duration::from_secs(60),
+        || {
+            let (done, busy, last) = archive_progress(&t, &k.id);
+            (!busy && !last.is_empty() && done == last).then_some(())
+        },
+    );
+    drop(archivers);
+    // Every event once: in Tally's SQL (the archive alone now), and in DuckDB's reading of
+    // the files.
+    let expected = json!([[sent, sent]]);
+    let rows = sql(
+        &t.addr,
+        &k.read,
+        "SELECT count(*), count(DISTINCT n) FROM tap",
+    );
+    assert_eq!(Value::from(rows), expected);
+    if let Some(rows) = duckdb(
+        &dir,
+        "SELECT count(*), count(DISTINCT n) FROM events WHERE collection = 'tap'",
+    ) {
+        assert_eq!(rows, expected);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
