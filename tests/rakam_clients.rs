@@ -814,3 +814,64 @@ fn rakam_clients_meet_strict_mode() {
     let counts = event_counts(&t, &k, "orders");
     assert_eq!(c(&counts, &["10", "22"]), json!(1), "{counts}");
 }
+
+#[test]
+fn rakam_clients_run_sql_over_what_they_collected() {
+    let Some(python) = python() else { return };
+    let t = TestApp::spawn();
+    let k = t.create_app("UTC");
+    let obs = scenario(&python, &t, &k, "sql");
+    assert_eq!(
+        obs["rl_types"],
+        json!([
+            "STRING",
+            "TIMESTAMP",
+            "LONG",
+            "DOUBLE",
+            "BOOLEAN",
+            "ARRAY_STRING",
+            "STRING"
+        ]),
+        "{obs}"
+    );
+    // RL converted every cell by its type (the timestamps into datetimes).
+    assert_eq!(
+        obs["rl_rows"],
+        json!([
+            [
+                "q1",
+                "2024-10-22T09:00:00+00:00",
+                5,
+                2.5,
+                true,
+                ["a", "b"],
+                "pro"
+            ],
+            [
+                "q2",
+                "2024-10-22T09:30:00+00:00",
+                7,
+                1.25,
+                false,
+                [],
+                "free"
+            ]
+        ]),
+        "{obs}"
+    );
+    assert_eq!(obs["rl_totals"], json!([[2, 12]]), "{obs}");
+    assert_eq!(
+        obs["rc_metadata"],
+        json!([["plan", "STRING"], ["n", "LONG"]]),
+        "{obs}"
+    );
+    assert_eq!(obs["rc_rows"], json!([["free", 1], ["pro", 1]]), "{obs}");
+    assert_eq!(obs["rl_bad"]["exception"], json!("RakamError"), "{obs}");
+    assert!(
+        obs["rl_bad"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nowhere")),
+        "{obs}"
+    );
+    assert_eq!(obs["rc_bad"]["status"], json!(400), "{obs}");
+}

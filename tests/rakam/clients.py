@@ -25,6 +25,9 @@ Scenarios:
            it with its own master key, check again, and see its keys refused (RC and RL).
   strict   a strict project: undeclared collections and fields refused through RC and RL,
            declared ones taken.
+  sql      typed events collected with RC, then queried with RL's execute_sql and RC's
+           QueryApi.execute (every column type the clients convert), and a bad query
+           refused through both.
   users    user profiles through RC's UserApi (set, set once, increment, unset, batch
            create, get, a user's events, metadata, search, segments) and RL (set, batch
            operations, batch update), typed and limited, with refusals that write nothing
@@ -864,7 +867,49 @@ def strict():
     return obs
 
 
+def sql():
+    """SQL through both clients: RL's execute_sql (which converts each cell by its Rakam
+    type) and RC's QueryApi.execute, over events RC collected just before."""
+    obs = {}
+    rows = [
+        {"_user": "q1", "_time": "2024-10-22T09:00:00.000Z", "amount": 5, "price": 2.5,
+         "paid": True, "tags": ["a", "b"], "plan": "pro"},
+        {"_user": "q2", "_time": "2024-10-22T09:30:00.000Z", "amount": 7, "price": 1.25,
+         "paid": False, "tags": [], "plan": "free"},
+    ]
+    batch = rakam_client.EventList(api=context(WRITE), events=[event("sales", r) for r in rows])
+    call("batch", lambda: collect_api.batch_events(event_list=batch))
+    query = "SELECT _user, _time, amount, price, paid, tags, plan FROM sales ORDER BY _time"
+    result = call("RL execute_sql", lambda: rl(MASTER).execute_sql(query))
+    obs["rl_types"] = [m.type for m in result.metadata]
+    obs["rl_rows"] = [
+        [c.isoformat() if hasattr(c, "isoformat") else c for c in row] for row in result.rows
+    ]
+    totals = call(
+        "RL execute_sql totals",
+        lambda: rl(MASTER).execute_sql("SELECT count(*) AS n, sum(amount) AS total FROM sales"),
+    )
+    obs["rl_totals"] = [list(r) for r in totals.rows]
+    headers(read_key=READ)
+    query_api = rakam_client.QueryApi(rc)
+    answer = call(
+        "RC execute",
+        lambda: query_api.execute(
+            execute=rakam_client.Execute(query="SELECT plan, count(*) AS n FROM sales GROUP BY plan ORDER BY plan")
+        ),
+    )
+    obs["rc_metadata"] = [[m.name, m.type] for m in answer.metadata]
+    obs["rc_rows"] = answer.result
+    obs["rl_bad"] = refused_rl("RL bad query", lambda: rl(MASTER).execute_sql("SELECT * FROM nowhere"))
+    obs["rc_bad"] = refused_rc(
+        "RC bad query",
+        lambda: query_api.execute(execute=rakam_client.Execute(query="DROP TABLE sales")),
+    )
+    return obs
+
+
 SCENARIOS = {
+    "sql": sql,
     "typed": typed,
     "seed": seed,
     "refused": refused,
