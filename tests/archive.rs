@@ -90,11 +90,13 @@ fn archiver(t: &TestApp, dir: &Path, tweak: impl FnOnce(&mut Config)) -> TestArc
     tweak(&mut cfg);
     let shared =
         tally_service::Shared::new(&cfg, &t.redis.url(), t.clock.clone()).expect("shared state");
+    let archive = Archive::local(dir.to_path_buf()).expect("archive dir");
     let a = Archiver {
         shared,
-        archive: Some(Archive::local(dir.to_path_buf()).expect("archive dir")),
+        archive: Some(archive.clone()),
         cfg: cfg.archive.clone(),
         stream_max_age: cfg.commit.stream_max_age,
+        engine: std::sync::Arc::new(tally_archive::Engine::new(Some(archive), cfg.sql.clone())),
         stats: Default::default(),
     };
     TestArchiver { a, rt }
@@ -423,19 +425,28 @@ fn every_query_limit_answers_a_clear_error() {
     );
     assert_eq!(over.status, 400);
     assert!(over.body.contains("TALLY_SQL_MAX_ROWS"), "{}", over.body);
+    // Memory: sorting 20 rows of 100 kB each needs more than 1 MiB.
+    let big = sql_resp(
+        &t.addr,
+        &k.read,
+        "SELECT n, repeat('x', 100000) AS pad FROM buy ORDER BY n",
+    );
+    assert_eq!(big.status, 400, "{}", big.body);
+    assert!(big.body.contains("TALLY_SQL_MEMORY_MB"), "{}", big.body);
     // Time: a query that cannot finish in 300 ms is cancelled.
     let slow = sql_resp(&t.addr, &k.read, SLOW);
     assert_eq!(slow.status, 400, "{}", slow.body);
     assert!(slow.body.contains("TALLY_SQL_TIMEOUT_MS"), "{}", slow.body);
-    // Memory: grouping 160,000 long keys needs more than 1 MiB.
-    let big = sql_resp(&t.addr, &k.read,
-        "SELECT concat(a.n, b.n, c.n, d.n, repeat('x', 200)) AS g, count(*) FROM buy a, buy b, buy c, buy d GROUP BY g");
-    assert_eq!(big.status, 400, "{}", big.body);
-    assert!(big.body.contains("TALLY_SQL_MEMORY_MB"), "{}", big.body);
     // One query at a time for this app: a second one meanwhile is told to wait.
     let addr = t.addr.clone();
     let read = k.read.clone();
-    let running = std::thread::spawn(move || sql_resp(&addr, &read, SLOW).status);
+    // The slow one tries again while the probe below holds the only permit.
+    let running = std::thread::spawn(move || loop {
+        let r = sql_resp(&addr, &read, SLOW);
+        if r.status != 429 {
+            return r.status;
+        }
+    });
     let busy = wait_until(
         "a second query to be refused",
         Duration::from_secs(10),
@@ -459,7 +470,15 @@ fn every_query_limit_answers_a_clear_error() {
             json!([{"key": "buy", "count": 1}]),
         );
     }
-    let tail = sql_resp(&t.addr, &k.read, "SELECT count(*) FROM buy");
+    // A cancelled query holds its permit until DataFusion stops it, at its next yield.
+    let tail = wait_until(
+        "the cancelled query to let go",
+        Duration::from_secs(60),
+        || {
+            let r = sql_resp(&t.addr, &k.read, "SELECT count(*) FROM buy");
+            (r.status != 429).then_some(r)
+        },
+    );
     assert_eq!(tail.status, 400, "{}", tail.body);
     assert!(
         tail.body.contains("TALLY_SQL_TAIL_ENTRIES"),
@@ -634,5 +653,177 @@ fn archiving_is_exactly_once_with_archivers_killed_mid_batch() {
     ) {
         assert_eq!(rows, expected);
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_materialized_view_equals_its_query_and_is_computed_again() {
+    let dir = temp_dir("archive-views");
+    let url = dir.display().to_string();
+    let t = TestApp::spawn_with(|c| {
+        c.archive.url = Some(url);
+        c.sql.view_min_interval = Duration::ZERO;
+    });
+    let k = t.create_app("UTC");
+    for (d, plan, n) in [("d1", "pro", 2), ("d2", "free", 1), ("d3", "pro", 4)] {
+        events(
+            &t,
+            &k,
+            d,
+            json!([{"key": "buy", "count": n, "segmentation": {"plan": plan}}]),
+        );
+    }
+    let mv = |path: &str, key: &str, body: Value| {
+        post_json(&t.addr, path, &[("master_key", key)], &body)
+    };
+    let create = json!({"table_name": "by_plan", "name": "Buys by plan", "update_interval": "PT1M",
+        "query": "SELECT plan, count(*) AS n, sum(count) AS c FROM buy GROUP BY plan"});
+    let r = mv("/materialized-view/create", &k.master, create.clone());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let brute = "SELECT plan, count(*) AS n, sum(count) AS c FROM buy GROUP BY plan ORDER BY plan";
+    let view = "SELECT plan, n, c FROM by_plan ORDER BY plan";
+    assert_eq!(sql(&t.addr, &k.read, view), sql(&t.addr, &k.read, brute));
+    assert_eq!(
+        sql(&t.addr, &k.read, view),
+        vec![json!(["free", 1, 1]), json!(["pro", 2, 6])]
+    );
+    // Kept, not live: new events show after the view is computed again.
+    events(
+        &t,
+        &k,
+        "d4",
+        json!([{"key": "buy", "count": 3, "segmentation": {"plan": "free"}}]),
+    );
+    assert_eq!(
+        sql(&t.addr, &k.read, view),
+        vec![json!(["free", 1, 1]), json!(["pro", 2, 6])]
+    );
+    let a = archiver(&t, &dir, |c| c.sql.view_min_interval = Duration::ZERO);
+    a.pass();
+    assert_eq!(
+        sql(&t.addr, &k.read, view),
+        vec![json!(["free", 1, 1]), json!(["pro", 2, 6])]
+    );
+    t.clock.advance_secs(61);
+    a.pass();
+    assert_eq!(sql(&t.addr, &k.read, view), sql(&t.addr, &k.read, brute));
+    assert_eq!(
+        sql(&t.addr, &k.read, view),
+        vec![json!(["free", 2, 4]), json!(["pro", 2, 6])]
+    );
+    // get, list, schema (read key).
+    let read = |path: &str, body: Value| post_json(&t.addr, path, &[("read_key", &k.read)], &body);
+    let got = read("/materialized-view/get", json!({"table_name": "by_plan"})).json();
+    assert_eq!(got["query"], create["query"]);
+    assert_eq!(got["name"], json!("Buys by plan"));
+    assert_eq!(got["update_interval"], json!("PT1M"));
+    assert!(got["last_update"].is_i64(), "{got}");
+    let list = read("/materialized-view/list", json!({})).json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let schema = read("/materialized-view/schema", json!({"names": ["by_plan"]})).json();
+    assert_eq!(
+        schema,
+        json!([{"name": "by_plan", "fields": [
+            {"name": "plan", "type": "STRING"}, {"name": "n", "type": "LONG"}, {"name": "c", "type": "LONG"}]}])
+    );
+    // A recipe carries the view as it was created; installing one is refused, clearly.
+    let recipe = http(
+        &t.addr,
+        "GET",
+        "/recipe/export",
+        &[("master_key", &k.master)],
+        b"",
+    )
+    .json();
+    let mut created = create.clone();
+    created["incremental"] = json!(false);
+    created["options"] = json!({});
+    assert_eq!(recipe["materialized_views"], json!([created]));
+    let install = mv("/recipe/install", &k.master, recipe);
+    assert_eq!(install.status, 400, "{}", install.body);
+    assert!(
+        install.body.contains("/materialized-view/create"),
+        "{}",
+        install.body
+    );
+    // Refusals, each writing nothing.
+    for (body, status) in [
+        (create.clone(), 400),
+        (
+            json!({"table_name": "x", "name": "x", "query": "SELECT * FROM nowhere"}),
+            400,
+        ),
+        (
+            json!({"table_name": "bad name", "name": "x", "query": "SELECT 1"}),
+            400,
+        ),
+        (
+            json!({"table_name": "buy", "name": "x", "query": "SELECT 1"}),
+            400,
+        ),
+        (
+            json!({"table_name": "_users", "name": "x", "query": "SELECT 1"}),
+            400,
+        ),
+        (
+            json!({"table_name": "x", "name": "x", "query": "SELECT 1", "incremental": true}),
+            400,
+        ),
+        (
+            json!({"table_name": "x", "name": "x", "query": "SELECT 1", "update_interval": "soon"}),
+            400,
+        ),
+        (
+            json!({"table_name": "x", "name": "x", "query": "DROP TABLE buy"}),
+            400,
+        ),
+        (json!({"table_name": "x"}), 400),
+    ] {
+        let r = mv("/materialized-view/create", &k.master, body.clone());
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+    }
+    assert_eq!(
+        mv(
+            "/materialized-view/create",
+            &k.read,
+            json!({"table_name": "y", "name": "y", "query": "SELECT 1"})
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        read("/materialized-view/list", json!({}))
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        read("/materialized-view/get", json!({"table_name": "nope"})).status,
+        404
+    );
+    // Deleted: gone from SQL and from the archive.
+    let file = dir
+        .join(format!("app={}", k.id))
+        .join("view=by_plan")
+        .join("data.parquet");
+    assert!(file.exists(), "{}", file.display());
+    let del = mv(
+        "/materialized-view/delete",
+        &k.master,
+        json!({"table_name": "by_plan"}),
+    );
+    assert_eq!(del.status, 200, "{}", del.body);
+    assert_eq!(sql_resp(&t.addr, &k.read, view).status, 400);
+    assert!(!file.exists());
+    assert_eq!(
+        mv(
+            "/materialized-view/delete",
+            &k.master,
+            json!({"table_name": "by_plan"})
+        )
+        .status,
+        404
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -63,27 +63,7 @@ pub async fn lock_key(payload: web::Payload, st: web::Data<Aggregator>) -> Res {
 }
 
 /// Rakam routes that answer 501, each with why.
-pub const NOT_SERVED: [(&str, &str); 19] = [
-    (
-        "/materialized-view/create",
-        "materialized views are not built yet",
-    ),
-    (
-        "/materialized-view/delete",
-        "materialized views are not built yet",
-    ),
-    (
-        "/materialized-view/get",
-        "materialized views are not built yet",
-    ),
-    (
-        "/materialized-view/list",
-        "materialized views are not built yet",
-    ),
-    (
-        "/materialized-view/schema",
-        "materialized views are not built yet",
-    ),
+pub const NOT_SERVED: [(&str, &str); 14] = [
     (
         "/continuous-query/create",
         "continuous queries are not built yet",

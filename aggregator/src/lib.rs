@@ -148,6 +148,7 @@ pub fn spawn_consumer(cfg: &Config, agg: web::Data<Aggregator>) -> Option<Consum
         archive: agg.archive.clone(),
         cfg: cfg.archive.clone(),
         stream_max_age: cfg.commit.stream_max_age,
+        engine: Arc::new(Engine::new(agg.archive.clone(), cfg.sql.clone())),
         stats: agg.archiver_stats.clone(),
     };
     Some(ConsumerHandle {

@@ -3,9 +3,10 @@
 //! (`POST /recipe/install`), so a setup moves from one project or server to another.
 //!
 //! The document is Rakam's `Recipe`: `collections` maps each collection to `columns`, a
-//! list of `{field: {type, category}}`; `materialized_views` and `continuous_queries` are
-//! empty lists (Tally has neither yet). Realtime reports, which Rakam kept as continuous
-//! queries, are Tally's own key `realtime`: the bodies `/realtime/create` takes.
+//! list of `{field: {type, category}}`; `materialized_views` lists the project's views as
+//! `/materialized-view/create` takes them, and `continuous_queries` is empty (Tally has
+//! none yet). Realtime reports, which Rakam kept as continuous queries, are Tally's own
+//! key `realtime`: the bodies `/realtime/create` takes.
 
 use crate::collections::{collections, declare};
 use crate::realtime::{self, Report, MAX_REPORTS};
@@ -48,11 +49,20 @@ pub async fn export(req: HttpRequest, st: web::Data<Aggregator>) -> Res {
         .collect();
     reports.sort_by(|a, b| a.table_name.cmp(&b.table_name));
     let reports: Vec<Value> = reports.iter().map(report_json).collect();
+    let mut views: Vec<Value> = Vec::new();
+    for (_, def) in tally_model::views::all(&st.shared.pool, &app.id).await? {
+        // As created: when it was last computed belongs to this project only.
+        if let Ok(Value::Object(mut v)) = serde_json::from_str::<Value>(&def) {
+            v.remove("last_update");
+            views.push(Value::Object(v));
+        }
+    }
+    views.sort_by(|a, b| a["table_name"].as_str().cmp(&b["table_name"].as_str()));
     Ok(json_response(
         json!({
             "strategy": "DEFAULT",
             "collections": out,
-            "materialized_views": [],
+            "materialized_views": views,
             "continuous_queries": [],
             "realtime": reports,
         })
@@ -126,7 +136,7 @@ pub async fn install(req: HttpRequest, payload: web::Payload, st: web::Data<Aggr
     }
     if !recipe.materialized_views.is_empty() || !recipe.continuous_queries.is_empty() {
         return Err(RakamError::bad(
-            "Invalid recipe: materialized views and continuous queries are not built in Tally yet",
+            "Invalid recipe: a recipe's materialized views are not installed by Tally yet (create each with /materialized-view/create), and Tally has no continuous queries yet",
         ));
     }
     // The fields of each collection, typed.

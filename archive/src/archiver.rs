@@ -84,6 +84,8 @@ pub struct Archiver {
     pub cfg: ArchiveConfig,
     /// Stream entries older than this are trimmed once archived.
     pub stream_max_age: Duration,
+    /// Computes the materialized views.
+    pub engine: Arc<crate::Engine>,
     pub stats: Arc<ArchiverStats>,
 }
 
@@ -142,6 +144,8 @@ impl Archiver {
             let n = self.archive_app(archive, &app).await?;
             busy |= n >= self.cfg.batch;
             self.forget(archive, &app.id).await?;
+            let now_ms = self.shared.clock.now_ms();
+            crate::views::refresh_due(&self.engine, archive, pool, &app, now_ms).await?;
         }
         Ok(busy)
     }

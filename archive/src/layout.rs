@@ -32,6 +32,15 @@ pub fn partition(app: &AppId, collection: &str, date: &str) -> Path {
     ])
 }
 
+/// A materialized view's result: one file, replaced at each refresh.
+pub fn view_file(app: &AppId, table: &str) -> Path {
+    Path::from_iter([
+        format!("app={app}"),
+        format!("view={table}"),
+        "data.parquet".to_string(),
+    ])
+}
+
 /// A file of a batch of entries `first..=last` in one partition.
 pub fn file(partition: &Path, first: EntryId, last: EntryId) -> Path {
     partition
@@ -69,20 +78,32 @@ pub fn date_of(path: &Path) -> Option<String> {
 }
 
 /// The files a reader takes: those committed (ending at or before `done`), without any
-/// whose range lies within another's (left behind by a compaction that had not yet
-/// removed them).
+/// whose range lies within another's of the same partition (left behind by a compaction
+/// that had not yet removed them). Ranges of different partitions overlap by design: one
+/// batch writes a file per date it touches, each named by the batch's entries in it.
 pub fn select(mut files: Vec<FileRef>, done: EntryId) -> Vec<FileRef> {
     files.retain(|f| f.last <= done && f.first <= f.last);
-    // Widest first among equal starts, so a compacted file comes before what it holds.
-    files.sort_by(|a, b| a.first.cmp(&b.first).then(b.last.cmp(&a.last)));
+    // By folder, then widest first among equal starts, so a compacted file comes before
+    // what it holds.
+    files.sort_by(|a, b| {
+        folder(&a.path)
+            .cmp(folder(&b.path))
+            .then(a.first.cmp(&b.first))
+            .then(b.last.cmp(&a.last))
+    });
     let mut out: Vec<FileRef> = Vec::with_capacity(files.len());
     for f in files {
         match out.last() {
-            Some(prev) if f.last <= prev.last => {}
+            Some(prev) if folder(&prev.path) == folder(&f.path) && f.last <= prev.last => {}
             _ => out.push(f),
         }
     }
     out
+}
+
+fn folder(path: &Path) -> &str {
+    let s = path.as_ref();
+    s.rsplit_once('/').map_or("", |(dir, _)| dir)
 }
 
 #[cfg(test)]
@@ -94,10 +115,14 @@ mod tests {
     }
 
     fn f(a: u64, b: u64) -> FileRef {
+        on("2026-01-02", a, b)
+    }
+
+    fn on(date: &str, a: u64, b: u64) -> FileRef {
         let p = partition(
             &AppId::parse("0123456789abcdef01234567").unwrap_or_else(|| unreachable!()),
             "buy",
-            "2026-01-02",
+            date,
         );
         FileRef {
             path: file(&p, id(a), id(b)),
@@ -132,5 +157,21 @@ mod tests {
         assert_eq!(ranges, [(1, 6), (7, 8), (10, 12)]);
         let partial = select(vec![f(1, 3), f(4, 6)], id(5));
         assert_eq!(partial.len(), 1);
+    }
+
+    #[test]
+    fn one_batch_over_two_dates_is_read_whole() {
+        // A batch of entries 1..10 wrote most to one date and a late event (5) to the day
+        // before: both files hold rows no other file has.
+        let got = select(
+            vec![on("2026-01-02", 1, 10), on("2026-01-01", 5, 5)],
+            id(10),
+        );
+        assert_eq!(got.len(), 2);
+        let same = select(
+            vec![on("2026-01-02", 1, 10), on("2026-01-01", 1, 10)],
+            id(10),
+        );
+        assert_eq!(same.len(), 2);
     }
 }

@@ -7,8 +7,10 @@
 //! - [`sql`] answers queries over one app's tables: each collection is its archived files
 //!   plus the stream's not-yet-archived tail, so an event is seen as soon as it was
 //!   acknowledged, and never twice.
+//! - [`views`]: materialized views, query results kept in the archive and computed again
+//!   by the archiver.
 //! - [`routes`] serves Rakam's query API (`/query/execute`, `/query/explain`,
-//!   `/query/metadata`).
+//!   `/query/metadata`) and `/materialized-view/*`.
 //!
 //! DataFusion is a heavy compile; it lives in this crate alone so the rest of the
 //! workspace never waits for it.
@@ -19,6 +21,7 @@ pub mod routes;
 pub mod rows;
 pub mod sql;
 pub mod store;
+pub mod views;
 
 pub use archiver::{Archiver, ArchiverStats};
 pub use sql::Engine;

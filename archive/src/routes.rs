@@ -2,6 +2,7 @@
 //! read key (or the master key) of the project whose tables the query reads.
 
 use crate::sql::{Answer, Engine, Mode, Outcome, QueryError};
+use crate::views::View;
 use crate::Error;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -193,10 +194,213 @@ pub async fn metadata(req: HttpRequest, payload: web::Payload, st: web::Data<Sql
     }
 }
 
-/// Mounts the query routes.
+async fn body_and_app(
+    req: &HttpRequest,
+    payload: web::Payload,
+    st: &Sql,
+    role: Role,
+) -> Result<(Value, std::sync::Arc<tally_model::apps::App>), RakamError> {
+    let body = read_json(payload, &st.shared.limits).await?;
+    let app = app_for_key(&st.shared, rakam_key(req, Some(&body), role), role).await?;
+    Ok((body, app))
+}
+
+fn table_name(body: &Value) -> Result<String, RakamError> {
+    match body.get("table_name") {
+        Some(Value::String(t)) if !t.is_empty() => Ok(t.clone()),
+        _ => Err(RakamError::bad("Missing parameter \"table_name\"")),
+    }
+}
+
+fn stored_view(json: &str) -> Result<View, RakamError> {
+    serde_json::from_str(json).map_err(|e| {
+        RakamError(ApiError::Internal(format!(
+            "a stored view is unreadable: {e}"
+        )))
+    })
+}
+
+/// `POST /materialized-view/create` (master key) `{table_name, name, query,
+/// update_interval?}`: computes the view at once (a query that fails is a 400 and
+/// nothing is kept), then again every `update_interval`.
+pub async fn view_create(req: HttpRequest, payload: web::Payload, st: web::Data<Sql>) -> Res {
+    let (body, app) = body_and_app(&req, payload, &st, Role::Master).await?;
+    let mut view: View = serde_json::from_value(body.clone())
+        .map_err(|e| RakamError::bad(format!("Invalid materialized view: {e}")))?;
+    let t = &view.table_name.clone();
+    if t.is_empty() || t.len() > 64 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(RakamError::bad("table_name: 1 to 64 letters, digits or _"));
+    }
+    if t == crate::sql::USERS
+        || crate::sql::is_collection(&st.shared.pool, &app.id, t)
+            .await
+            .map_err(fail)?
+    {
+        return Err(RakamError::bad(format!(
+            "table_name \"{t}\" is taken by a table of the project"
+        )));
+    }
+    if view.name.trim().is_empty() || view.query.trim().is_empty() {
+        return Err(RakamError::bad("name and query are required"));
+    }
+    if let Some(i) = &view.update_interval {
+        if crate::views::parse_interval(i).is_none() {
+            return Err(RakamError::bad(format!(
+                "update_interval \"{i}\": use an ISO 8601 duration (PT1H), seconds, or \"N minutes|hours|days\""
+            )));
+        }
+    }
+    if view.incremental {
+        return Err(RakamError::bad(
+            "incremental views are not supported: leave incremental out, and the view is computed again every update_interval",
+        ));
+    }
+    if tally_model::views::get(&st.shared.pool, &app.id, t)
+        .await?
+        .is_some()
+    {
+        return Err(RakamError::bad(format!(
+            "A materialized view named {t} exists"
+        )));
+    }
+    let Some(archive) = st.engine.archive() else {
+        return Err(RakamError::bad(
+            "Materialized views need the archive (TALLY_ARCHIVE_URL is off)",
+        ));
+    };
+    crate::views::compute(&st.engine, archive, &st.shared.pool, &app, &view)
+        .await
+        .map_err(fail)?;
+    view.last_update = Some(st.shared.clock.now_ms());
+    match tally_model::views::add(
+        &st.shared.pool,
+        &app.id,
+        &view.table_name,
+        &view.to_json().to_string(),
+        st.engine.max_views(),
+    )
+    .await?
+    {
+        tally_model::views::Added::Added => Ok(json_response(
+            json!({"success": true, "message": "Materialized view created"}).to_string(),
+        )),
+        tally_model::views::Added::Exists => {
+            // Another create of this name won the race, and this one's file replaced
+            // its result: compute the winner's query again.
+            if let Some(def) = tally_model::views::get(&st.shared.pool, &app.id, t).await? {
+                let winner = stored_view(&def)?;
+                crate::views::compute(&st.engine, archive, &st.shared.pool, &app, &winner)
+                    .await
+                    .map_err(fail)?;
+            }
+            Err(RakamError::bad(format!(
+                "A materialized view named {t} exists"
+            )))
+        }
+        tally_model::views::Added::OverLimit => {
+            archive
+                .delete(&crate::layout::view_file(&app.id, t))
+                .await
+                .map_err(|e| fail(e.into()))?;
+            Err(RakamError::bad(format!(
+                "At most {} materialized views per project (TALLY_VIEWS)",
+                st.engine.max_views()
+            )))
+        }
+    }
+}
+
+/// `POST /materialized-view/delete` (master key) `{table_name}`.
+pub async fn view_delete(req: HttpRequest, payload: web::Payload, st: web::Data<Sql>) -> Res {
+    let (body, app) = body_and_app(&req, payload, &st, Role::Master).await?;
+    let t = table_name(&body)?;
+    if !tally_model::views::delete(&st.shared.pool, &app.id, &t).await? {
+        return Err(RakamError(ApiError::NotFound(format!(
+            "No materialized view named {t}"
+        ))));
+    }
+    if let Some(archive) = st.engine.archive() {
+        archive
+            .delete(&crate::layout::view_file(&app.id, &t))
+            .await
+            .map_err(|e| fail(QueryError::Failed(e)))?;
+    }
+    Ok(json_response(
+        json!({"success": true, "message": "Materialized view deleted"}).to_string(),
+    ))
+}
+
+/// `POST /materialized-view/get` (read key) `{table_name}`.
+pub async fn view_get(req: HttpRequest, payload: web::Payload, st: web::Data<Sql>) -> Res {
+    let (body, app) = body_and_app(&req, payload, &st, Role::Read).await?;
+    let t = table_name(&body)?;
+    let json = tally_model::views::get(&st.shared.pool, &app.id, &t)
+        .await?
+        .ok_or_else(|| {
+            RakamError(ApiError::NotFound(format!(
+                "No materialized view named {t}"
+            )))
+        })?;
+    Ok(json_response(stored_view(&json)?.to_json().to_string()))
+}
+
+/// `POST /materialized-view/list` (read key).
+pub async fn view_list(req: HttpRequest, payload: web::Payload, st: web::Data<Sql>) -> Res {
+    let (_, app) = body_and_app(&req, payload, &st, Role::Read).await?;
+    let mut all = tally_model::views::all(&st.shared.pool, &app.id).await?;
+    all.sort();
+    let views = all
+        .iter()
+        .map(|(_, j)| stored_view(j).map(|v| v.to_json()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(json_response(Value::from(views).to_string()))
+}
+
+/// `POST /materialized-view/schema` (read key) `{names?}`: each view's columns.
+pub async fn view_schema(req: HttpRequest, payload: web::Payload, st: web::Data<Sql>) -> Res {
+    let (body, app) = body_and_app(&req, payload, &st, Role::Read).await?;
+    let names: Option<Vec<String>> = match body.get("names") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .map(|n| n.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or_else(|| RakamError::bad("\"names\" must be an array of strings"))?,
+        ),
+        Some(_) => return Err(RakamError::bad("\"names\" must be an array of strings")),
+    };
+    let mut all = tally_model::views::all(&st.shared.pool, &app.id).await?;
+    all.sort();
+    let mut out = Vec::new();
+    for (t, _) in all {
+        if names.as_ref().is_some_and(|n| !n.contains(&t)) {
+            continue;
+        }
+        let fields = match st.engine.archive() {
+            Some(a) => match crate::views::schema_of(a, &crate::layout::view_file(&app.id, &t)).await {
+                Ok(s) => s
+                    .fields()
+                    .iter()
+                    .map(|f| json!({"name": f.name(), "type": crate::rows::rakam_type(f.data_type())}))
+                    .collect(),
+                Err(_) => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        out.push(json!({"name": t, "fields": fields}));
+    }
+    Ok(json_response(Value::from(out).to_string()))
+}
+
+/// Mounts the query and materialized-view routes.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<Sql>) {
     cfg.app_data(state)
         .route("/query/execute", web::post().to(execute))
         .route("/query/explain", web::post().to(explain))
-        .route("/query/metadata", web::post().to(metadata));
+        .route("/query/metadata", web::post().to(metadata))
+        .route("/materialized-view/create", web::post().to(view_create))
+        .route("/materialized-view/delete", web::post().to(view_delete))
+        .route("/materialized-view/get", web::post().to(view_get))
+        .route("/materialized-view/list", web::post().to(view_list))
+        .route("/materialized-view/schema", web::post().to(view_schema));
 }

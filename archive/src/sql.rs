@@ -30,6 +30,7 @@ use datafusion::datasource::listing::{
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::object_store::ObjectStoreExt;
 use datafusion::physical_plan::displayable;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -93,7 +94,13 @@ struct Permits(
 /// How a query is to be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    Run { limit: usize },
+    Run {
+        limit: usize,
+    },
+    /// Run, answering Arrow batches (for materialized views).
+    Batches {
+        limit: usize,
+    },
     Explain,
     Metadata,
 }
@@ -101,6 +108,7 @@ pub enum Mode {
 /// What a query came to.
 pub enum Outcome {
     Rows(Answer),
+    Batches(SchemaRef, Vec<RecordBatch>),
     Plan { logical: String, physical: String },
     Columns(Vec<(String, String)>),
 }
@@ -117,6 +125,26 @@ impl Engine {
 
     pub fn max_rows(&self) -> usize {
         self.cfg.max_rows
+    }
+
+    pub fn archive(&self) -> Option<&Archive> {
+        self.archive.as_ref()
+    }
+
+    pub fn max_views(&self) -> usize {
+        self.cfg.views
+    }
+
+    pub fn view_max_rows(&self) -> usize {
+        self.cfg.view_max_rows
+    }
+
+    pub fn view_interval(&self) -> std::time::Duration {
+        self.cfg.view_interval
+    }
+
+    pub fn view_min_interval(&self) -> std::time::Duration {
+        self.cfg.view_min_interval
     }
 
     fn permits(&self, app: &AppId) -> Result<Permits, QueryError> {
@@ -186,13 +214,16 @@ impl Engine {
                 )));
             }
         }
-        let _permits = self.permits(&app.id)?;
+        // Shared with the execution task: a query cancelled in the middle of an operator
+        // that does not yield (DataFusion stops a plan only where it yields) runs on until
+        // it does, and counts against the limits until then.
+        let permits = Arc::new(self.permits(&app.id)?);
         let work = async {
             // A compaction may remove a file between listing and reading: list again.
             let mut tries = 0;
             loop {
                 tries += 1;
-                match self.query_once(pool, app, sql, mode).await {
+                match self.query_once(pool, app, sql, mode, &permits).await {
                     Err(QueryError::Bad(m))
                         if tries < 3 && m.contains("not found") && m.contains("part-") => {}
                     other => return other,
@@ -214,6 +245,7 @@ impl Engine {
         app: &App,
         sql: &str,
         mode: Mode,
+        permits: &Arc<Permits>,
     ) -> Result<Outcome, QueryError> {
         let ctx = self.context()?;
         let state = ctx.state();
@@ -250,11 +282,23 @@ impl Engine {
                 let df = ctx.execute_logical_plan(plan).await.map_err(bad)?;
                 let df = df.limit(0, Some(limit)).map_err(bad)?;
                 let cols = columns(df.schema().as_arrow());
-                let batches = df.collect().await.map_err(bad)?;
+                let batches = execute(df, permits.clone()).await?;
                 Ok(Outcome::Rows(Answer {
                     columns: cols,
                     rows: rows_of(&batches)?,
                 }))
+            }
+            Mode::Batches { limit } => {
+                let df = ctx.execute_logical_plan(plan).await.map_err(bad)?;
+                let df = df.limit(0, Some(limit + 1)).map_err(bad)?;
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let batches = execute(df, permits.clone()).await?;
+                if batches.iter().map(RecordBatch::num_rows).sum::<usize>() > limit {
+                    return Err(QueryError::Bad(format!(
+                        "The query answers more than {limit} rows, more than a materialized view may hold (TALLY_VIEW_MAX_ROWS)"
+                    )));
+                }
+                Ok(Outcome::Batches(schema, batches))
             }
         }
     }
@@ -289,9 +333,11 @@ impl Engine {
                 ctx.register_table(USERS, t).map_err(bad)?;
             } else if known.iter().any(|k| k == n) {
                 wanted.push(n.clone());
+            } else if let Some(t) = self.view_table(pool, &app.id, n).await? {
+                ctx.register_table(n.as_str(), t).map_err(bad)?;
             } else {
                 return Err(QueryError::Bad(format!(
-                    "Table \"{n}\" does not exist: the project's tables are its collections and {USERS}"
+                    "Table \"{n}\" does not exist: the project's tables are its collections, its materialized views and {USERS}"
                 )));
             }
         }
@@ -399,6 +445,38 @@ impl Engine {
         Ok(Some(Arc::new(ListingTable::try_new(config).map_err(bad)?)))
     }
 
+    /// A materialized view's last result, when the app has a view of that name.
+    async fn view_table(
+        &self,
+        pool: &Pool,
+        app: &AppId,
+        name: &str,
+    ) -> Result<Option<Arc<ListingTable>>, QueryError> {
+        let (Some(archive), Some(_)) = (
+            &self.archive,
+            tally_model::views::get(pool, app, name).await?,
+        ) else {
+            return Ok(None);
+        };
+        let path = layout::view_file(app, name);
+        let meta = match archive.store.head(&path).await {
+            Ok(m) => m,
+            Err(datafusion::object_store::Error::NotFound { .. }) => {
+                return Err(QueryError::Bad(format!(
+                    "The materialized view \"{name}\" has not been computed yet"
+                )))
+            }
+            Err(e) => return Err(QueryError::Failed(e.into())),
+        };
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let schema = crate::views::schema_of(archive, &meta.location).await?;
+        let config = ListingTableConfig::new_with_multi_paths(vec![file_url(&meta.location)?])
+            .with_listing_options(options)
+            .with_schema(schema);
+        Ok(Some(Arc::new(ListingTable::try_new(config).map_err(bad)?)))
+    }
+
     /// The app's profiles as a table: `id`, then the typed properties.
     async fn users_table(&self, pool: &Pool, app: &App) -> Result<Arc<MemTable>, QueryError> {
         let types = schema::load_profiles(pool, &app.id).await?;
@@ -446,6 +524,71 @@ impl Engine {
             MemTable::try_new(schema, vec![vec![batch]]).map_err(bad)?,
         ))
     }
+}
+
+/// Plans `df` here and runs the plan on the SQL runtime ([`runtime`]), holding the
+/// query's permits until it has stopped. Cancelled when the caller stops waiting (the
+/// query's timeout).
+async fn execute(df: DataFrame, permits: Arc<Permits>) -> Result<Vec<RecordBatch>, QueryError> {
+    let task = df.task_ctx();
+    let plan = df.create_physical_plan().await.map_err(bad)?;
+    let handle = runtime().spawn(async move {
+        let _permits = permits;
+        datafusion::physical_plan::collect(plan, Arc::new(task)).await
+    });
+    let _abort = AbortOnDrop(handle.abort_handle());
+    match handle.await {
+        Ok(r) => r.map_err(bad),
+        Err(e) => Err(QueryError::Failed(Error::Config(format!(
+            "the query stopped: {e}"
+        )))),
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The runtime queries execute on: one worker a core, apart from the HTTP workers.
+/// An HTTP worker is a single-threaded runtime, and DataFusion runs a plan's partitions
+/// as tasks of the runtime it is polled on, so on a worker every query would use one
+/// core; here its partitions run in parallel, and a long scan does not hold up the
+/// worker's other requests. Measured in docs/benchmarks.md ("The archive and SQL").
+fn runtime() -> &'static tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("sql".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .thread_name("sql")
+                    .enable_all()
+                    .build();
+                match rt {
+                    Ok(rt) => {
+                        // Lives as long as the process: parks this thread forever.
+                        let _ = tx.send(Some(rt.handle().clone()));
+                        rt.block_on(std::future::pending::<()>());
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the SQL runtime did not start; queries run on the caller's");
+                        let _ = tx.send(None);
+                    }
+                }
+            });
+        let started = spawned.ok().and_then(|_| rx.recv().ok().flatten());
+        started.unwrap_or_else(tokio::runtime::Handle::current)
+    })
+}
+
+/// Whether the app has a collection of that name.
+pub async fn is_collection(pool: &Pool, app: &AppId, name: &str) -> Result<bool, QueryError> {
+    Ok(collections(pool, app).await?.iter().any(|c| c == name))
 }
 
 /// The app's collections (its event keys).

@@ -259,6 +259,14 @@ pub struct SqlConfig {
     pub tail_entries: usize,
     /// Profiles the `_users` table may hold.
     pub users: usize,
+    /// Materialized views one app may have.
+    pub views: usize,
+    /// Rows one materialized view may hold.
+    pub view_max_rows: usize,
+    /// How often a view is computed again when it names no `update_interval`, and the
+    /// shortest interval it may name.
+    pub view_interval: Duration,
+    pub view_min_interval: Duration,
 }
 
 impl Default for SqlConfig {
@@ -271,6 +279,10 @@ impl Default for SqlConfig {
             per_process: 16,
             tail_entries: 500_000,
             users: 1_000_000,
+            views: 50,
+            view_max_rows: 1_000_000,
+            view_interval: Duration::from_secs(3600),
+            view_min_interval: Duration::from_secs(10),
         }
     }
 }
@@ -286,6 +298,10 @@ impl SqlConfig {
             per_process: parse("TALLY_SQL_CONCURRENT", d.per_process)?,
             tail_entries: parse("TALLY_SQL_TAIL_ENTRIES", d.tail_entries)?,
             users: parse("TALLY_SQL_USERS", d.users)?,
+            views: parse("TALLY_VIEWS", d.views)?,
+            view_max_rows: parse("TALLY_VIEW_MAX_ROWS", d.view_max_rows)?,
+            view_interval: secs("TALLY_VIEW_INTERVAL_SECS", d.view_interval)?,
+            view_min_interval: secs("TALLY_VIEW_MIN_INTERVAL_SECS", d.view_min_interval)?,
         })
     }
 }

@@ -17,6 +17,7 @@
 //! | `{id}:arc` | hash | the archive's progress: `done` (last archived entry id), `intent` (the batch being written) |
 //! | `{id}:arc:lease` | string | which archiver works the app now (expires) |
 //! | `{id}:arc:forget` | set | forgotten devices whose rows the archive still holds |
+//! | `{id}:mv` | hash | materialized views: table name -> definition and last refresh (JSON) |
 //! | `{id}:r:m:{minute}` / `{id}:r:h:{hour}` | hash | minute (UTC) / hour (app-local) rollups |
 //! | `{id}:r:u:{minute}` | HyperLogLog | active devices of a minute |
 //! | `{id}:r:apps` / `{id}:r:keys:{app_name}` | set | `app_name` values / event keys per `app_name` |
@@ -315,6 +316,11 @@ pub fn archive_state(app: &AppId) -> String {
 /// Devices forgotten since the archiver last rewrote the app's files without them.
 pub fn archive_forget(app: &AppId) -> String {
     format!("{{{app}}}:arc:forget")
+}
+
+/// The app's materialized views.
+pub fn views(app: &AppId) -> String {
+    format!("{{{app}}}:mv")
 }
 
 /// The lease of the archiver working the app.

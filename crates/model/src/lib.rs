@@ -33,5 +33,6 @@ pub mod schema;
 pub mod stream;
 pub mod texthash;
 pub mod time;
+pub mod views;
 
 pub use error::StoreError;
