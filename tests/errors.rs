@@ -327,15 +327,14 @@ fn rakam_admin_and_routes_not_served() {
         ("true", "false")
     );
     for (path, why) in [
-        ("/query/execute", "SQL over the archive is not built yet"),
         ("/funnel/analyze", "funnels are not built yet"),
         (
             "/user/action/email/single",
             "out of scope: Tally sends no email",
         ),
         (
-            "/materialized-view/create",
-            "materialized views are not built yet",
+            "/continuous-query/create",
+            "continuous queries are not built yet",
         ),
     ] {
         let r = http(&t.addr, "POST", path, &[("read_key", &k.read)], b"{}");
