@@ -663,6 +663,7 @@ fn a_materialized_view_equals_its_query_and_is_computed_again() {
     let t = TestApp::spawn_with(|c| {
         c.archive.url = Some(url);
         c.sql.view_min_interval = Duration::ZERO;
+        c.sql.views = 1;
     });
     let k = t.create_app("UTC");
     for (d, plan, n) in [("d1", "pro", 2), ("d2", "free", 1), ("d3", "pro", 4)] {
@@ -825,5 +826,16 @@ fn a_materialized_view_equals_its_query_and_is_computed_again() {
         .status,
         404
     );
+    // The project's limit of views (TALLY_VIEWS = 1 here): the second is refused, unwritten.
+    let one = json!({"table_name": "one", "name": "one", "query": "SELECT 1 AS x"});
+    assert_eq!(mv("/materialized-view/create", &k.master, one).status, 200);
+    let two = mv(
+        "/materialized-view/create",
+        &k.master,
+        json!({"table_name": "two", "name": "two", "query": "SELECT 2 AS x"}),
+    );
+    assert_eq!(two.status, 400, "{}", two.body);
+    assert!(two.body.contains("TALLY_VIEWS"), "{}", two.body);
+    assert!(!dir.join(format!("app={}", k.id)).join("view=two").exists());
     std::fs::remove_dir_all(&dir).ok();
 }

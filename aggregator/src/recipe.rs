@@ -50,14 +50,15 @@ pub async fn export(req: HttpRequest, st: web::Data<Aggregator>) -> Res {
     reports.sort_by(|a, b| a.table_name.cmp(&b.table_name));
     let reports: Vec<Value> = reports.iter().map(report_json).collect();
     let mut views: Vec<Value> = Vec::new();
-    for (_, def) in tally_model::views::all(&st.shared.pool, &app.id).await? {
+    let mut defs = tally_model::views::all(&st.shared.pool, &app.id).await?;
+    defs.sort();
+    for (_, def) in defs {
         // As created: when it was last computed belongs to this project only.
-        if let Ok(Value::Object(mut v)) = serde_json::from_str::<Value>(&def) {
-            v.remove("last_update");
-            views.push(Value::Object(v));
+        if let Ok(mut v) = serde_json::from_str::<tally_archive::views::View>(&def) {
+            v.last_update = None;
+            views.push(v.to_json());
         }
     }
-    views.sort_by(|a, b| a["table_name"].as_str().cmp(&b["table_name"].as_str()));
     Ok(json_response(
         json!({
             "strategy": "DEFAULT",

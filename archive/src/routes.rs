@@ -263,6 +263,10 @@ pub async fn view_create(req: HttpRequest, payload: web::Payload, st: web::Data<
             "A materialized view named {t} exists"
         )));
     }
+    // Checked again atomically by `add`; here so a project at its limit computes nothing.
+    if tally_model::views::count(&st.shared.pool, &app.id).await? >= st.engine.max_views() {
+        return Err(over_limit(&st));
+    }
     let Some(archive) = st.engine.archive() else {
         return Err(RakamError::bad(
             "Materialized views need the archive (TALLY_ARCHIVE_URL is off)",
@@ -298,16 +302,28 @@ pub async fn view_create(req: HttpRequest, payload: web::Payload, st: web::Data<
             )))
         }
         tally_model::views::Added::OverLimit => {
-            archive
-                .delete(&crate::layout::view_file(&app.id, t))
-                .await
-                .map_err(|e| fail(e.into()))?;
-            Err(RakamError::bad(format!(
-                "At most {} materialized views per project (TALLY_VIEWS)",
-                st.engine.max_views()
-            )))
+            delete_file(archive, &app.id, t).await?;
+            Err(over_limit(&st))
         }
     }
+}
+
+fn over_limit(st: &Sql) -> RakamError {
+    RakamError::bad(format!(
+        "At most {} materialized views per project (TALLY_VIEWS)",
+        st.engine.max_views()
+    ))
+}
+
+async fn delete_file(
+    archive: &crate::Archive,
+    app: &tally_model::keys::AppId,
+    table: &str,
+) -> Result<(), RakamError> {
+    archive
+        .delete(&crate::layout::view_file(app, table))
+        .await
+        .map_err(|e| fail(QueryError::Failed(e)))
 }
 
 /// `POST /materialized-view/delete` (master key) `{table_name}`.
@@ -320,10 +336,7 @@ pub async fn view_delete(req: HttpRequest, payload: web::Payload, st: web::Data<
         ))));
     }
     if let Some(archive) = st.engine.archive() {
-        archive
-            .delete(&crate::layout::view_file(&app.id, &t))
-            .await
-            .map_err(|e| fail(QueryError::Failed(e)))?;
+        delete_file(archive, &app.id, &t).await?;
     }
     Ok(json_response(
         json!({"success": true, "message": "Materialized view deleted"}).to_string(),

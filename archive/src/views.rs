@@ -31,7 +31,7 @@ pub struct View {
     #[serde(default)]
     pub options: Map<String, Value>,
     /// When its result was last computed (ms since the epoch).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_update: Option<i64>,
 }
 

@@ -21,6 +21,14 @@ pub async fn all(pool: &Pool, app: &AppId) -> Result<Vec<(String, String)>, Stor
     Ok(v)
 }
 
+/// How many views the app has.
+pub async fn count(pool: &Pool, app: &AppId) -> Result<usize, StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("HLEN").arg(keys::views(app));
+    let (n,): (usize,) = pool.run(keys::route(app), &pipe).await?;
+    Ok(n)
+}
+
 const ADD: &str = r"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end
